@@ -1,0 +1,1 @@
+"""QuantaDB: an asyncio-native, reactive, embedded data store."""

@@ -1,0 +1,111 @@
+"""The QuantaDB error hierarchy.
+
+Every failure a caller can meet is raised as a subclass of :class:`QuantaError`, so one
+``except quanta.QuantaError`` catches them all. Bad input is rejected *before* anything is
+written; the classes below say what went wrong, never how the engine happens to be built.
+
+```
+QuantaError
+├── InvalidArgumentError (ValueError)   bad option, empty key, ...
+│   ├── InvalidTypeError (TypeError)    a str where bytes are required, ...
+│   └── LimitExceededError              key, value or batch over the documented limits
+├── CorruptionError                     a checksum or structure check failed (names file, offset)
+├── DatabaseLockedError                 another process or open() holds the directory
+├── DatabaseClosedError                 the database was closed
+├── DatabaseNotFoundError               no database and create_if_missing=False
+├── NotADatabaseError                   the directory holds something that is not QuantaDB
+├── ReadOnlyError                       a write on a database opened read_only=True
+├── StorageIOError                      an operating-system I/O call failed (errno kept)
+└── DatabaseFailedError                 a fatal failure stopped writes; reopen to recover
+    └── BackgroundError                 ... and it happened in background flush/compaction
+```
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackgroundError",
+    "CorruptionError",
+    "DatabaseClosedError",
+    "DatabaseFailedError",
+    "DatabaseLockedError",
+    "DatabaseNotFoundError",
+    "InvalidArgumentError",
+    "InvalidTypeError",
+    "LimitExceededError",
+    "NotADatabaseError",
+    "QuantaError",
+    "ReadOnlyError",
+    "StorageIOError",
+]
+
+
+class QuantaError(Exception):
+    """Base class of every error QuantaDB raises on purpose."""
+
+
+class InvalidArgumentError(QuantaError, ValueError):
+    """An argument or option has a valid type but an invalid value."""
+
+
+class InvalidTypeError(InvalidArgumentError, TypeError):
+    """An argument has the wrong type (for example ``str`` where ``bytes`` is required)."""
+
+
+class LimitExceededError(InvalidArgumentError):
+    """A key, value or batch is larger than the documented limits (see ``quanta.limits``)."""
+
+
+class CorruptionError(QuantaError):
+    """Stored data failed a checksum or a structural check.
+
+    ``path`` names the damaged file and ``offset`` the byte offset of the damaged record,
+    block or field (``None`` when the damage is not tied to one offset).
+    """
+
+    def __init__(self, message: str, *, path: str, offset: int | None = None) -> None:
+        where = path if offset is None else f"{path} at offset {offset}"
+        super().__init__(f"{message} ({where})")
+        self.path = path
+        self.offset = offset
+
+
+class DatabaseLockedError(QuantaError):
+    """The database directory is already open for writing (in this or another process)."""
+
+
+class DatabaseClosedError(QuantaError):
+    """The operation was attempted on a closed database (or a snapshot of one)."""
+
+
+class DatabaseNotFoundError(QuantaError):
+    """No database exists at the path and ``create_if_missing=False`` was given."""
+
+
+class NotADatabaseError(QuantaError):
+    """The path exists but does not hold a QuantaDB database."""
+
+
+class ReadOnlyError(QuantaError):
+    """A write was attempted on a database opened with ``read_only=True``."""
+
+
+class StorageIOError(QuantaError):
+    """An operating-system I/O call failed; ``errno`` and ``path`` say which and where."""
+
+    def __init__(self, message: str, *, errno: int | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.path = path
+
+
+class DatabaseFailedError(QuantaError):
+    """A fatal failure (for example a failed fsync) stopped the database from accepting writes.
+
+    The state on disk is consistent; close the database and open it again. The original
+    failure is chained as ``__cause__``.
+    """
+
+
+class BackgroundError(DatabaseFailedError):
+    """A background flush or compaction failed; the original exception is ``__cause__``."""
