@@ -13,6 +13,7 @@ QuantaError
 ├── DatabaseLockedError                 another process or open() holds the directory
 ├── DatabaseClosedError                 the database was closed
 ├── DatabaseNotFoundError               no database and create_if_missing=False
+├── DatabaseExistsError                 a database exists and error_if_exists=True
 ├── NotADatabaseError                   the directory holds something that is not QuantaDB
 ├── ReadOnlyError                       a write on a database opened read_only=True
 ├── StorageIOError                      an operating-system I/O call failed (errno kept)
@@ -27,6 +28,7 @@ __all__ = [
     "BackgroundError",
     "CorruptionError",
     "DatabaseClosedError",
+    "DatabaseExistsError",
     "DatabaseFailedError",
     "DatabaseLockedError",
     "DatabaseNotFoundError",
@@ -68,6 +70,10 @@ class CorruptionError(QuantaError):
         super().__init__(f"{message} ({where})")
         self.path = path
         self.offset = offset
+        self._message = message
+
+    def __reduce__(self) -> tuple[object, ...]:  # survives pickling (errors cross from worker processes)
+        return _rebuild, (type(self), (self._message,), {"path": self.path, "offset": self.offset})
 
 
 class DatabaseLockedError(QuantaError):
@@ -80,6 +86,10 @@ class DatabaseClosedError(QuantaError):
 
 class DatabaseNotFoundError(QuantaError):
     """No database exists at the path and ``create_if_missing=False`` was given."""
+
+
+class DatabaseExistsError(QuantaError):
+    """A database already exists at the path and ``error_if_exists=True`` was given."""
 
 
 class NotADatabaseError(QuantaError):
@@ -98,6 +108,9 @@ class StorageIOError(QuantaError):
         self.errno = errno
         self.path = path
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self), self.args, {"errno": self.errno, "path": self.path})
+
 
 class DatabaseFailedError(QuantaError):
     """A fatal failure (for example a failed fsync) stopped the database from accepting writes.
@@ -109,3 +122,7 @@ class DatabaseFailedError(QuantaError):
 
 class BackgroundError(DatabaseFailedError):
     """A background flush or compaction failed; the original exception is ``__cause__``."""
+
+
+def _rebuild(cls: type[QuantaError], args: tuple[object, ...], kwargs: dict[str, object]) -> QuantaError:
+    return cls(*args, **kwargs)

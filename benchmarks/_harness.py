@@ -1,0 +1,316 @@
+"""Shared pieces of the benchmark suite: the dataset, timing, machine facts, process facts.
+
+Nothing here is timed itself. Every benchmark trial runs in its own child process (see
+``run.py``), so a trial starts with a fresh heap, a fresh event loop and its own ``maxrss``;
+these helpers are what every trial, QuantaDB's or an anchor's, shares so that both sides are
+measured with exactly the same dataset, the same key order and the same clock.
+
+The dataset
+-----------
+Record ``i`` is ``(b"user:%08d" % i, msgpack.packb({...}))``: keys ascend with ``i``; the value is a
+deterministic ~100-byte msgpack dict drawn from ``random.Random(seed)``. ``run.py`` generates it
+once per run and stores it as one msgpack file that each trial loads (~30 ms for 100k records),
+instead of every trial regenerating it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+KEY_FORMAT = b"user:%08d"
+_FIRST = ("ada", "alan", "grace", "edsger", "barbara", "donald", "ken", "dennis", "radia", "leslie")
+_LAST = ("lovelace", "turing", "hopper", "dijkstra", "liskov", "knuth", "thompson", "ritchie", "perlman")
+_CITY = ("Amsterdam", "Berlin", "Cairo", "Denver", "Edinburgh", "Fukuoka", "Geneva", "Helsinki", "Istanbul")
+
+
+def make_key(i: int) -> bytes:
+    return KEY_FORMAT % i
+
+
+def make_value(rng: random.Random, i: int) -> bytes:
+    first = rng.choice(_FIRST)
+    last = rng.choice(_LAST)
+    return msgpack.packb(
+        {
+            "name": f"{first.title()} {last.title()}",
+            "email": f"{first}.{last}{rng.randrange(10_000)}@example.org",
+            "age": rng.randrange(18, 99),
+            "city": rng.choice(_CITY),
+            "id": i,
+            "score": round(rng.random() * 1000, 3),
+            "tags": [rng.choice(("a", "b", "c", "d")) for _ in range(3)],
+        }
+    )
+
+
+def make_records(n: int, seed: int = 42, start: int = 0) -> list[tuple[bytes, bytes]]:
+    """Records ``start .. start+n-1``; the same (seed, start) always gives the same bytes."""
+    rng = random.Random(seed * 1_000_003 + start)
+    return [(make_key(i), make_value(rng, i)) for i in range(start, start + n)]
+
+
+def big_batches(records: Sequence[tuple[bytes, bytes]], total: int, batch: int) -> Iterator[list[tuple[bytes, bytes]]]:
+    """Batches of records ``0 .. total-1`` for the 1M-key row: fresh keys, values reused
+    cyclically from the dataset (generating a million msgpack dicts would take longer than
+    inserting them; value reuse does not change what any system writes)."""
+    n = len(records)
+    for start in range(0, total, batch):
+        yield [(make_key(i), records[i % n][1]) for i in range(start, min(total, start + batch))]
+
+
+def write_dataset(path: Path, n: int, seed: int) -> None:
+    records = make_records(n, seed)
+    path.write_bytes(msgpack.packb([[k, v] for k, v in records], use_bin_type=True))
+
+
+def load_dataset(path: str | Path) -> list[tuple[bytes, bytes]]:
+    raw = msgpack.unpackb(Path(path).read_bytes(), raw=False, use_list=False)
+    return list(raw)
+
+
+def random_keys(records: Sequence[tuple[bytes, bytes]], count: int, seed: int) -> list[bytes]:
+    """``count`` keys drawn uniformly (with replacement) from the records: all exist."""
+    rng = random.Random(seed)
+    n = len(records)
+    return [records[rng.randrange(n)][0] for _ in range(count)]
+
+
+def user_bytes(records: Sequence[tuple[bytes, bytes]]) -> int:
+    return sum(len(k) + len(v) for k, v in records)
+
+
+# --------------------------------------------------------------------------------------- timing
+
+now_ns = time.perf_counter_ns
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of an unsorted sequence; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+def latency_summary(ns: Sequence[int], prefix: str, unit: str = "us") -> dict[str, float]:
+    """Median / p99 / max of per-op latencies given in nanoseconds, converted to ``unit``."""
+    div = {"us": 1e3, "ms": 1e6}[unit]
+    return {
+        f"{prefix}p50_{unit}": percentile(ns, 50) / div,
+        f"{prefix}p99_{unit}": percentile(ns, 99) / div,
+        f"{prefix}max_{unit}": (max(ns) / div) if ns else float("nan"),
+    }
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# ------------------------------------------------------------------------------------ trial I/O
+
+
+@dataclass
+class Trial:
+    """What one child process is asked to do: one workload group on one system, one repeat."""
+
+    group: str
+    system: str
+    repeat: int
+    workloads: list[str]
+    params: dict[str, Any]
+    dataset: str
+    workdir: str
+    seed: int = 42
+    _records: list[tuple[bytes, bytes]] | None = field(default=None, repr=False)
+
+    def records(self) -> list[tuple[bytes, bytes]]:
+        """The dataset, loaded once per trial (every system gets the same objects)."""
+        if self._records is None:
+            self._records = load_dataset(self.dataset)
+        return self._records
+
+    def fresh_dir(self, name: str) -> Path:
+        path = Path(self.workdir) / name
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        return path
+
+
+def dir_bytes(path: str | Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(root, f)).st_blocks * 512
+    return total
+
+
+# -------------------------------------------------------------------------------- process facts
+
+
+def _status_field(name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(name + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def vm_rss() -> int | None:
+    """Current resident set size in bytes (``/proc/self/status`` VmRSS)."""
+    return _status_field("VmRSS")
+
+
+def max_rss() -> int:
+    """Peak resident set size of this process in bytes (``getrusage`` maxrss, KiB on Linux)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def children_max_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+def proc_io() -> dict[str, int]:
+    """``/proc/self/io`` counters: ``wchar`` counts bytes passed to write(2)-like calls by any
+    thread of this process (not by its child processes)."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                out[k.strip()] = int(v)
+    except OSError:
+        pass
+    return out
+
+
+# --------------------------------------------------------------------------------- machine info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _fs_type(path: str) -> str:
+    best = ("", "unknown")
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mnt, fstype = parts[1], parts[2]
+                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best[0]):
+                    best = (mnt, fstype)
+    except OSError:
+        pass
+    return best[1]
+
+
+def fsync_probe(directory: str, count: int = 100) -> float:
+    """Median microseconds of append-100-bytes + fdatasync on ``directory``'s filesystem: the
+    floor under every durable-write row."""
+    fd, name = tempfile.mkstemp(dir=directory, prefix="fsync-probe-")
+    try:
+        samples = []
+        for _ in range(count):
+            os.write(fd, b"x" * 100)
+            t = now_ns()
+            os.fdatasync(fd)
+            samples.append(now_ns() - t)
+        return percentile(samples, 50) / 1e3
+    finally:
+        os.close(fd)
+        os.unlink(name)
+
+
+def machine_info(bench_dir: str) -> dict[str, Any]:
+    import sqlite3
+
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "python": sys.version.split()[0],
+        "python_impl": platform.python_implementation(),
+        "platform": platform.platform(),
+        "mem_total_gib": None,
+        "bench_dir": bench_dir,
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "bench_fs": _fs_type(os.path.realpath(bench_dir)),
+        "fdatasync_us_p50": round(fsync_probe(bench_dir), 1),
+        "versions": {
+            "quanta-db": _version("quanta-db"),
+            "msgpack": _version("msgpack"),
+            "sortedcontainers": _version("sortedcontainers"),
+            "anyio": _version("anyio"),
+            "sqlite (library)": sqlite3.sqlite_version,
+            "aiosqlite": _version("aiosqlite"),
+            "plyvel": _version("plyvel"),
+            "lmdb (py-lmdb)": _version("lmdb"),
+        },
+    }
+    try:
+        import lmdb
+
+        info["versions"]["lmdb (library)"] = ".".join(map(str, lmdb.version()))
+    except Exception:  # pragma: no cover - optional
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+            info["mem_total_gib"] = round(kb / 2**20, 1)
+    except OSError:
+        pass
+    return info
+
+
+@contextlib.contextmanager
+def suppress_gc_freeze() -> Iterator[None]:
+    """Move everything allocated so far (the dataset) out of the GC's generations, so a trial's
+    collections scan only what the system under test allocates. Applied to every system alike."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

@@ -1,0 +1,216 @@
+"""Anchor: LMDB through py-lmdb, used the way its documentation recommends.
+
+Configuration: one environment per trial, ``sync=True`` and ``metasync=True`` (the defaults: every
+write transaction is durable at commit), ``map_size`` large enough never to grow. Reads run inside
+one long-lived read transaction (LMDB's natural way to do many reads; a transaction per get is
+reported beside it as ``get_us_txn_per_op``). Batches use ``Cursor.putmulti`` in one write
+transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+from itertools import islice
+from typing import Any
+
+import lmdb
+from _harness import (
+    Trial,
+    big_batches,
+    dir_bytes,
+    latency_summary,
+    max_rss,
+    now_ns,
+    proc_io,
+    random_keys,
+    user_bytes,
+    vm_rss,
+)
+
+MAP_SIZE = 4 << 30
+
+
+def _open(path: str, map_size: int = MAP_SIZE) -> lmdb.Environment:
+    return lmdb.open(path, map_size=map_size, sync=True, metasync=True, max_dbs=0)
+
+
+def bulk(trial: Trial) -> dict[str, Any]:
+    records = trial.records()
+    env = _open(str(trial.fresh_dir("lmdb")))
+    t = now_ns()
+    with env.begin(write=True) as txn:
+        txn.cursor().putmulti(records)
+    elapsed = now_ns() - t
+    env.close()
+    return {"bulk_insert": {"total_ms": elapsed / 1e6, "us_per_record": elapsed / 1e3 / len(records)}}
+
+
+def _read_phase(env: lmdb.Environment, trial: Trial, suffix: str, keys: list[bytes]) -> dict[str, Any]:
+    p = trial.params
+    out: dict[str, Any] = {}
+    wl = set(trial.workloads)
+    with env.begin() as txn:
+        for k in keys[:1000]:  # warm-up, identical for every system
+            txn.get(k)
+        if "get" + suffix in wl:
+            misses = 0
+            t = now_ns()
+            for k in keys:
+                if txn.get(k) is None:
+                    misses += 1
+            elapsed = now_ns() - t
+            out["get" + suffix] = {"us_per_op": elapsed / 1e3 / len(keys), "misses": misses}
+        if "get_many" + suffix in wl:
+            t = now_ns()
+            values = [txn.get(k) for k in keys]
+            elapsed = now_ns() - t
+            out["get_many" + suffix] = {
+                "us_per_key": elapsed / 1e3 / len(keys),
+                "misses": values.count(None),
+            }
+        if "scan_range" + suffix in wl:
+            starts = random_keys(trial.records(), p["scans"], trial.seed + 7)
+            rows = 0
+            t = now_ns()
+            for start in starts:
+                cur = txn.cursor()
+                cur.set_range(start)
+                for _k, _v in islice(cur.iternext(), p["scan_len"]):
+                    rows += 1
+            elapsed = now_ns() - t
+            out["scan_range" + suffix] = {"us_per_scan": elapsed / 1e3 / len(starts), "rows": rows}
+        if "scan_full" + suffix in wl:
+            rows = 0
+            t = now_ns()
+            for _k, _v in txn.cursor():
+                rows += 1
+            elapsed = now_ns() - t
+            out["scan_full" + suffix] = {"total_ms": elapsed / 1e6, "rows": rows}
+    if "get" + suffix in wl:
+        # Informational: a read transaction per get (what a naive wrapper would do).
+        sub = keys[: min(len(keys), 20_000)]
+        t = now_ns()
+        for k in sub:
+            with env.begin() as txn:
+                txn.get(k)
+        out["get" + suffix]["us_per_op_txn_per_get"] = (now_ns() - t) / 1e3 / len(sub)
+    return out
+
+
+def reads(trial: Trial) -> dict[str, Any]:
+    records = trial.records()
+    keys = random_keys(records, trial.params["get_ops"], trial.seed + 1)
+    path = str(trial.fresh_dir("lmdb"))
+    env = _open(path)
+    with env.begin(write=True) as txn:
+        txn.cursor().putmulti(records)
+    out = _read_phase(env, trial, "", keys)
+    if any(w.endswith("_reopen") for w in trial.workloads):
+        env.close()
+        env = _open(path)
+        with env.begin() as txn:  # warm pass: every key once, like every other system
+            for k, _v in records:
+                txn.get(k)
+        out.update(_read_phase(env, trial, "_reopen", keys))
+    env.close()
+    return out
+
+
+def write_sync(trial: Trial) -> dict[str, Any]:
+    records = trial.records()[: trial.params["write_ops"]]
+    env = _open(str(trial.fresh_dir("lmdb")))
+    lat = []
+    t0 = now_ns()
+    for k, v in records:
+        t = now_ns()
+        with env.begin(write=True) as txn:
+            txn.put(k, v)
+        lat.append(now_ns() - t)
+    total = now_ns() - t0
+    env.close()
+    return {"write_sync": {**latency_summary(lat, ""), "writes_per_s": len(records) / (total / 1e9)}}
+
+
+def write_concurrent(trial: Trial) -> dict[str, Any]:
+    p = trial.params
+    writers, per = p["conc_writers"], p["conc_per_writer"]
+    records = trial.records()[: writers * per]
+    env = _open(str(trial.fresh_dir("lmdb")))
+    barrier = threading.Barrier(writers + 1)
+
+    def worker(w: int) -> None:
+        mine = records[w::writers]
+        barrier.wait()
+        for k, v in mine:
+            with env.begin(write=True) as txn:
+                txn.put(k, v)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(writers)]
+    for th in threads:
+        th.start()
+    barrier.wait()
+    t = now_ns()
+    for th in threads:
+        th.join()
+    elapsed = now_ns() - t
+    with env.begin() as txn:
+        count = txn.stat()["entries"]
+    env.close()
+    return {"write_concurrent": {"writes_per_s": len(records) / (elapsed / 1e9), "stored": count}}
+
+
+def reopen(trial: Trial) -> dict[str, Any]:
+    records = trial.records()
+    path = str(trial.fresh_dir("lmdb"))
+    env = _open(path)
+    with env.begin(write=True) as txn:
+        txn.cursor().putmulti(records)
+    env.close()
+    t = now_ns()
+    env = _open(path)
+    opened = now_ns()
+    with env.begin() as txn:
+        txn.get(records[len(records) // 2][0])
+    first = now_ns()
+    env.close()
+    return {"reopen": {"open_ms": (opened - t) / 1e6, "first_get_ms": (first - opened) / 1e6}}
+
+
+def big(trial: Trial) -> dict[str, Any]:
+    p = trial.params
+    path = str(trial.fresh_dir("lmdb"))
+    rss0 = vm_rss()
+    io0 = proc_io().get("wchar", 0)
+    env = _open(path, map_size=8 << 30)
+    elapsed = 0
+    ub = 0
+    for batch in big_batches(trial.records(), p["big_n"], p["big_batch"]):
+        ub += user_bytes(batch)
+        t = now_ns()
+        with env.begin(write=True) as txn:
+            txn.cursor().putmulti(batch)
+        elapsed += now_ns() - t
+    rss_end = vm_rss()
+    env.close()
+    wchar = proc_io().get("wchar", 0) - io0
+    return {
+        "big": {
+            "insert_s": elapsed / 1e9,
+            "user_mib": ub / 2**20,
+            "disk_mib": dir_bytes(path) / 2**20,
+            "write_amp_wchar": wchar / ub,
+            "rss_start_mib": (rss0 or 0) / 2**20,
+            "rss_end_mib": (rss_end or 0) / 2**20,
+            "maxrss_mib": max_rss() / 2**20,
+        }
+    }
+
+
+GROUPS = {
+    "bulk": bulk,
+    "reads": reads,
+    "write_sync": write_sync,
+    "write_concurrent": write_concurrent,
+    "reopen": reopen,
+    "big": big,
+}

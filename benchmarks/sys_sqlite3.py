@@ -1,0 +1,230 @@
+"""Anchor: SQLite through the standard library's ``sqlite3`` module.
+
+Configuration: ``journal_mode=WAL``; ``synchronous=FULL`` (every commit fsyncs the WAL) in every
+durable row; a 64 MiB page cache; the table ``kv (k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID`` so the
+rows live in the primary-key B-tree, like a key-value store. Writes are ``INSERT OR REPLACE`` (a
+put is an upsert). Autocommit mode (``isolation_level=None``): batches are explicit
+``BEGIN``/``COMMIT``. Statements are parameterized, so sqlite3's statement cache reuses them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Any
+
+from _harness import (
+    Trial,
+    big_batches,
+    dir_bytes,
+    latency_summary,
+    max_rss,
+    now_ns,
+    proc_io,
+    random_keys,
+    user_bytes,
+    vm_rss,
+)
+
+SCHEMA = "CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID"
+PUT = "INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)"
+GET = "SELECT v FROM kv WHERE k = ?"
+RANGE = "SELECT k, v FROM kv WHERE k >= ? ORDER BY k LIMIT ?"
+FULL = "SELECT k, v FROM kv ORDER BY k"
+PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA cache_size=-65536")
+
+
+def connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=120)
+    for pragma in PRAGMAS:
+        conn.execute(pragma)
+    conn.execute(SCHEMA)
+    return conn
+
+
+def _load(conn: sqlite3.Connection, records: list[tuple[bytes, bytes]]) -> None:
+    conn.execute("BEGIN")
+    conn.executemany(PUT, records)
+    conn.execute("COMMIT")
+
+
+def bulk(trial: Trial) -> dict[str, Any]:
+    records = trial.records()
+    conn = connect(str(trial.fresh_dir("sqlite") / "db.sqlite"))
+    t = now_ns()
+    _load(conn, records)
+    elapsed = now_ns() - t
+    conn.close()
+    return {"bulk_insert": {"total_ms": elapsed / 1e6, "us_per_record": elapsed / 1e3 / len(records)}}
+
+
+def get_many(conn: sqlite3.Connection, keys: list[bytes], chunk: int = 500) -> list[bytes | None]:
+    """Multi-get: ``WHERE k IN (...)`` per chunk of keys, answers put back in the asked order."""
+    out: list[bytes | None] = []
+    sql = f"SELECT k, v FROM kv WHERE k IN ({','.join('?' * chunk)})"
+    for i in range(0, len(keys), chunk):
+        part = keys[i : i + chunk]
+        q = sql if len(part) == chunk else f"SELECT k, v FROM kv WHERE k IN ({','.join('?' * len(part))})"
+        found = dict(conn.execute(q, part).fetchall())
+        out.extend(found.get(k) for k in part)
+    return out
+
+
+def _read_phase(conn: sqlite3.Connection, trial: Trial, suffix: str, keys: list[bytes]) -> dict[str, Any]:
+    p = trial.params
+    wl = set(trial.workloads)
+    out: dict[str, Any] = {}
+    for k in keys[:1000]:
+        conn.execute(GET, (k,)).fetchone()
+    if "get" + suffix in wl:
+        misses = 0
+        t = now_ns()
+        for k in keys:
+            if conn.execute(GET, (k,)).fetchone() is None:
+                misses += 1
+        elapsed = now_ns() - t
+        out["get" + suffix] = {"us_per_op": elapsed / 1e3 / len(keys), "misses": misses}
+    if "get_many" + suffix in wl:
+        t = now_ns()
+        values = get_many(conn, keys)
+        elapsed = now_ns() - t
+        out["get_many" + suffix] = {"us_per_key": elapsed / 1e3 / len(keys), "misses": values.count(None)}
+    if "scan_range" + suffix in wl:
+        starts = random_keys(trial.records(), p["scans"], trial.seed + 7)
+        rows = 0
+        t = now_ns()
+        for start in starts:
+            for _k, _v in conn.execute(RANGE, (start, p["scan_len"])):
+                rows += 1
+        elapsed = now_ns() - t
+        out["scan_range" + suffix] = {"us_per_scan": elapsed / 1e3 / len(starts), "rows": rows}
+    if "scan_full" + suffix in wl:
+        rows = 0
+        t = now_ns()
+        for _k, _v in conn.execute(FULL):
+            rows += 1
+        elapsed = now_ns() - t
+        out["scan_full" + suffix] = {"total_ms": elapsed / 1e6, "rows": rows}
+    return out
+
+
+def reads(trial: Trial) -> dict[str, Any]:
+    records = trial.records()
+    keys = random_keys(records, trial.params["get_ops"], trial.seed + 1)
+    path = str(trial.fresh_dir("sqlite") / "db.sqlite")
+    conn = connect(path)
+    _load(conn, records)
+    out = _read_phase(conn, trial, "", keys)
+    if any(w.endswith("_reopen") for w in trial.workloads):
+        conn.close()
+        conn = connect(path)
+        for k, _v in records:  # warm pass
+            conn.execute(GET, (k,)).fetchone()
+        out.update(_read_phase(conn, trial, "_reopen", keys))
+    conn.close()
+    return out
+
+
+def write_sync(trial: Trial) -> dict[str, Any]:
+    records = trial.records()[: trial.params["write_ops"]]
+    conn = connect(str(trial.fresh_dir("sqlite") / "db.sqlite"))
+    lat = []
+    t0 = now_ns()
+    for kv in records:
+        t = now_ns()
+        conn.execute(PUT, kv)
+        lat.append(now_ns() - t)
+    total = now_ns() - t0
+    conn.close()
+    return {"write_sync": {**latency_summary(lat, ""), "writes_per_s": len(records) / (total / 1e9)}}
+
+
+def write_concurrent(trial: Trial) -> dict[str, Any]:
+    """Eight threads, each with its own connection, each doing autocommit synced inserts.
+    SQLite admits one writer at a time; the others wait in the busy handler (timeout 120 s)."""
+    p = trial.params
+    writers, per = p["conc_writers"], p["conc_per_writer"]
+    records = trial.records()[: writers * per]
+    path = str(trial.fresh_dir("sqlite") / "db.sqlite")
+    connect(path).close()
+    conns = [connect(path) for _ in range(writers)]
+    barrier = threading.Barrier(writers + 1)
+    errors: list[BaseException] = []
+
+    def worker(w: int) -> None:
+        conn = conns[w]
+        barrier.wait()
+        try:
+            for kv in records[w::writers]:
+                conn.execute(PUT, kv)
+        except BaseException as exc:  # reported, not swallowed
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(writers)]
+    for th in threads:
+        th.start()
+    barrier.wait()
+    t = now_ns()
+    for th in threads:
+        th.join()
+    elapsed = now_ns() - t
+    if errors:
+        raise errors[0]
+    stored = conns[0].execute("SELECT count(*) FROM kv").fetchone()[0]
+    for c in conns:
+        c.close()
+    return {"write_concurrent": {"writes_per_s": len(records) / (elapsed / 1e9), "stored": stored}}
+
+
+def reopen(trial: Trial) -> dict[str, Any]:
+    records = trial.records()
+    path = str(trial.fresh_dir("sqlite") / "db.sqlite")
+    conn = connect(path)
+    _load(conn, records)
+    conn.close()
+    t = now_ns()
+    conn = connect(path)
+    opened = now_ns()
+    conn.execute(GET, (records[len(records) // 2][0],)).fetchone()
+    first = now_ns()
+    conn.close()
+    return {"reopen": {"open_ms": (opened - t) / 1e6, "first_get_ms": (first - opened) / 1e6}}
+
+
+def big(trial: Trial) -> dict[str, Any]:
+    p = trial.params
+    directory = trial.fresh_dir("sqlite")
+    rss0 = vm_rss()
+    io0 = proc_io().get("wchar", 0)
+    conn = connect(str(directory / "db.sqlite"))
+    elapsed = 0
+    ub = 0
+    for batch in big_batches(trial.records(), p["big_n"], p["big_batch"]):
+        ub += user_bytes(batch)
+        t = now_ns()
+        _load(conn, batch)
+        elapsed += now_ns() - t
+    rss_end = vm_rss()
+    conn.close()
+    wchar = proc_io().get("wchar", 0) - io0
+    return {
+        "big": {
+            "insert_s": elapsed / 1e9,
+            "user_mib": ub / 2**20,
+            "disk_mib": dir_bytes(directory) / 2**20,
+            "write_amp_wchar": wchar / ub,
+            "rss_start_mib": (rss0 or 0) / 2**20,
+            "rss_end_mib": (rss_end or 0) / 2**20,
+            "maxrss_mib": max_rss() / 2**20,
+        }
+    }
+
+
+GROUPS = {
+    "bulk": bulk,
+    "reads": reads,
+    "write_sync": write_sync,
+    "write_concurrent": write_concurrent,
+    "reopen": reopen,
+    "big": big,
+}

@@ -1,0 +1,209 @@
+"""The benchmark rows: what each measures, on which systems, and the target it is judged against.
+
+A *workload* is one row of the results table. Workloads that share setup run in one *group*
+(one child process per system per repeat): the read rows all use one loaded database, first
+memtable-resident, then after a reopen. Targets compare QuantaDB's median with an anchor's
+median on the same row of the same run (a ratio), or with an absolute number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+QUANTA = "quanta"
+ANCHORS = ("sqlite3", "aiosqlite", "plyvel", "lmdb")
+ALL = (QUANTA, *ANCHORS)
+SYSTEM_MODULES = {
+    "quanta": "sys_quanta",
+    "sqlite3": "sys_sqlite3",
+    "aiosqlite": "sys_aiosqlite",
+    "plyvel": "sys_plyvel",
+    "lmdb": "sys_lmdb",
+    "python": "sys_floor",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """``quanta <op> limit`` (absolute) or ``quanta / anchor <op> limit`` (ratio)."""
+
+    limit: float
+    anchor: str | None = None
+    at_least: bool = False  # True: quanta must be >= limit (throughput); False: <= limit
+    stretch: bool = False
+
+    @property
+    def label(self) -> str:
+        op = ">=" if self.at_least else "<="
+        text = f"{op} {self.limit:g}x {self.anchor}" if self.anchor else f"{op} {self.limit:g}"
+        return f"{text} (stretch)" if self.stretch else text
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    group: str
+    title: str
+    metric: str  # the primary metric key in the trial result
+    unit: str
+    systems: tuple[str, ...]
+    targets: tuple[Target, ...] = ()
+    higher_is_better: bool = False
+    in_quick: bool = True
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload("floor", "floor", "Pure-Python floor (context)", "sorteddict_insert_100k_ms", "ms", ("python",)),
+    Workload(
+        "bulk_insert",
+        "bulk",
+        "Bulk insert N, durable, one batch",
+        "total_ms",
+        "ms",
+        ALL,
+        (Target(1.0, "sqlite3"), Target(1.5, "lmdb", stretch=True)),
+    ),
+    Workload("get", "reads", "Point get, memtable-resident", "us_per_op", "us/op", ALL, (Target(2.0, "lmdb"),)),
+    Workload(
+        "get_reopen",
+        "reads",
+        "Point get after reopen (tables, warm cache)",
+        "us_per_op",
+        "us/op",
+        ALL,
+        (Target(3.0, "lmdb"),),
+    ),
+    Workload("get_many", "reads", "get_many of N keys, memtable", "us_per_key", "us/key", ALL, (Target(1.0),)),
+    Workload(
+        "get_many_reopen", "reads", "get_many of N keys after reopen", "us_per_key", "us/key", ALL, (Target(1.0),)
+    ),
+    Workload(
+        "scan_range",
+        "reads",
+        "Range scan, 1,000 keys from random start, memtable",
+        "us_per_scan",
+        "us/scan",
+        ALL,
+        (Target(1.5, "lmdb"),),
+    ),
+    Workload(
+        "scan_range_reopen",
+        "reads",
+        "Range scan, 1,000 keys, after reopen",
+        "us_per_scan",
+        "us/scan",
+        ALL,
+        (Target(1.5, "lmdb"),),
+    ),
+    Workload("scan_full", "reads", "Full scan of N, memtable", "total_ms", "ms", ALL, (Target(1.5, "lmdb"),)),
+    Workload(
+        "scan_full_reopen", "reads", "Full scan of N, after reopen", "total_ms", "ms", ALL, (Target(1.5, "lmdb"),)
+    ),
+    Workload(
+        "write_sync",
+        "write_sync",
+        "Single synced write, sequential (median latency)",
+        "p50_us",
+        "us",
+        ALL,
+        (Target(1.5, "sqlite3"),),
+    ),
+    Workload(
+        "write_concurrent",
+        "write_concurrent",
+        "8 concurrent writers, synced puts (throughput)",
+        "writes_per_s",
+        "writes/s",
+        ALL,
+        (Target(3.0, "sqlite3", at_least=True),),
+        higher_is_better=True,
+    ),
+    Workload(
+        "reopen",
+        "reopen",
+        "Open after N puts + close",
+        "open_ms",
+        "ms",
+        (QUANTA, "sqlite3", "plyvel", "lmdb"),
+        (Target(50.0),),
+    ),
+    Workload(
+        "loop_lag",
+        "loop_lag",
+        "Event-loop lag p99 during sustained writes + flush/compaction",
+        "p99_ms",
+        "ms",
+        (QUANTA,),
+        (Target(5.0),),
+    ),
+    Workload(
+        "big",
+        "big",
+        "1M keys in batches of 10k, durable (insert time)",
+        "insert_s",
+        "s",
+        (QUANTA, "sqlite3", "plyvel", "lmdb"),
+        in_quick=False,
+    ),
+)
+
+BY_NAME = {w.name: w for w in WORKLOADS}
+GROUP_ORDER = ("floor", "bulk", "reads", "write_sync", "write_concurrent", "reopen", "loop_lag", "big")
+
+FULL_PARAMS: dict[str, Any] = {
+    "n": 100_000,
+    "get_ops": 100_000,
+    "aiosqlite_ops": 10_000,
+    "scans": 200,
+    "scan_len": 1_000,
+    "write_ops": 2_000,
+    "conc_writers": 8,
+    "conc_per_writer": 250,
+    "lag_puts": 300_000,
+    "lag_memtable": 2 << 20,
+    "lag_yield_every": 50,
+    "lag_idle_s": 1.0,
+    "big_n": 1_000_000,
+    "big_batch": 10_000,
+    "repeats": 5,
+    "repeats_by_group": {"loop_lag": 3, "big": 1, "floor": 3},
+    "timeout_s": 900,
+}
+
+QUICK_PARAMS: dict[str, Any] = {
+    **FULL_PARAMS,
+    "n": 20_000,
+    "get_ops": 20_000,
+    "aiosqlite_ops": 3_000,
+    "scans": 50,
+    "write_ops": 300,
+    "conc_per_writer": 60,
+    "lag_puts": 60_000,
+    "lag_memtable": 1 << 20,
+    "lag_idle_s": 0.5,
+    "repeats": 3,
+    "repeats_by_group": {"loop_lag": 1, "big": 1, "floor": 1},
+    "timeout_s": 300,
+}
+
+
+def select(only: list[str] | None, quick: bool, big: bool | None) -> list[Workload]:
+    """Workloads named (exactly or by prefix) in ``only``, else the default set for the mode.
+
+    ``big`` (the 1M-key row) runs in full mode unless ``big`` is False, and in quick mode only
+    when ``big`` is True or it is named in ``only``."""
+    if only:
+        chosen = [w for w in WORKLOADS if any(w.name == o or w.name.startswith(o) for o in only)]
+        unknown = [o for o in only if not any(w.name == o or w.name.startswith(o) for w in WORKLOADS)]
+        if unknown:
+            raise SystemExit(f"unknown workload(s): {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+        if big is False:
+            chosen = [w for w in chosen if w.name != "big"]
+        return chosen
+    chosen = [w for w in WORKLOADS if w.in_quick or not quick]
+    if big is True and not any(w.name == "big" for w in chosen):
+        chosen.append(BY_NAME["big"])
+    if big is False:
+        chosen = [w for w in chosen if w.name != "big"]
+    return chosen

@@ -1,0 +1,56 @@
+"""Every developer and CI task. `nox -l` lists them; CI runs `nox -s tests lint typecheck`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """Run the demo on the embedded default directory (./quanta-demo.db)."""
+    session.install("-e", ".")
+    session.run("python", "-m", "quanta", "demo", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The test suite (fast: excludes tests marked slow unless `-- -m ''`)."""
+    session.install("-e", ".[test]")
+    args = session.posargs or ["-m", "not slow", "-q"]
+    session.run("python", "-m", "pytest", *args, env={"QUANTA_INVARIANTS": "1"})
+
+
+@nox.session(python=PYTHON)
+def crash(session: nox.Session) -> None:
+    """Long crash, kill -9 and corruption runs."""
+    session.install("-e", ".[test]")
+    session.run(
+        "python", "-m", "pytest", "-m", "slow", "-q", *session.posargs,
+        env={"QUANTA_INVARIANTS": "1", "QUANTA_LONG": "1"},
+    )
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[test]", "mypy>=1.11")
+    session.run("mypy", "--strict", "quanta")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the anchors (sqlite3, aiosqlite, plyvel, lmdb) in one run."""
+    session.install("-e", ".[bench]")
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -1,0 +1,275 @@
+"""``python -m quanta`` / ``quanta``: demo, stats, verify and dump.
+
+```
+quanta demo [PATH]          the guided tour (default PATH: ./quanta-demo.db)
+quanta stats PATH           levels, files, sizes, counters of a database (opened read-only)
+quanta verify PATH          read and check every table, the manifest and the WAL
+quanta dump FILE            a WAL segment, SSTable or MANIFEST in readable form
+```
+Exit status: 0 on success, 1 when the database is damaged or cannot be opened, 2 on usage
+errors. Long work shows a progress bar on stderr (when it is a terminal, or with --progress).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+from . import _db
+from ._storage import filenames
+from ._storage.format import MANIFEST_MAGIC, SSTABLE_MAGIC, WAL_MAGIC
+from ._storage.manifest import read_current, replay_manifest
+from ._storage.sstable import TableReader
+from ._storage.vfs import OSFileSystem
+from ._storage.wal import replay_wal
+from .errors import QuantaError
+
+__all__ = ["main"]
+
+DEFAULT_DEMO_PATH = "quanta-demo.db"
+
+
+class Progress:
+    """A one-line progress bar: ``label [#####.....] 42/100``, redrawn in place."""
+
+    def __init__(self, label: str, total: int, *, stream: TextIO | None = None, enabled: bool | None = None) -> None:
+        self.label = label
+        self.total = max(total, 1)
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self._last = -1.0
+
+    def update(self, done: int, total: int | None = None) -> None:
+        if total is not None:
+            self.total = max(total, 1)
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if done < self.total and now - self._last < 0.05:
+            return
+        self._last = now
+        width = 30
+        filled = int(width * done / self.total)
+        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total}")
+        if done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+# ---------------------------------------------------------------------------- demo
+
+
+async def demo(path: str, records: int = 100_000, out: TextIO = sys.stdout) -> None:
+    """The quick-start tour: bulk load, point reads, scans, a snapshot, reopen, verify."""
+    import msgpack
+
+    def say(msg: str) -> None:
+        print(msg, file=out, flush=True)
+
+    say(f"QuantaDB demo in {os.path.abspath(path)}")
+    async with _db.open(path) as db:
+        stats = await db.stats()
+        if stats["last_seq"]:
+            say(f"  (found an existing database: last commit #{stats['last_seq']}; the demo rewrites its keys)")
+        items = [
+            (
+                b"user:%08d" % i,
+                msgpack.packb({"id": i, "name": f"user {i}", "email": f"u{i}@example.com", "age": 18 + i % 60}),
+            )
+            for i in range(records)
+        ]
+        t = time.perf_counter()
+        await db.kv.put_many(items)
+        say(f"1. put_many: {records:,} records in one durable batch in {(time.perf_counter() - t) * 1e3:.0f} ms")
+
+        t = time.perf_counter()
+        value = await db.kv.get(b"user:00004242")
+        say(f"2. get user:00004242 -> {msgpack.unpackb(value)} ({(time.perf_counter() - t) * 1e6:.0f} us)")
+
+        t = time.perf_counter()
+        rows = [key async for key, _ in db.kv.scan(start=b"user:00050000", limit=1000)]
+        say(
+            f"3. scan from user:00050000, limit 1000: {len(rows)} rows, {rows[0].decode()} .. {rows[-1].decode()}"
+            f" in {(time.perf_counter() - t) * 1e3:.1f} ms"
+        )
+        async with db.snapshot() as snap:
+            await db.kv.put(b"user:00000001", msgpack.packb({"id": 1, "name": "renamed"}))
+            old = msgpack.unpackb(await snap.kv.get(b"user:00000001"))["name"]
+            new = msgpack.unpackb(await db.kv.get(b"user:00000001"))["name"]
+            say(f"4. snapshot isolation: the snapshot still reads {old!r}; the database reads {new!r}")
+        batch = db.kv.batch()
+        for i in range(10):
+            batch.delete(b"user:%08d" % i)
+        batch.put(b"config:motd", b"hello from a batch")
+        await batch.commit()
+        say("5. a batch deleted 10 users and wrote config:motd atomically")
+        t = time.perf_counter()
+        await db.compact()
+        stats = await db.stats()
+        levels = ", ".join(f"L{lv['level']}: {lv['files']} file(s)" for lv in stats["levels"] if lv["files"])
+        say(f"6. flush + compaction in {(time.perf_counter() - t) * 1e3:.0f} ms -> {levels}")
+    t = time.perf_counter()
+    async with _db.open(path) as db:
+        reopen_ms = (time.perf_counter() - t) * 1e3
+        motd = await db.kv.get(b"config:motd")
+        gone = await db.kv.get(b"user:00000003")
+        n = 0
+        async for _ in db.kv.scan(prefix=b"user:"):
+            n += 1
+        say(f"7. reopened in {reopen_ms:.1f} ms: config:motd={motd!r}, user:00000003={gone!r}, {n:,} users")
+        result = await db.verify()
+        say(f"8. verify: {result['tables']} table(s), {result['entries']:,} entries, all checksums good")
+    say("Done. Run `python -m quanta stats " + path + "` to look inside.")
+
+
+# ---------------------------------------------------------------------------- stats / verify
+
+
+async def stats(path: str, out: TextIO = sys.stdout, as_json: bool = False) -> None:
+    async with _db.open(path, read_only=True, create_if_missing=False) as db:
+        s = await db.stats()
+    if as_json:
+        print(json.dumps(s, indent=2, default=str), file=out)
+        return
+    print(f"database   {s['path']}", file=out)
+    print(f"last seq   {s['last_seq']}", file=out)
+    print(f"memtable   {s['memtable_entries']} entries (unflushed WAL data), {_fmt_bytes(s['memtable_bytes'])}", file=out)
+    print(f"tables     {s['table_files']} files, {_fmt_bytes(s['live_table_bytes'])}", file=out)
+    for lv in s["levels"]:
+        if lv["files"]:
+            print(f"  L{lv['level']}       {lv['files']:>4} files  {_fmt_bytes(lv['bytes']):>10}", file=out)
+
+
+async def verify(path: str, out: TextIO = sys.stdout, progress: bool | None = None) -> None:
+    bar = Progress("verifying tables", 1, enabled=progress)
+    async with _db.open(path, read_only=True, create_if_missing=False) as db:
+        result = await db.verify(progress=bar.update)
+    print(f"OK: {result['tables']} tables, {result['entries']} entries; manifest and WAL replay clean", file=out)
+
+
+# ---------------------------------------------------------------------------- dump
+
+
+def _show(b: bytes | None, limit: int = 48) -> str:
+    if b is None:
+        return "<tombstone>"
+    text = repr(b[:limit])
+    return text + (f"...(+{len(b) - limit} bytes)" if len(b) > limit else "")
+
+
+def dump(path: str, out: TextIO = sys.stdout, limit: int | None = None) -> None:
+    """Print a WAL segment, SSTable or MANIFEST (or a database directory's CURRENT chain)."""
+    fs = OSFileSystem()
+    if os.path.isdir(path):
+        number = read_current(fs, path)
+        path = os.path.join(path, filenames.manifest_name(number))
+    with open(path, "rb") as f:
+        magic = f.read(8)
+    parsed = filenames.parse_name(path)
+    number = parsed[1] if parsed else None
+    lines = _dump_lines(fs, path, magic, number)
+    for i, line in enumerate(lines):
+        if limit is not None and i >= limit:
+            print(f"... (stopped after {limit} lines; use --limit)", file=out)
+            break
+        print(line, file=out)
+
+
+def _dump_lines(fs: OSFileSystem, path: str, magic: bytes, number: int | None) -> Iterator[str]:
+    if magic == WAL_MAGIC:
+        replay = replay_wal(fs, path, number if number is not None else _header_number(path))
+        yield f"WAL {path}: {len(replay.batches)} batches, tail {replay.tail}"
+        for seq, keys, values in replay.batches:
+            yield f"batch seq={seq} ops={len(keys)}"
+            for k, v in zip(keys, values):
+                yield f"  {'del' if v is None else 'put'} {_show(k)} {'' if v is None else _show(v)}"
+    elif magic == MANIFEST_MAGIC:
+        edits = replay_manifest(fs, path, number if number is not None else _header_number(path))
+        yield f"MANIFEST {path}: {len(edits)} edits"
+        for i, e in enumerate(edits):
+            yield (
+                f"edit {i}: log_number={e.log_number} next_file={e.next_file_number} last_seq={e.last_seq}"
+            )
+            for level, m in e.added:
+                yield (
+                    f"  + L{level} {filenames.table_name(m.number)} {m.size} B {m.entries} entries "
+                    f"[{_show(m.smallest, 24)} .. {_show(m.largest, 24)}] seq {m.min_seq}..{m.max_seq}"
+                )
+            for level, num in e.deleted:
+                yield f"  - L{level} {filenames.table_name(num)}"
+    elif magic == SSTABLE_MAGIC:
+        reader = TableReader.open(fs, path, number if number is not None else _header_number(path), None)
+        try:
+            p = reader.properties
+            yield (
+                f"SSTable {path}: {p.entries} entries in {reader.num_blocks} blocks, {p.file_size} B, "
+                f"keys {_show(p.smallest, 24)} .. {_show(p.largest, 24)}, seq {p.min_seq}..{p.max_seq}"
+            )
+            for key, seq, value in reader.iter_entries():
+                yield f"  {_show(key)} @{seq} {_show(value)}"
+        finally:
+            reader.close()
+    else:
+        raise QuantaError(f"{path} is not a QuantaDB WAL, SSTable or MANIFEST (magic {magic!r})")
+
+
+def _header_number(path: str) -> int:
+    with open(path, "rb") as f:
+        head = f.read(24)
+    return int.from_bytes(head[16:24], "little")
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="quanta", description="QuantaDB command-line tools")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="run the guided demo")
+    d.add_argument("path", nargs="?", default=DEFAULT_DEMO_PATH)
+    d.add_argument("--records", type=int, default=100_000)
+    s = sub.add_parser("stats", help="print a database's levels and counters")
+    s.add_argument("path")
+    s.add_argument("--json", action="store_true")
+    v = sub.add_parser("verify", help="check every table's checksums and order")
+    v.add_argument("path")
+    v.add_argument("--progress", action="store_true", default=None, help="always show the progress bar")
+    u = sub.add_parser("dump", help="print a WAL, SSTable or MANIFEST file")
+    u.add_argument("file")
+    u.add_argument("--limit", type=int, default=None, help="stop after N lines")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    commands: dict[str, Callable[[], Any]] = {
+        "demo": lambda: asyncio.run(demo(args.path, args.records)),
+        "stats": lambda: asyncio.run(stats(args.path, as_json=args.json)),
+        "verify": lambda: asyncio.run(verify(args.path, progress=args.progress)),
+        "dump": lambda: dump(args.file, limit=args.limit),
+    }
+    try:
+        commands[args.command]()
+    except QuantaError as exc:
+        print(f"quanta {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"quanta {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # pragma: no cover - `quanta dump x | head`
+        return 0
+    return 0

@@ -1,0 +1,979 @@
+"""The storage engine: the async shell around the pure pieces (WAL, memtable, tables, versions).
+
+Concurrency rules (read these first):
+
+* Everything here runs on one asyncio event loop. Methods without ``async`` run to completion
+  without yielding, so they see and leave a consistent state: a point read or one scan chunk
+  can never observe half a commit, a half-installed version or a deleted table.
+* Commits are ordered by sequence number. A commit is encoded and appended to the WAL
+  synchronously, in sequence order, under ``_write_lock`` (held across awaits only for
+  back-pressure and WAL rotation). With ``durability="sync"`` the batch becomes visible
+  (applied to the memtable) only after the fsync that covers it: one fsync at a time runs
+  in a worker thread for every batch appended before it started (group commit), and its
+  completion callback applies the group in order and starts the next. No caller's task
+  owns that work, so cancelling a writer (anyio or plain asyncio cancellation) after its
+  append cannot stop its commit: a cancelled commit is all-or-nothing.
+* Background work (flush of immutable memtables, compaction) is owned by one supervisor task
+  that runs an anyio task group; ``close()`` stops it after the current jobs drain. CPU-heavy
+  merging runs in a worker process on real files (``compaction.py``); the event loop only
+  installs results. A background failure is stored in ``_failure``: writes raise
+  BackgroundError from then on and ``close()`` re-raises it.
+* Manifest edits are appended (and fsynced) under ``_manifest_lock``, and the in-memory
+  version is replaced in the same critical section, so versions change in manifest order.
+  Only background tasks write the manifest; public ``flush()``/``compact()``/``close()`` ask
+  and wait, so cancelling them never leaves an edit half-installed.
+* Obsolete files are removed only after the manifest edit that drops them is durable.
+
+Recovery (``open``): lock the directory, read CURRENT and replay the MANIFEST, replay the WAL
+segments it does not cover, flush what they held to a level-0 table, then start a fresh
+manifest and a fresh WAL, and only then remove obsolete files and leftovers of interrupted
+flushes and compactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import threading
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+from sortedcontainers import SortedList
+
+from .._options import Options
+from ..errors import (
+    BackgroundError,
+    CorruptionError,
+    DatabaseClosedError,
+    DatabaseExistsError,
+    DatabaseFailedError,
+    DatabaseLockedError,
+    DatabaseNotFoundError,
+    NotADatabaseError,
+    QuantaError,
+    ReadOnlyError,
+    StorageIOError,
+)
+from . import filenames
+from .cache import BlockCache
+from .compaction import (
+    TableSpec,
+    merge_entries,
+    run_compaction_in_worker,
+    run_flush_in_worker,
+    survivors,
+    write_tables,
+)
+from .manifest import FileMeta, ManifestWriter, VersionEdit, read_current, replay_manifest, set_current
+from .memtable import Memtable
+from .sstable import TableReader
+from .version import NUM_LEVELS, CompactionTask, LevelPolicy, Version, compaction_for_level, pick_compaction
+from .vfs import FileLock, FileSystem, OSFileSystem, WritableFile
+from .wal import WalWriter, encode_batch, replay_wal
+from .worker import WorkerPool
+
+__all__ = ["Engine", "MAX_SEQ"]
+
+MAX_SEQ = (1 << 63) - 1
+MANIFEST_ROLLOVER_BYTES = 8 << 20
+
+Entry = tuple[bytes, int, bytes | None]
+T = TypeVar("T")
+
+# In-process registry of directories open for writing: flock already excludes a second
+# open (flock locks belong to the open file description), the registry makes the error
+# message precise and does not depend on the file system honouring flock.
+_registry_lock = threading.Lock()
+_open_dirs: set[str] = set()
+
+
+@dataclass
+class EngineStats:
+    bytes_written_wal: int = 0
+    bytes_written_flush: int = 0
+    bytes_written_compaction: int = 0
+    user_bytes_written: int = 0
+    commits: int = 0
+    syncs: int = 0
+    flushes: int = 0
+    compactions: int = 0
+    trivial_moves: int = 0
+    write_stalls: int = 0
+    stall_seconds: float = 0.0
+
+
+class Engine:
+    """Bytes in, bytes out. Created only by :meth:`open`; see the module docstring."""
+
+    def __init__(self, path: str, opts: Options) -> None:
+        self.path = path
+        self.opts = opts
+        self.fs: FileSystem = opts.fs if opts.fs is not None else OSFileSystem()
+        self.policy = LevelPolicy(
+            l0_compaction_trigger=opts.l0_compaction_trigger,
+            l1_target_bytes=opts.l1_target_bytes,
+            level_multiplier=opts.level_multiplier,
+            target_file_bytes=opts.target_file_bytes,
+        )
+        self.read_only = opts.read_only
+        self.sync_commits = opts.durability == "sync"
+        self.use_process = opts.compaction_executor == "process" or (
+            opts.compaction_executor == "auto" and isinstance(self.fs, OSFileSystem)
+        )
+        self.cache = BlockCache(opts.block_cache_bytes)
+        self.version = Version()
+        self.mem = Memtable(0)
+        self.imms: list[Memtable] = []  # oldest first
+        self.readers: dict[int, TableReader] = {}
+        self.snapshots: SortedList = SortedList()
+        self.compact_pointer: dict[int, bytes] = {}
+        self.stats = EngineStats()
+        self.next_file_number = 2
+        self.last_seq = 0  # last sequence number assigned
+        self.visible_seq = 0  # last sequence number applied (readable)
+        self.log_number = 0
+        self.wal: WalWriter | None = None
+        self.manifest: ManifestWriter | None = None
+        self._lock: FileLock | None = None
+        self._registered = False
+        self.closed = False
+        self._failure: BaseException | None = None
+        self._failure_background = False
+        self._pending: list[tuple[int, list[bytes], list[bytes | None]]] = []
+        self._sync_future: asyncio.Future[None] | None = None
+        self._synced = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._manifest_lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._stopping = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self._spare_wal: WalWriter | None = None
+        self._retired_wals: dict[int, WalWriter] = {}
+        self._closed_wals: set[int] = set()
+        self._manual_requested = 0
+        self._workers = WorkerPool(2)
+        self._manual_done = 0
+        self.recovered_wal_batches = 0
+        self.recovery_tail = "clean"
+
+    # ------------------------------------------------------------------ open and recovery
+
+    @classmethod
+    async def open(cls, path: str, opts: Options) -> Engine:
+        eng = cls(os.path.abspath(path), opts)
+        try:
+            await anyio.to_thread.run_sync(eng._open_sync)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(eng._release)
+            raise
+        if not eng.read_only and opts.background:
+            eng._start_background()
+        return eng
+
+    def _open_sync(self) -> None:
+        fs, path, opts = self.fs, self.path, self.opts
+        if not fs.exists(path):
+            if not opts.create_if_missing or self.read_only:
+                raise DatabaseNotFoundError(f"no database at {path} (create_if_missing=False)")
+            fs.mkdir(path)
+        elif not fs.isdir(path):
+            raise NotADatabaseError(f"{path} is not a directory")
+        self._acquire_lock()
+        names = fs.listdir(path)
+        if filenames.CURRENT not in names:
+            ours = [n for n in names if filenames.parse_name(n) is not None]
+            if ours:
+                raise CorruptionError("database files present but CURRENT is missing", path=os.path.join(path, "CURRENT"))
+            strangers = [n for n in names if n not in (filenames.LOCK, filenames.CURRENT + ".tmp")]
+            if strangers:
+                raise NotADatabaseError(
+                    f"{path} is not a QuantaDB database (it holds {', '.join(strangers[:3])}"
+                    f"{', ...' if len(strangers) > 3 else ''}) and QuantaDB will not create one beside other files"
+                )
+            if self.read_only:
+                raise DatabaseNotFoundError(f"no database at {path}")
+            self._create_new()
+            return
+        if opts.error_if_exists:
+            raise DatabaseExistsError(f"a database already exists at {path} (error_if_exists=True)")
+        self._recover(names)
+
+    def _acquire_lock(self) -> None:
+        key = os.path.realpath(self.path) if isinstance(self.fs, OSFileSystem) else f"{id(self.fs)}:{self.path}"
+        if not self.read_only:
+            with _registry_lock:
+                if key in _open_dirs:
+                    raise DatabaseLockedError(f"{self.path} is already open in this process")
+                _open_dirs.add(key)
+                self._registered = True
+                self._registry_key = key
+        self._lock = self.fs.lock(os.path.join(self.path, filenames.LOCK), shared=self.read_only)
+
+    def _release(self) -> None:
+        for reader in self.readers.values():
+            reader.close()
+        self.readers.clear()
+        for closable in (self.wal, self.manifest):
+            if closable is not None:
+                try:
+                    closable.close()
+                except QuantaError:
+                    pass
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        if self._registered:
+            with _registry_lock:
+                _open_dirs.discard(self._registry_key)
+            self._registered = False
+
+    def _create_new(self) -> None:
+        self.next_file_number = 1
+        self._start_fresh_logs()
+
+    def _recover(self, names: list[str]) -> None:
+        fs, path = self.fs, self.path
+        manifest_number = read_current(fs, path)
+        mpath = os.path.join(path, filenames.manifest_name(manifest_number))
+        if not fs.exists(mpath):
+            raise CorruptionError(f"CURRENT names {filenames.manifest_name(manifest_number)}, which is missing", path=mpath)
+        version = Version()
+        log_number = 0
+        for edit in replay_manifest(fs, mpath, manifest_number):
+            version = version.apply(edit)
+            if edit.log_number is not None:
+                log_number = edit.log_number
+            if edit.next_file_number is not None:
+                self.next_file_number = max(self.next_file_number, edit.next_file_number)
+            if edit.last_seq is not None:
+                self.last_seq = max(self.last_seq, edit.last_seq)
+        for _, meta in version.files():
+            tpath = os.path.join(path, filenames.table_name(meta.number))
+            if not fs.exists(tpath):
+                raise CorruptionError(f"table {filenames.table_name(meta.number)} named by the manifest is missing", path=tpath)
+            self.next_file_number = max(self.next_file_number, meta.number + 1)
+        self.version = version
+        self.log_number = log_number
+        # Replay the WAL segments the manifest does not cover, oldest first.
+        wals = sorted(
+            num for kind, num in (filenames.parse_name(n) or ("", 0) for n in names) if kind == "wal" and num >= log_number
+        )
+        mem = Memtable(0)
+        salvage = self.opts.wal_recovery == "salvage"
+        for number in wals:
+            self.next_file_number = max(self.next_file_number, number + 1)
+            replay = replay_wal(fs, os.path.join(path, filenames.wal_name(number)), number, salvage=salvage)
+            if replay.tail != "clean":
+                self.recovery_tail = replay.tail
+            for seq, keys, values in replay.batches:
+                if seq <= mem.max_seq:
+                    raise CorruptionError(
+                        f"sequence number {seq} does not increase across WAL segments",
+                        path=os.path.join(path, filenames.wal_name(number)),
+                    )
+                mem.apply(seq, keys, values)
+                self.recovered_wal_batches += 1
+                self.last_seq = max(self.last_seq, seq)
+        for name in names:
+            parsed = filenames.parse_name(name)
+            if parsed is not None:
+                self.next_file_number = max(self.next_file_number, parsed[1] + 1)
+        self.visible_seq = self.last_seq
+        if self.read_only:
+            self.mem = mem
+            return
+        if len(mem):
+            # Make the recovered writes a level-0 table so that the new WAL starts empty.
+            number = self._new_file_number()
+            spec = self._table_spec(0, target=1 << 62)
+            metas: list[FileMeta] = []
+            for metas in write_tables(fs, spec, mem.entries([]), lambda: number):
+                pass
+            self.version = self.version.apply(VersionEdit(added=[(0, m) for m in metas]))
+            self.stats.bytes_written_flush += sum(m.size for m in metas)
+        self._start_fresh_logs()
+        self._remove_obsolete_files()
+
+    def _start_fresh_logs(self) -> None:
+        """New manifest (a snapshot of the version) and new WAL, made current durably."""
+        fs, path = self.fs, self.path
+        old_manifest = self.manifest
+        wal_number = self._new_file_number()
+        manifest_number = self._new_file_number()
+        self.wal = WalWriter.create(fs, path, wal_number)
+        self.wal.sync()
+        base = self.version.to_edit()
+        base.log_number = wal_number
+        base.next_file_number = self.next_file_number
+        base.last_seq = self.last_seq
+        self.manifest = ManifestWriter.create(fs, path, manifest_number, base)
+        set_current(fs, path, manifest_number)  # temp file, fsync, rename, directory fsync
+        self.log_number = wal_number
+        self.mem = Memtable(wal_number)
+        if old_manifest is not None:
+            old_manifest.close()
+
+    def _remove_obsolete_files(self) -> None:
+        """Remove files no live state refers to: old WALs and manifests, orphaned tables
+        (an interrupted flush or compaction), temporary files. Requires: the manifest edit
+        that made them obsolete is durable."""
+        live = self.version.live_numbers()
+        wal_floor = min([m.wal_number for m in self.imms] + [self.mem.wal_number])
+        current_manifest = self.manifest.number if self.manifest else -1
+        for name in self.fs.listdir(self.path):
+            parsed = filenames.parse_name(name)
+            obsolete = name.endswith(".tmp")
+            if parsed is not None:
+                kind, number = parsed
+                obsolete = (
+                    (kind == "wal" and number < wal_floor)
+                    or (kind == "sst" and number not in live)
+                    or (kind == "manifest" and number != current_manifest)
+                )
+            if obsolete:
+                self.fs.remove(os.path.join(self.path, name))
+
+    def _new_file_number(self) -> int:
+        n = self.next_file_number
+        self.next_file_number += 1
+        return n
+
+    def _table_spec(self, level: int, target: int | None = None) -> TableSpec:
+        return TableSpec(
+            dirpath=self.path,
+            block_size=self.opts.block_size,
+            bits_per_key=self.opts.bits_for_level(level),
+            target_file_bytes=self.policy.target_file_bytes if target is None else target,
+        )
+
+    # ------------------------------------------------------------------ state checks
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise DatabaseClosedError(f"the database at {self.path} is closed")
+
+    def check_writable(self) -> None:
+        if self.closed:
+            raise DatabaseClosedError(f"the database at {self.path} is closed")
+        if self.read_only:
+            raise ReadOnlyError(f"the database at {self.path} was opened read_only=True")
+        if self._failure is not None:
+            cls = BackgroundError if self._failure_background else DatabaseFailedError
+            raise cls(
+                f"the database stopped accepting writes after a failure: {self._failure!r}; close and reopen it"
+            ) from self._failure
+
+    def _fail(self, exc: BaseException, *, background: bool = False) -> None:
+        if self._failure is None:
+            self._failure = exc
+            self._failure_background = background
+        self._notify()
+
+    def _notify(self) -> None:
+        ev, self._changed = self._changed, asyncio.Event()
+        ev.set()
+
+    async def _wait_changed(self) -> None:
+        await self._changed.wait()
+
+    # ------------------------------------------------------------------ the commit path
+
+    async def write(self, keys: list[bytes], values: list[bytes | None], user_bytes: int) -> int:
+        """Commit one batch atomically; return its sequence number. Inputs are validated.
+
+        Cancellation: before the WAL append nothing is written; after it, the commit
+        completes (the fsync and the memtable apply run in callbacks that no caller owns),
+        so a cancelled write is all-or-nothing.
+        """
+        self.check_writable()
+        async with self._write_lock:
+            self.check_writable()
+            if self.mem.approximate_bytes >= self.opts.memtable_bytes or self._l0_stalled():
+                await self._make_room()
+            seq = self.last_seq + 1
+            payload = encode_batch(seq, keys, values)
+            wal = self.wal
+            assert wal is not None
+            try:
+                wal.append(payload)
+            except BaseException as exc:
+                # The WAL may now hold part of a record: stop, so nothing is appended after it.
+                self._fail(exc)
+                raise
+            self.last_seq = seq
+            self.stats.bytes_written_wal += len(payload)
+            self.stats.user_bytes_written += user_bytes
+            self.stats.commits += 1
+            if not self.sync_commits:
+                self.mem.apply(seq, keys, values)
+                self.visible_seq = seq
+                return seq
+            self._pending.append((seq, keys, values))
+            if self._sync_future is None:
+                self._start_sync()
+        while self.visible_seq < seq:
+            self.check_writable()
+            await self._synced.wait()
+        return seq
+
+    def _start_sync(self) -> None:
+        """Group commit: one fsync, in a worker thread, for every batch appended so far.
+
+        The batches become visible in ``_sync_done``, a callback on the event loop, in
+        sequence order. Batches appended while this fsync runs form the next group.
+        """
+        group, self._pending = self._pending, []
+        wal = self.wal
+        assert wal is not None
+        fut = asyncio.get_running_loop().run_in_executor(None, wal.sync)
+        self._sync_future = fut
+        fut.add_done_callback(lambda f: self._sync_done(group, f))
+
+    def _sync_done(self, group: list[tuple[int, list[bytes], list[bytes | None]]], fut: asyncio.Future[None]) -> None:
+        self._sync_future = None
+        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            # Never retry a failed fsync and trust it: the kernel may have dropped the pages.
+            self._fail(exc)
+        else:
+            self.stats.syncs += 1
+            apply = self.mem.apply
+            for seq, keys, values in group:
+                apply(seq, keys, values)
+            self.visible_seq = group[-1][0]
+            if self._pending:
+                self._start_sync()
+        ev, self._synced = self._synced, asyncio.Event()
+        ev.set()
+
+    async def _drain_commits(self) -> None:
+        """Wait until every appended batch is durable and applied. Cancel-safe."""
+        while self._pending or self._sync_future is not None:
+            self.check_writable()
+            if self._sync_future is None:
+                self._start_sync()
+            await self._synced.wait()
+
+    def _l0_stalled(self) -> bool:
+        return len(self.version.levels[0]) >= self.opts.l0_stop_writes_trigger
+
+    async def _make_room(self) -> None:
+        """Rotate a full memtable; wait while too much waits for flush (back-pressure).
+
+        Requires: ``_write_lock`` held. Memory bound: the active memtable plus at most
+        ``max_immutable_memtables`` immutable ones, each about ``memtable_bytes`` (one batch
+        may overshoot by its own size). Level 0 holding ``l0_stop_writes_trigger`` tables
+        also stops writes until compaction catches up.
+        """
+        started = time.perf_counter()
+        stalled = False
+        while True:
+            self.check_writable()
+            need_rotate = self.mem.approximate_bytes >= self.opts.memtable_bytes
+            blocked = self._l0_stalled() or (need_rotate and len(self.imms) >= self.opts.max_immutable_memtables)
+            if not blocked and (not need_rotate or self._spare_wal is not None):
+                break
+            stalled = stalled or blocked
+            await self._wait_changed()
+        if stalled:
+            self.stats.write_stalls += 1
+            self.stats.stall_seconds += time.perf_counter() - started
+        if need_rotate:
+            await self._rotate()
+
+    async def _rotate(self) -> None:
+        """Make the active memtable immutable and switch to the spare WAL segment.
+
+        Requires: ``_write_lock`` held. The spare segment was created, synced and its
+        directory entry synced in the background, so the switch itself is synchronous and
+        cannot be torn by cancellation.
+        """
+        await self._drain_commits()  # everything in the old segment is durable and applied
+        while self._spare_wal is None:
+            self.check_writable()
+            await self._wait_changed()
+        old = self.wal
+        assert old is not None
+        self._retired_wals[old.number] = old  # synced and closed by the flusher
+        self.wal, self._spare_wal = self._spare_wal, None
+        if len(self.mem):
+            self.imms.append(self.mem)
+        self.mem = Memtable(self.wal.number)
+        self._notify()
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, key: bytes, snapshot: int = MAX_SEQ) -> bytes | None:
+        found = self.mem.get(key, snapshot)
+        if found is not None:
+            return found[1]
+        for imm in reversed(self.imms):
+            found = imm.get(key, snapshot)
+            if found is not None:
+                return found[1]
+        levels = self.version.levels
+        for meta in levels[0]:
+            if meta.smallest <= key <= meta.largest:
+                found = self._reader(meta).get(key, snapshot)
+                if found is not None:
+                    return found[1]
+        version = self.version
+        for level in range(1, NUM_LEVELS):
+            if levels[level]:
+                meta = version.find_in_level(level, key)
+                if meta is not None:
+                    found = self._reader(meta).get(key, snapshot)
+                    if found is not None:
+                        return found[1]
+        return None
+
+    def get_many(self, keys: list[bytes], snapshot: int = MAX_SEQ) -> list[bytes | None]:
+        latest = self.mem.latest
+        out: list[bytes | None] = []
+        append = out.append
+        if not self.imms and not any(self.version.levels) and snapshot >= self.visible_seq and not self.mem.history:
+            for key in keys:
+                e = latest.get(key)
+                append(None if e is None else e[1])
+            return out
+        get = self.get
+        for key in keys:
+            e = latest.get(key) if snapshot >= self.visible_seq else None
+            append(e[1] if e is not None else get(key, snapshot))
+        return out
+
+    def _reader(self, meta: FileMeta) -> TableReader:
+        reader = self.readers.get(meta.number)
+        if reader is None:
+            reader = TableReader.open(
+                self.fs, os.path.join(self.path, filenames.table_name(meta.number)), meta.number, self.cache
+            )
+            self.readers[meta.number] = reader
+        return reader
+
+    def scan_chunk(
+        self, lo: bytes | None, hi: bytes | None, snapshot: int, n: int, reverse: bool
+    ) -> tuple[list[tuple[bytes, bytes]], bytes | None, bool]:
+        """Up to about ``n`` live entries of ``[lo, hi)`` at ``snapshot``, in scan order.
+
+        Returns ``(items, bound, done)``: continue forward with ``lo = bound`` (the smallest
+        key not yet covered), or in reverse with ``hi = bound``. Each source (memtable,
+        immutable memtables, each L0 table, each deeper level) yields at most ``n`` keys;
+        only keys up to the nearest *frontier* of a source cut short are emitted, so the
+        merge is exact. Newer sources come first, and for any key a newer source holds a
+        newer version, so the first source that resolves a key wins.
+        """
+        lists: list[list[tuple[bytes, bytes | None]]] = []
+        frontier: bytes | None = None
+        for source in self._sources(lo, hi, snapshot, reverse):
+            items: list[tuple[bytes, bytes | None]] = list(islice(source, n + 1))
+            if len(items) > n:
+                items.pop()
+                last = items[-1][0]
+                if frontier is None or (last > frontier if reverse else last < frontier):
+                    frontier = last
+            if items:
+                lists.append(items)
+        if len(lists) == 1:
+            merged = lists[0]
+            if frontier is not None:
+                merged = [kv for kv in merged if (kv[0] >= frontier if reverse else kv[0] <= frontier)]
+        else:
+            table: dict[bytes, bytes | None] = {}
+            setdefault = table.setdefault
+            for items in lists:
+                for k, v in items:
+                    setdefault(k, v)
+            keys = sorted(table, reverse=reverse)
+            if frontier is not None:
+                keys = [k for k in keys if (k >= frontier if reverse else k <= frontier)]
+            merged = [(k, table[k]) for k in keys]
+        out = [(k, v) for k, v in merged if v is not None]
+        if frontier is None:
+            return out, None, True
+        return out, (frontier if reverse else frontier + b"\x00"), False
+
+    def _sources(
+        self, lo: bytes | None, hi: bytes | None, snapshot: int, reverse: bool
+    ) -> Iterator[Iterator[tuple[bytes, bytes | None]]]:
+        for mem in [self.mem, *reversed(self.imms)]:
+            if len(mem):
+                yield _memtable_source(mem, lo, hi, snapshot, reverse)
+        version = self.version
+        for meta in version.levels[0]:
+            if (hi is None or meta.smallest < hi) and (lo is None or meta.largest >= lo):
+                yield _resolve(self._table_run(meta, lo, hi, reverse), snapshot)
+        for level in range(1, NUM_LEVELS):
+            files = version.levels[level]
+            if files:
+                metas = version.overlapping(level, lo or b"", files[-1].largest if hi is None else hi)
+                metas = [m for m in metas if hi is None or m.smallest < hi]
+                if metas:
+                    yield _resolve(self._level_run(metas, lo, hi, reverse), snapshot)
+
+    def _table_run(self, meta: FileMeta, lo: bytes | None, hi: bytes | None, reverse: bool) -> Iterator[Entry]:
+        reader = self._reader(meta)
+        if reverse:
+            for e in reader.iter_entries_reverse(hi):
+                if lo is not None and e[0] < lo:
+                    return
+                yield e
+        else:
+            for e in reader.iter_entries(lo):
+                if hi is not None and e[0] >= hi:
+                    return
+                yield e
+
+    def _level_run(self, metas: list[FileMeta], lo: bytes | None, hi: bytes | None, reverse: bool) -> Iterator[Entry]:
+        for meta in reversed(metas) if reverse else metas:
+            yield from self._table_run(meta, lo, hi, reverse)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def acquire_snapshot(self) -> int:
+        seq = self.visible_seq
+        self.snapshots.add(seq)
+        return seq
+
+    def release_snapshot(self, seq: int) -> None:
+        self.snapshots.discard(seq)
+
+    # ------------------------------------------------------------------ flush
+
+    async def flush(self) -> None:
+        """Make everything written so far durable in tables (and the WAL empty). Cancel-safe:
+        the work is done by the background flusher; this only asks and waits."""
+        self.check_writable()
+        async with self._write_lock:
+            if len(self.mem) or self._pending:
+                await self._rotate()
+        while self.imms:
+            self.check_writable()
+            await self._wait_changed()
+        self.check_writable()
+
+    async def _flush_one(self) -> None:
+        imm = self.imms[0]
+        snaps = list(self.snapshots)
+        spec = self._table_spec(0, target=1 << 62)
+        wal_path = os.path.join(self.path, filenames.wal_name(imm.wal_number))
+        if self.use_process:
+            number = self._new_file_number()
+            metas = await self._workers.run(run_flush_in_worker, spec, wal_path, imm.wal_number, number, snaps)
+        else:
+            metas = await self._run_on_loop(
+                lambda nn, files: write_tables(self.fs, spec, imm.entries(snaps), nn, unsynced=files)
+            )
+        await anyio.to_thread.run_sync(self.fs.sync_dir, self.path)
+        next_wal = self.imms[1].wal_number if len(self.imms) > 1 else self.mem.wal_number
+        edit = VersionEdit(added=[(0, m) for m in metas], log_number=next_wal, last_seq=self.visible_seq)
+        await self._log_and_apply(edit)
+        self.imms.pop(0)
+        self.stats.flushes += 1
+        self.stats.bytes_written_flush += sum(m.size for m in metas)
+        self._notify()
+        await anyio.to_thread.run_sync(self.fs.remove, wal_path)
+
+    async def _run_on_loop(
+        self, make: Callable[[Callable[[], int], list[WritableFile]], Iterator[list[FileMeta]]]
+    ) -> list[FileMeta]:
+        """Drive a ``write_tables`` generator on the event loop, yielding between slices;
+        the finished tables are fsynced in a worker thread."""
+        result: list[FileMeta] = []
+        files: list[WritableFile] = []
+        for result in make(self._new_file_number, files):
+            await anyio.sleep(0)
+
+        def sync_all() -> None:
+            for f in files:
+                f.sync()
+                f.close()
+
+        await anyio.to_thread.run_sync(sync_all)
+        return result
+
+    async def _log_and_apply(self, edit: VersionEdit) -> None:
+        """Append ``edit`` to the manifest (fsynced) and install the version it makes.
+        Requires: called from a background task (nothing cancels those mid-way)."""
+        async with self._manifest_lock:
+            edit.next_file_number = self.next_file_number
+            manifest = self.manifest
+            assert manifest is not None
+            await anyio.to_thread.run_sync(manifest.append, edit)
+            self.version = self.version.apply(edit)
+            if manifest.size > MANIFEST_ROLLOVER_BYTES:
+                await anyio.to_thread.run_sync(self._rollover_manifest)
+
+    def _rollover_manifest(self) -> None:
+        old = self.manifest
+        assert old is not None
+        number = self._new_file_number()
+        base = self.version.to_edit()
+        base.log_number = self.imms[0].wal_number if self.imms else self.mem.wal_number
+        base.next_file_number = self.next_file_number
+        base.last_seq = self.visible_seq
+        self.manifest = ManifestWriter.create(self.fs, self.path, number, base)
+        set_current(self.fs, self.path, number)
+        old.close()
+        self.fs.remove(os.path.join(self.path, filenames.manifest_name(old.number)))
+
+    # ------------------------------------------------------------------ compaction
+
+    async def compact(self) -> None:
+        """Flush, then compact everything down to the last non-empty level. Cancel-safe: the
+        background compactor does the work; this asks and waits."""
+        await self.flush()
+        self._manual_requested += 1
+        wanted = self._manual_requested
+        self._notify()
+        while self._manual_done < wanted:
+            self.check_writable()
+            await self._wait_changed()
+        self.check_writable()
+
+    def _pick(self) -> CompactionTask | None:
+        task = pick_compaction(self.version, self.policy, self.compact_pointer)
+        if task is None and self._manual_done < self._manual_requested:
+            for level in range(NUM_LEVELS - 1):
+                deeper = any(self.version.levels[lvl] for lvl in range(level + 1, NUM_LEVELS))
+                if self.version.levels[level] and (level == 0 or deeper):
+                    return compaction_for_level(self.version, level, self.compact_pointer)
+            self._manual_done = self._manual_requested
+            self._notify()
+        return task
+
+    async def _run_compaction(self, task: CompactionTask) -> None:
+        if len(task.inputs) == 1 and not task.next_inputs and task.level > 0:
+            meta = task.inputs[0]
+            await self._log_and_apply(VersionEdit(deleted=[(task.level, meta.number)], added=[(task.output_level, meta)]))
+            self.stats.trivial_moves += 1
+            return
+        snaps = list(self.snapshots)
+        spec = self._table_spec(task.output_level)
+        if self.use_process:
+            reserve = task.input_bytes // max(1, spec.target_file_bytes) + len(task.all_inputs) + 4
+            numbers = [self._new_file_number() for _ in range(reserve)]
+            metas = await self._workers.run(
+                run_compaction_in_worker, spec, list(task.all_inputs), numbers, snaps, task.drop_tombstones
+            )
+        else:
+            runs = [self._table_run(m, None, None, False) for m in task.all_inputs]
+            merged = survivors(merge_entries(runs), snaps, task.drop_tombstones)
+            metas = await self._run_on_loop(lambda nn, files: write_tables(self.fs, spec, merged, nn, unsynced=files))
+        await anyio.to_thread.run_sync(self.fs.sync_dir, self.path)
+        edit = VersionEdit(
+            added=[(task.output_level, m) for m in metas],
+            deleted=[(task.level, m.number) for m in task.inputs]
+            + [(task.output_level, m.number) for m in task.next_inputs],
+        )
+        await self._log_and_apply(edit)
+        self.compact_pointer[task.level] = max(m.largest for m in task.inputs)
+        self.stats.compactions += 1
+        self.stats.bytes_written_compaction += sum(m.size for m in metas)
+        for meta in task.all_inputs:
+            reader = self.readers.pop(meta.number, None)
+            if reader is not None:
+                reader.close()
+            self.cache.evict_file(meta.number)
+        paths = [os.path.join(self.path, filenames.table_name(m.number)) for m in task.all_inputs]
+        self._notify()
+        await anyio.to_thread.run_sync(lambda: [self.fs.remove(p) for p in paths])
+
+    # ------------------------------------------------------------------ background
+
+    def _start_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        # The one long-lived task. It hosts the anyio task group that owns every background
+        # job; close() awaits it. A task group entered in the caller's task instead would
+        # tie background failures, and cancellation, to whichever task called open().
+        self._supervisor = loop.create_task(self._supervise(), name=f"quanta-background:{self.path}")
+
+    async def _supervise(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._guard, self._spare_maker)
+                tg.start_soon(self._guard, self._flusher)
+                tg.start_soon(self._guard, self._compactor)
+        finally:
+            await self._workers.aclose()
+            self._shutdown()
+
+    async def _guard(self, worker: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await worker()
+        except Exception as exc:
+            self._fail(exc, background=True)
+
+    async def _spare_maker(self) -> None:
+        """Keep one spare WAL segment ready (created, synced, its name durable), so that
+        rotation on the write path never waits for file creation."""
+        while not self._stopping and self._failure is None:
+            if self._spare_wal is None:
+                number = self._new_file_number()
+
+                def make() -> WalWriter:
+                    wal = WalWriter.create(self.fs, self.path, number)
+                    wal.sync()
+                    self.fs.sync_dir(self.path)  # the segment's name must survive a crash
+                    return wal
+
+                self._spare_wal = await anyio.to_thread.run_sync(make)
+                self._notify()
+                continue
+            await self._wait_changed()
+
+    async def _flusher(self) -> None:
+        while True:
+            if self.imms and self._failure is None:
+                old = self.imms[0]
+                if not self._wal_closed(old.wal_number):
+                    await self._close_wal(old.wal_number)
+                await self._flush_one()
+                continue
+            if self._stopping or self._failure is not None:
+                return
+            await self._wait_changed()
+
+    def _wal_closed(self, number: int) -> bool:
+        return number in self._closed_wals
+
+    async def _close_wal(self, number: int) -> None:
+        wal = self._retired_wals.pop(number, None)
+        if wal is not None:
+            await anyio.to_thread.run_sync(lambda: (wal.sync(), wal.close()))
+        self._closed_wals.add(number)
+
+    async def _compactor(self) -> None:
+        while not self._stopping and self._failure is None:
+            task = self._pick()
+            if task is not None:
+                await self._run_compaction(task)
+                continue
+            await self._wait_changed()
+
+    # ------------------------------------------------------------------ close
+
+    async def close(self) -> None:
+        """Flush, stop background work after the current jobs, release the directory.
+
+        Cancel-safe: if the caller is cancelled, the shutdown still completes in the
+        background task."""
+        if self.closed:
+            return
+        if self._supervisor is None:
+            self._shutdown()
+            return
+        if not self._stopping:
+            if self._failure is None:
+                try:
+                    await self.flush()  # a clean close leaves an empty WAL: reopen is fast
+                except QuantaError:
+                    pass  # recorded in _failure; raised below
+            self._stopping = True
+            self._notify()
+        await asyncio.shield(self._supervisor)
+        if self._failure is not None:
+            cls = BackgroundError if self._failure_background else DatabaseFailedError
+            raise cls(f"the database failed before it was closed: {self._failure!r}") from self._failure
+
+    def _shutdown(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._notify()
+        for wal in [*self._retired_wals.values(), self._spare_wal]:
+            if wal is not None:
+                try:
+                    wal.close()
+                except QuantaError:
+                    pass
+        if self._spare_wal is not None:
+            try:
+                self.fs.remove(self._spare_wal.path)
+            except QuantaError:
+                pass
+            self._spare_wal = None
+        self._release()
+
+    def __del__(self) -> None:
+        if not getattr(self, "closed", True) and getattr(self, "_lock", None) is not None:
+            warnings.warn(
+                f"quanta database at {self.path} was never closed; call `await db.close()`",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    # ------------------------------------------------------------------ verify and stats
+
+    def level_summary(self) -> list[dict[str, int]]:
+        return [
+            {"level": level, "files": len(files), "bytes": sum(f.size for f in files)}
+            for level, files in enumerate(self.version.levels)
+        ]
+
+    def verify_tables(self, progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+        """Read every block of every live table, checking checksums and order (sync)."""
+        metas = [m for _, m in self.version.files()]
+        entries = 0
+        for i, meta in enumerate(metas):
+            try:
+                reader = TableReader.open(
+                    self.fs, os.path.join(self.path, filenames.table_name(meta.number)), meta.number, None
+                )
+            except StorageIOError as exc:
+                if exc.errno == errno.ENOENT and meta.number not in self.version.live_numbers():
+                    continue  # compacted away while we verified
+                raise
+            try:
+                count = reader.verify()
+            finally:
+                reader.close()
+            if count != meta.entries:
+                raise CorruptionError(
+                    f"table holds {count} entries, the manifest says {meta.entries}",
+                    path=os.path.join(self.path, filenames.table_name(meta.number)),
+                )
+            entries += count
+            if progress is not None:
+                progress(i + 1, len(metas))
+        return {"tables": len(metas), "entries": entries}
+
+
+def _memtable_source(
+    mem: Memtable, lo: bytes | None, hi: bytes | None, snapshot: int, reverse: bool
+) -> Iterator[tuple[bytes, bytes | None]]:
+    keys = mem.latest.irange(lo, hi, inclusive=(True, False), reverse=reverse)
+    latest = mem.latest
+    if not mem.history and snapshot >= mem.max_seq:
+        for key in keys:
+            yield key, latest[key][1]
+        return
+    get = mem.get
+    for key in keys:
+        found = get(key, snapshot)
+        if found is not None:
+            yield key, found[1]
+
+
+def _resolve(entries: Iterator[Entry], snapshot: int) -> Iterator[tuple[bytes, bytes | None]]:
+    """From a run (one key's versions adjacent), the newest version <= snapshot of each key."""
+    last: bytes | None = None
+    best: tuple[int, bytes | None] | None = None
+    for key, seq, value in entries:
+        if key != last:
+            if best is not None:
+                yield last, best[1]  # type: ignore[misc]
+            last, best = key, None
+        if seq <= snapshot and (best is None or seq > best[0]):
+            best = (seq, value)
+    if best is not None:
+        yield last, best[1]  # type: ignore[misc]
+

@@ -1,0 +1,54 @@
+"""Shared fixtures. `db_factory` opens databases on the in-memory file layer and on a real
+temporary directory (every test that takes it runs on both, as in tinydb's conftest)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import quanta
+from quanta._storage.vfs import MemoryFileSystem
+
+OpenFn = Callable[..., Awaitable[quanta.Database]]
+
+
+@pytest.fixture(params=["memory", "disk"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def db_factory(backend: str, tmp_path: Any) -> AsyncIterator[OpenFn]:
+    """``await open_db(**options)`` opens (or reopens) the test's database."""
+    memfs = MemoryFileSystem()
+    path = str(tmp_path / "db")
+    opened: list[quanta.Database] = []
+
+    async def open_db(**options: Any) -> quanta.Database:
+        if backend == "memory":
+            options.setdefault("fs", memfs)
+        db = await quanta.open(path, **options)
+        opened.append(db)
+        return db
+
+    open_db.fs = memfs if backend == "memory" else None  # type: ignore[attr-defined]
+    open_db.path = path  # type: ignore[attr-defined]
+    yield open_db
+    for db in opened:
+        if not db.closed:
+            try:
+                await db.close()
+            except quanta.QuantaError:
+                pass
+
+
+@pytest.fixture
+async def db(db_factory: OpenFn) -> quanta.Database:
+    return await db_factory()
+
+
+def invariants_on() -> bool:
+    return os.environ.get("QUANTA_INVARIANTS") == "1"
