@@ -63,4 +63,4 @@ __all__ = [
     "open",
 ]
 
-from . import errors  # noqa: E402  (the error module is public: quanta.errors)
+from . import errors

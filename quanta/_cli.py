@@ -80,7 +80,7 @@ async def demo(path: str, records: int = 100_000, out: TextIO = sys.stdout) -> N
     def say(msg: str) -> None:
         print(msg, file=out, flush=True)
 
-    say(f"QuantaDB demo in {os.path.abspath(path)}")
+    say(f"QuantaDB demo in {path}")
     async with _db.open(path) as db:
         stats = await db.stats()
         if stats["last_seq"]:
@@ -147,7 +147,9 @@ async def stats(path: str, out: TextIO = sys.stdout, as_json: bool = False) -> N
         return
     print(f"database   {s['path']}", file=out)
     print(f"last seq   {s['last_seq']}", file=out)
-    print(f"memtable   {s['memtable_entries']} entries (unflushed WAL data), {_fmt_bytes(s['memtable_bytes'])}", file=out)
+    print(
+        f"memtable   {s['memtable_entries']} entries (unflushed WAL data), {_fmt_bytes(s['memtable_bytes'])}", file=out
+    )
     print(f"tables     {s['table_files']} files, {_fmt_bytes(s['live_table_bytes'])}", file=out)
     for lv in s["levels"]:
         if lv["files"]:
@@ -180,8 +182,7 @@ def dump(path: str, out: TextIO = sys.stdout, limit: int | None = None) -> None:
     with open(path, "rb") as f:
         magic = f.read(8)
     parsed = filenames.parse_name(path)
-    number = parsed[1] if parsed else None
-    lines = _dump_lines(fs, path, magic, number)
+    lines = _dump_lines(fs, path, magic, parsed[1] if parsed else None)
     for i, line in enumerate(lines):
         if limit is not None and i >= limit:
             print(f"... (stopped after {limit} lines; use --limit)", file=out)
@@ -195,15 +196,13 @@ def _dump_lines(fs: OSFileSystem, path: str, magic: bytes, number: int | None) -
         yield f"WAL {path}: {len(replay.batches)} batches, tail {replay.tail}"
         for seq, keys, values in replay.batches:
             yield f"batch seq={seq} ops={len(keys)}"
-            for k, v in zip(keys, values):
+            for k, v in zip(keys, values, strict=False):
                 yield f"  {'del' if v is None else 'put'} {_show(k)} {'' if v is None else _show(v)}"
     elif magic == MANIFEST_MAGIC:
         edits = replay_manifest(fs, path, number if number is not None else _header_number(path))
         yield f"MANIFEST {path}: {len(edits)} edits"
         for i, e in enumerate(edits):
-            yield (
-                f"edit {i}: log_number={e.log_number} next_file={e.next_file_number} last_seq={e.last_seq}"
-            )
+            yield (f"edit {i}: log_number={e.log_number} next_file={e.next_file_number} last_seq={e.last_seq}")
             for level, m in e.added:
                 yield (
                     f"  + L{level} {filenames.table_name(m.number)} {m.size} B {m.entries} entries "
@@ -257,7 +256,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands: dict[str, Callable[[], Any]] = {
-        "demo": lambda: asyncio.run(demo(args.path, args.records)),
+        "demo": lambda: asyncio.run(demo(os.path.abspath(args.path), args.records)),
         "stats": lambda: asyncio.run(stats(args.path, as_json=args.json)),
         "verify": lambda: asyncio.run(verify(args.path, progress=args.progress)),
         "dump": lambda: dump(args.file, limit=args.limit),

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from operator import itemgetter
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from operator import itemgetter
 from types import TracebackType
 from typing import Any
 
@@ -219,14 +219,10 @@ class KeyValue(_Reader):
             if set(map(type, keys)) == _BYTES and set(map(type, values)) == _BYTES:
                 key_lens = list(map(len, keys))
                 value_bytes = sum(map(len, values))
-                if (
-                    min(key_lens) > 0
-                    and max(key_lens) <= MAX_KEY_BYTES
-                    and max(map(len, values)) <= MAX_VALUE_BYTES
-                ):
+                if min(key_lens) > 0 and max(key_lens) <= MAX_KEY_BYTES and max(map(len, values)) <= MAX_VALUE_BYTES:
                     total = sum(key_lens) + value_bytes
                     _batch_size_check(total)
-                    await self._engine.write(keys, values, total)  # type: ignore[arg-type]
+                    await self._engine.write(keys, values, total)
                     return
         await self._put_many_checked(pairs)
 
@@ -466,7 +462,7 @@ class _Opening:
             await self._db.close()
 
 
-def open(path: str | os.PathLike[str], **options: Any) -> _Opening:  # noqa: A001 - the public name
+def open(path: str | os.PathLike[str], **options: Any) -> _Opening:
     """Open (creating if needed) the database in directory ``path``.
 
     ``db = await quanta.open(path, durability="sync")`` or ``async with quanta.open(path) as db``.

@@ -127,13 +127,15 @@ def bloom_may_contain(filter: bytes, key: bytes) -> bool:
     if not filter:
         return True
     nbits = (len(filter) - 1) << 3
-    h = _crc32(key)
-    delta = _crc32(key[::-1])
-    for _ in range(filter[-1]):
-        bit = h % nbits
+    bit = _crc32(key) % nbits
+    if not filter[bit >> 3] >> (bit & 7) & 1:
+        return False  # about half of all absent keys stop here, before the second hash
+    # (h1 + i * h2) mod nbits, stepped in residues so every int stays one machine digit.
+    delta = _crc32(key[::-1]) % nbits
+    for _ in range(filter[-1] - 1):
+        bit = (bit + delta) % nbits
         if not filter[bit >> 3] >> (bit & 7) & 1:
             return False
-        h += delta
     return True
 
 

@@ -21,21 +21,22 @@ from __future__ import annotations
 
 import heapq
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from . import filenames
 from .cache import BlockCache
 from .manifest import FileMeta
-from .memtable import visible_versions
+from .memtable import Memtable, visible_versions
 from .sstable import TableBuilder, TableReader
-from .memtable import Memtable
 from .vfs import FileSystem, OSFileSystem, WritableFile
 from .wal import replay_wal
 
 __all__ = [
     "TableSpec",
     "merge_entries",
+    "run_to_end",
     "run_compaction_in_worker",
     "run_flush_in_worker",
     "survivors",
@@ -137,7 +138,14 @@ def write_tables(
     yield metas
 
 
-def _finish(builder: TableBuilder, file: WritableFile | None, number: int, unsynced: list[WritableFile] | None) -> FileMeta:
+def run_to_end(steps: Iterator[list[FileMeta]]) -> list[FileMeta]:
+    """Drive a :func:`write_tables` generator to the end in one go; return its tables."""
+    return deque(steps, maxlen=1)[0]
+
+
+def _finish(
+    builder: TableBuilder, file: WritableFile | None, number: int, unsynced: list[WritableFile] | None
+) -> FileMeta:
     props = builder.finish()
     assert file is not None
     if unsynced is None:
@@ -156,9 +164,9 @@ def _finish(builder: TableBuilder, file: WritableFile | None, number: int, unsyn
     )
 
 
-def compaction_runs(fs: FileSystem, dirpath: str, inputs: Iterable[FileMeta], cache: BlockCache | None) -> list[
-    Iterator[Entry]
-]:
+def compaction_runs(
+    fs: FileSystem, dirpath: str, inputs: Iterable[FileMeta], cache: BlockCache | None
+) -> list[Iterator[Entry]]:
     runs = []
     for meta in inputs:
         reader = TableReader.open(fs, os.path.join(dirpath, filenames.table_name(meta.number)), meta.number, cache)
@@ -179,10 +187,7 @@ def run_compaction_in_worker(
     pool = iter(numbers)
     runs = compaction_runs(fs, spec.dirpath, inputs, None)
     merged = survivors(merge_entries(runs), snapshot_seqs, drop_tombstones)
-    result: list[FileMeta] = []
-    for result in write_tables(fs, spec, merged, lambda: next(pool), slice_entries=1 << 30):
-        pass
-    return result
+    return run_to_end(write_tables(fs, spec, merged, lambda: next(pool), slice_entries=1 << 30))
 
 
 def run_flush_in_worker(
@@ -196,7 +201,4 @@ def run_flush_in_worker(
     mem = Memtable(wal_number)
     for seq, keys, values in replay_wal(fs, wal_path, wal_number).batches:
         mem.apply(seq, keys, values)
-    result: list[FileMeta] = []
-    for result in write_tables(fs, spec, mem.entries(snapshot_seqs), lambda: number, slice_entries=1 << 30):
-        pass
-    return result
+    return run_to_end(write_tables(fs, spec, mem.entries(snapshot_seqs), lambda: number, slice_entries=1 << 30))

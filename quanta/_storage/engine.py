@@ -37,13 +37,14 @@ import errno
 import os
 import threading
 import time
-import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
+from operator import itemgetter
 from typing import TypeVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 from sortedcontainers import SortedList
 
@@ -68,6 +69,7 @@ from .compaction import (
     merge_entries,
     run_compaction_in_worker,
     run_flush_in_worker,
+    run_to_end,
     survivors,
     write_tables,
 )
@@ -79,7 +81,9 @@ from .vfs import FileLock, FileSystem, OSFileSystem, WritableFile
 from .wal import WalWriter, encode_batch, replay_wal
 from .worker import WorkerPool
 
-__all__ = ["Engine", "MAX_SEQ"]
+__all__ = ["MAX_SEQ", "Engine"]
+
+_value_of = itemgetter(1)
 
 MAX_SEQ = (1 << 63) - 1
 MANIFEST_ROLLOVER_BYTES = 8 << 20
@@ -167,7 +171,7 @@ class Engine:
 
     @classmethod
     async def open(cls, path: str, opts: Options) -> Engine:
-        eng = cls(os.path.abspath(path), opts)
+        eng = cls(_absolute(path), opts)
         try:
             await anyio.to_thread.run_sync(eng._open_sync)
         except BaseException:
@@ -191,7 +195,9 @@ class Engine:
         if filenames.CURRENT not in names:
             ours = [n for n in names if filenames.parse_name(n) is not None]
             if ours:
-                raise CorruptionError("database files present but CURRENT is missing", path=os.path.join(path, "CURRENT"))
+                raise CorruptionError(
+                    "database files present but CURRENT is missing", path=os.path.join(path, "CURRENT")
+                )
             strangers = [n for n in names if n not in (filenames.LOCK, filenames.CURRENT + ".tmp")]
             if strangers:
                 raise NotADatabaseError(
@@ -244,7 +250,9 @@ class Engine:
         manifest_number = read_current(fs, path)
         mpath = os.path.join(path, filenames.manifest_name(manifest_number))
         if not fs.exists(mpath):
-            raise CorruptionError(f"CURRENT names {filenames.manifest_name(manifest_number)}, which is missing", path=mpath)
+            raise CorruptionError(
+                f"CURRENT names {filenames.manifest_name(manifest_number)}, which is missing", path=mpath
+            )
         version = Version()
         log_number = 0
         for edit in replay_manifest(fs, mpath, manifest_number):
@@ -258,13 +266,17 @@ class Engine:
         for _, meta in version.files():
             tpath = os.path.join(path, filenames.table_name(meta.number))
             if not fs.exists(tpath):
-                raise CorruptionError(f"table {filenames.table_name(meta.number)} named by the manifest is missing", path=tpath)
+                raise CorruptionError(
+                    f"table {filenames.table_name(meta.number)} named by the manifest is missing", path=tpath
+                )
             self.next_file_number = max(self.next_file_number, meta.number + 1)
         self.version = version
         self.log_number = log_number
         # Replay the WAL segments the manifest does not cover, oldest first.
         wals = sorted(
-            num for kind, num in (filenames.parse_name(n) or ("", 0) for n in names) if kind == "wal" and num >= log_number
+            num
+            for kind, num in (filenames.parse_name(n) or ("", 0) for n in names)
+            if kind == "wal" and num >= log_number
         )
         mem = Memtable(0)
         salvage = self.opts.wal_recovery == "salvage"
@@ -294,9 +306,7 @@ class Engine:
             # Make the recovered writes a level-0 table so that the new WAL starts empty.
             number = self._new_file_number()
             spec = self._table_spec(0, target=1 << 62)
-            metas: list[FileMeta] = []
-            for metas in write_tables(fs, spec, mem.entries([]), lambda: number):
-                pass
+            metas = run_to_end(write_tables(fs, spec, mem.entries([]), lambda: number))
             self.version = self.version.apply(VersionEdit(added=[(0, m) for m in metas]))
             self.stats.bytes_written_flush += sum(m.size for m in metas)
         self._start_fresh_logs()
@@ -528,9 +538,9 @@ class Engine:
         version = self.version
         for level in range(1, NUM_LEVELS):
             if levels[level]:
-                meta = version.find_in_level(level, key)
-                if meta is not None:
-                    found = self._reader(meta).get(key, snapshot)
+                deeper = version.find_in_level(level, key)
+                if deeper is not None:
+                    found = self._reader(deeper).get(key, snapshot)
                     if found is not None:
                         return found[1]
         return None
@@ -573,8 +583,8 @@ class Engine:
         """
         lists: list[list[tuple[bytes, bytes | None]]] = []
         frontier: bytes | None = None
-        for source in self._sources(lo, hi, snapshot, reverse):
-            items: list[tuple[bytes, bytes | None]] = list(islice(source, n + 1))
+        for source in self._sources(lo, hi, snapshot, reverse, n + 1):
+            items = source if type(source) is list else list(islice(source, n + 1))
             if len(items) > n:
                 items.pop()
                 last = items[-1][0]
@@ -583,9 +593,9 @@ class Engine:
             if items:
                 lists.append(items)
         if len(lists) == 1:
+            # a source cut short is never empty, so the frontier (if any) is this list's own
+            # last key: every item is within it
             merged = lists[0]
-            if frontier is not None:
-                merged = [kv for kv in merged if (kv[0] >= frontier if reverse else kv[0] <= frontier)]
         else:
             table: dict[bytes, bytes | None] = {}
             setdefault = table.setdefault
@@ -602,11 +612,11 @@ class Engine:
         return out, (frontier if reverse else frontier + b"\x00"), False
 
     def _sources(
-        self, lo: bytes | None, hi: bytes | None, snapshot: int, reverse: bool
-    ) -> Iterator[Iterator[tuple[bytes, bytes | None]]]:
+        self, lo: bytes | None, hi: bytes | None, snapshot: int, reverse: bool, limit: int
+    ) -> Iterator[Iterator[tuple[bytes, bytes | None]] | list[tuple[bytes, bytes | None]]]:
         for mem in [self.mem, *reversed(self.imms)]:
             if len(mem):
-                yield _memtable_source(mem, lo, hi, snapshot, reverse)
+                yield _memtable_source(mem, lo, hi, snapshot, reverse, limit)
         version = self.version
         for meta in version.levels[0]:
             if (hi is None or meta.smallest < hi) and (lo is None or meta.largest >= lo):
@@ -689,8 +699,8 @@ class Engine:
         the finished tables are fsynced in a worker thread."""
         result: list[FileMeta] = []
         files: list[WritableFile] = []
-        for result in make(self._new_file_number, files):
-            await anyio.sleep(0)
+        for result in make(self._new_file_number, files):  # noqa: B007 - the last step is the result
+            await anyio.lowlevel.checkpoint()
 
         def sync_all() -> None:
             for f in files:
@@ -753,7 +763,9 @@ class Engine:
     async def _run_compaction(self, task: CompactionTask) -> None:
         if len(task.inputs) == 1 and not task.next_inputs and task.level > 0:
             meta = task.inputs[0]
-            await self._log_and_apply(VersionEdit(deleted=[(task.level, meta.number)], added=[(task.output_level, meta)]))
+            await self._log_and_apply(
+                VersionEdit(deleted=[(task.level, meta.number)], added=[(task.output_level, meta)])
+            )
             self.stats.trivial_moves += 1
             return
         snaps = list(self.snapshots)
@@ -785,7 +797,11 @@ class Engine:
             self.cache.evict_file(meta.number)
         paths = [os.path.join(self.path, filenames.table_name(m.number)) for m in task.all_inputs]
         self._notify()
-        await anyio.to_thread.run_sync(lambda: [self.fs.remove(p) for p in paths])
+        await anyio.to_thread.run_sync(self._remove_files, paths)
+
+    def _remove_files(self, paths: list[str]) -> None:
+        for path in paths:
+            self.fs.remove(path)
 
     # ------------------------------------------------------------------ background
 
@@ -817,18 +833,16 @@ class Engine:
         rotation on the write path never waits for file creation."""
         while not self._stopping and self._failure is None:
             if self._spare_wal is None:
-                number = self._new_file_number()
-
-                def make() -> WalWriter:
-                    wal = WalWriter.create(self.fs, self.path, number)
-                    wal.sync()
-                    self.fs.sync_dir(self.path)  # the segment's name must survive a crash
-                    return wal
-
-                self._spare_wal = await anyio.to_thread.run_sync(make)
+                self._spare_wal = await anyio.to_thread.run_sync(self._make_wal, self._new_file_number())
                 self._notify()
                 continue
             await self._wait_changed()
+
+    def _make_wal(self, number: int) -> WalWriter:
+        wal = WalWriter.create(self.fs, self.path, number)
+        wal.sync()
+        self.fs.sync_dir(self.path)  # the segment's name must survive a crash
+        return wal
 
     async def _flusher(self) -> None:
         while True:
@@ -848,7 +862,7 @@ class Engine:
     async def _close_wal(self, number: int) -> None:
         wal = self._retired_wals.pop(number, None)
         if wal is not None:
-            await anyio.to_thread.run_sync(lambda: (wal.sync(), wal.close()))
+            await anyio.to_thread.run_sync(_sync_and_close, wal)
         self._closed_wals.add(number)
 
     async def _compactor(self) -> None:
@@ -880,9 +894,10 @@ class Engine:
             self._stopping = True
             self._notify()
         await asyncio.shield(self._supervisor)
-        if self._failure is not None:
-            cls = BackgroundError if self._failure_background else DatabaseFailedError
-            raise cls(f"the database failed before it was closed: {self._failure!r}") from self._failure
+        if self._failure is not None and self._failure_background:
+            # A foreground failure was raised to its caller already; a background one may
+            # have gone unseen, so close reports it.
+            raise BackgroundError(f"a background job failed: {self._failure!r}") from self._failure
 
     def _shutdown(self) -> None:
         if self.closed:
@@ -902,14 +917,6 @@ class Engine:
                 pass
             self._spare_wal = None
         self._release()
-
-    def __del__(self) -> None:
-        if not getattr(self, "closed", True) and getattr(self, "_lock", None) is not None:
-            warnings.warn(
-                f"quanta database at {self.path} was never closed; call `await db.close()`",
-                ResourceWarning,
-                stacklevel=1,
-            )
 
     # ------------------------------------------------------------------ verify and stats
 
@@ -948,14 +955,27 @@ class Engine:
 
 
 def _memtable_source(
+    mem: Memtable, lo: bytes | None, hi: bytes | None, snapshot: int, reverse: bool, limit: int
+) -> Iterator[tuple[bytes, bytes | None]] | list[tuple[bytes, bytes | None]]:
+    latest = mem.latest
+    if not mem.history and snapshot >= mem.max_seq:
+        # Every key's newest version is visible: slice the sorted keys and look the values
+        # up at C speed (no per-key Python frame).
+        i = 0 if lo is None else latest.bisect_left(lo)
+        j = len(latest) if hi is None else latest.bisect_left(hi)
+        if reverse:
+            keys = latest.keys()[max(i, j - limit) : j]
+            keys.reverse()
+        else:
+            keys = latest.keys()[i : min(j, i + limit)]
+        return list(zip(keys, map(_value_of, map(latest.__getitem__, keys)), strict=False))
+    return _memtable_versions(mem, lo, hi, snapshot, reverse)
+
+
+def _memtable_versions(
     mem: Memtable, lo: bytes | None, hi: bytes | None, snapshot: int, reverse: bool
 ) -> Iterator[tuple[bytes, bytes | None]]:
     keys = mem.latest.irange(lo, hi, inclusive=(True, False), reverse=reverse)
-    latest = mem.latest
-    if not mem.history and snapshot >= mem.max_seq:
-        for key in keys:
-            yield key, latest[key][1]
-        return
     get = mem.get
     for key in keys:
         found = get(key, snapshot)
@@ -977,3 +997,11 @@ def _resolve(entries: Iterator[Entry], snapshot: int) -> Iterator[tuple[bytes, b
     if best is not None:
         yield last, best[1]  # type: ignore[misc]
 
+
+def _sync_and_close(wal: WalWriter) -> None:
+    wal.sync()
+    wal.close()
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(path)

@@ -106,14 +106,18 @@ class FileHeader:
     def decode(cls, data: bytes, *, path: str, expect_magic: bytes) -> FileHeader:
         """Parse and check a header; raise CorruptionError (naming ``path``) if it is not one."""
         if len(data) < HEADER_SIZE:
-            raise CorruptionError(f"file too short for a {MAGICS.get(expect_magic, 'QuantaDB')} header", path=path, offset=0)
+            raise CorruptionError(
+                f"file too short for a {MAGICS.get(expect_magic, 'QuantaDB')} header", path=path, offset=0
+            )
         head = data[: HEADER_SIZE - 4]
         (crc,) = _CRC.unpack_from(data, HEADER_SIZE - 4)
         magic, version, cipher, _flags, key_id, number, _ = _HEADER.unpack(head)
         if magic != expect_magic:
             kind = MAGICS.get(magic)
             what = f"a {kind} file" if kind else "not a QuantaDB file"
-            raise CorruptionError(f"bad magic number: expected {MAGICS[expect_magic]}, found {what}", path=path, offset=0)
+            raise CorruptionError(
+                f"bad magic number: expected {MAGICS[expect_magic]}, found {what}", path=path, offset=0
+            )
         if checksum(head) != crc:
             raise CorruptionError("file header checksum mismatch", path=path, offset=HEADER_SIZE - 4)
         if version not in FormatVersion.__members__.values():
@@ -123,7 +127,9 @@ class FileHeader:
                 offset=8,
             )
         if cipher != Cipher.NONE:
-            raise CorruptionError(f"file is encrypted with cipher {cipher}, which this build cannot read", path=path, offset=10)
+            raise CorruptionError(
+                f"file is encrypted with cipher {cipher}, which this build cannot read", path=path, offset=10
+            )
         return cls(magic=magic, file_number=number, format_version=version, cipher=cipher, key_id=key_id)
 
 

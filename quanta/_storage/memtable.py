@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
-from itertools import repeat
+from itertools import pairwise, repeat
 
 from sortedcontainers import SortedDict
 
@@ -54,7 +54,7 @@ class Memtable:
             return
         latest = self.latest
         size = 0
-        for key, value in zip(keys, values):
+        for key, value in zip(keys, values, strict=False):
             old = latest.get(key)
             if old is not None:
                 if old[0] == seq:  # same key twice in one batch: the later one wins
@@ -78,7 +78,7 @@ class Memtable:
         (100k keys: ~4x faster). Size accounting counts a key repeated within the batch
         twice (an overestimate, which only makes the flush come early)."""
         latest = self.latest
-        new = dict(zip(keys, zip(repeat(seq), values)))
+        new = dict(zip(keys, zip(repeat(seq), values), strict=False))
         if latest:
             history = self.history
             for key in new.keys() & latest.keys():
@@ -89,9 +89,7 @@ class Memtable:
                 else:
                     hist.append(old)
         latest.update(new)
-        self.approximate_bytes += (
-            sum(map(len, keys)) + sum(map(len, filter(None, values))) + ENTRY_OVERHEAD * len(keys)
-        )
+        self.approximate_bytes += sum(map(len, keys)) + sum(map(len, filter(None, values))) + ENTRY_OVERHEAD * len(keys)
         if not self.min_seq:
             self.min_seq = seq
         self.max_seq = seq
@@ -107,22 +105,6 @@ class Memtable:
                 if version[0] <= snapshot_seq:
                     return version
         return None
-
-    def keys_from(self, start: bytes | None, reverse: bool = False) -> Iterator[bytes]:
-        """Keys >= start in order (or, with ``reverse``, keys < start descending)."""
-        keys = self.latest.keys()
-        if not reverse:
-            i = 0 if start is None else bisect_left(keys, start)
-            return iter(keys[i:]) if i else iter(keys)
-        j = len(keys) if start is None else bisect_left(keys, start)
-        return reversed(keys[:j])
-
-    def key_range(self, start: bytes | None, stop: bytes | None) -> tuple[int, int]:
-        """Index bounds ``[i, j)`` of the keys in ``[start, stop)`` within ``latest``."""
-        keys = self.latest.keys()
-        i = 0 if start is None else bisect_left(keys, start)
-        j = len(keys) if stop is None else bisect_left(keys, stop)
-        return i, max(i, j)
 
     def entries(self, snapshot_seqs: list[int]) -> Iterator[Entry]:
         """All versions worth keeping, in table order (key ascending, seq descending).
@@ -153,10 +135,9 @@ def visible_versions(
     the next newer version -- that snapshot reads exactly this version.
     """
     kept = [versions[0]]
-    for newer, older in zip(versions, versions[1:]):
+    for newer, older in pairwise(versions):
         # a snapshot s with older.seq <= s < newer.seq reads `older`
         i = bisect_left(snapshot_seqs, older[0])
         if i < len(snapshot_seqs) and snapshot_seqs[i] < newer[0]:
             kept.append(older)
     return kept
-

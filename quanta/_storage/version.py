@@ -19,6 +19,7 @@ mini-lsm's ``generate_compaction_task``: leveled, size-ratio based.
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -122,7 +123,7 @@ class Version:
         """Raise AssertionError if levels >= 1 overlap or are unsorted (tests and debug runs)."""
         for level in range(1, NUM_LEVELS):
             files = self.levels[level]
-            for a, b in zip(files, files[1:]):
+            for a, b in itertools.pairwise(files):
                 assert a.largest < b.smallest, f"L{level} tables {a.number} and {b.number} overlap"
             for f in files:
                 assert f.smallest <= f.largest

@@ -85,7 +85,9 @@ class WorkerPool:
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.IncompleteRead) as exc:
                 self._all.remove(worker)
                 await worker.aclose()
-                raise BackgroundError(f"a QuantaDB worker process died (exit code {worker.process.returncode})") from exc
+                raise BackgroundError(
+                    f"a QuantaDB worker process died (exit code {worker.process.returncode})"
+                ) from exc
             except BaseException:
                 self._idle.append(worker)
                 raise
@@ -129,4 +131,3 @@ def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
             data = pickle.dumps((False, RuntimeError(repr(response[1]) + f" ({exc})")))
         stdout.write(_LEN.pack(len(data)) + data)
         stdout.flush()
-
