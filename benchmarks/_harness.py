@@ -261,6 +261,23 @@ def fsync_probe(directory: str, count: int = 100) -> float:
         os.unlink(name)
 
 
+def _git_state() -> str:
+    """Commit and dirtiness of the QuantaDB checkout being measured (``quanta/`` only)."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "quanta"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" + uncommitted changes in quanta/" if dirty else "")
+
+
 def machine_info(bench_dir: str) -> dict[str, Any]:
     import sqlite3
 
@@ -276,6 +293,7 @@ def machine_info(bench_dir: str) -> dict[str, Any]:
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "bench_fs": _fs_type(os.path.realpath(bench_dir)),
         "fdatasync_us_p50": round(fsync_probe(bench_dir), 1),
+        "quanta_git": _git_state(),
         "versions": {
             "quanta-db": _version("quanta-db"),
             "msgpack": _version("msgpack"),

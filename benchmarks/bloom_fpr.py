@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from quanta._storage.bloom import bloom_may_contain, bloom_probes, build_bloom, theoretical_fpr  # noqa: E402
+from quanta._storage.bloom import bloom_may_contain, bloom_probes, build_bloom, theoretical_fpr
 
 
 def key_sets(n: int, probes: int) -> list[tuple[str, list[bytes], list[bytes]]]:

@@ -16,6 +16,10 @@ def fmt(x: Any) -> str:
     if isinstance(x, bool) or not isinstance(x, int | float):
         return str(x)
     a = abs(x)
+    if isinstance(x, float) and x.is_integer() and a < 10_000 and a >= 1:
+        x = int(x)
+    if isinstance(x, int):
+        return f"{x:,}"
     if a >= 10_000:
         return f"{x:,.0f}"
     if a >= 100:
@@ -60,6 +64,10 @@ def markdown(report: dict[str, Any], selected: list[wl.Workload]) -> str:
     )
     lines.append("")
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".")
+    lines.append("")
+    lines.append(f"QuantaDB source: git {m.get('quanta_git', 'unknown')}.")
+    if m.get("debug_env_removed"):
+        lines.append(f"(Removed from the trials' environment: {', '.join(m['debug_env_removed'])}.)")
     p = report["params"]
     lines.append("")
     lines.append(
@@ -71,8 +79,8 @@ def markdown(report: dict[str, Any], selected: list[wl.Workload]) -> str:
     if report.get("quanta_skipped"):
         lines += ["", f"**QuantaDB was not measured: {report['quanta_skipped']}.**"]
     lines += ["", "## Summary", ""]
-    header = "| Workload | Unit | " + " | ".join(SYSTEM_ORDER) + " | Ratio | Target | Result |"
-    lines += [header, "|" + "---|" * (len(SYSTEM_ORDER) + 5)]
+    header = "| Workload | Unit | " + " | ".join(SYSTEM_ORDER) + " | Ratio | Target | Result | Best-of ratio |"
+    lines += [header, "|" + "---|" * (len(SYSTEM_ORDER) + 6)]
     for w in selected:
         if w.name in ("floor",):
             continue
@@ -82,12 +90,17 @@ def markdown(report: dict[str, Any], selected: list[wl.Workload]) -> str:
         verdicts = data["verdicts"] or [None]
         for v in verdicts:
             if v is None:
-                ratio, target, result = "—", "(context)", ""
+                ratio, target, result, best = "—", "(context)", "", ""
             else:
                 ratio, target, result = _ratio(v), v["target"], f"**{v['result']}**"
-            lines.append(f"| {w.title} | {w.unit} | {values} | {ratio} | {target} | {result} |")
+                best = f"{fmt(v['ratio_best'])}x" if v.get("ratio_best") is not None else "—"
+            lines.append(f"| {w.title} | {w.unit} | {values} | {ratio} | {target} | {result} | {best} |")
     lines.append("")
-    lines.append("`·` = not run on that system; `(!)` = some repeats failed (see Errors).")
+    lines.append(
+        "Values are medians over repeats; Ratio = median(quanta) / median(anchor), which the verdict uses. "
+        "Best-of ratio = best repeat of quanta / best repeat of the anchor (less sensitive to a noisy machine; "
+        "context only). `·` = not run on that system; `(!)` = some repeats failed (see Errors)."
+    )
 
     if "floor" in report["workloads"]:
         fl = report["workloads"]["floor"]["systems"].get("python", {}).get("median", {})
@@ -100,6 +113,7 @@ def markdown(report: dict[str, Any], selected: list[wl.Workload]) -> str:
             "msgpack_packb_ns": ("msgpack.packb of one value dict", "ns"),
             "msgpack_unpackb_ns": ("msgpack.unpackb of one value", "ns"),
             "await_coroutine_ns": ("await a trivial coroutine", "ns"),
+            "async_for_item_ns": ("async for over an async generator, per item", "ns"),
             "sleep0_ns": ("await asyncio.sleep(0)", "ns"),
             "thread_hop_us": ("loop.run_in_executor round trip (thread hop)", "us"),
         }

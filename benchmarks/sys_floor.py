@@ -2,13 +2,15 @@
 
 These numbers bound what an engine written in Python can reach: a memtable insert cannot beat a
 ``SortedDict`` insert, a value read cannot beat ``msgpack.unpackb``, and an ``await db.kv.get``
-cannot beat awaiting a coroutine that returns at once. The thread hop is what every aiosqlite
+cannot beat awaiting a coroutine that returns at once, and a scan row cannot beat ``async for``
+over an async generator (per row). The thread hop is what every aiosqlite
 call (and any ``to_thread`` in a hot path) pays.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
@@ -20,11 +22,22 @@ async def _trivial() -> int:
     return 1
 
 
+async def _agen(items: list[bytes]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item
+
+
 async def _async_floor(ops: int) -> dict[str, float]:
     t = now_ns()
     for _ in range(ops):
         await _trivial()
     await_ns = (now_ns() - t) / ops
+
+    items = [b"x"] * ops
+    t = now_ns()
+    async for _item in _agen(items):
+        pass
+    agen_ns = (now_ns() - t) / ops
 
     t = now_ns()
     for _ in range(ops // 10):
@@ -37,7 +50,12 @@ async def _async_floor(ops: int) -> dict[str, float]:
     for _ in range(hops):
         await loop.run_in_executor(None, int)
     hop_ns = (now_ns() - t) / hops
-    return {"await_coroutine_ns": await_ns, "sleep0_ns": sleep0_ns, "thread_hop_us": hop_ns / 1e3}
+    return {
+        "await_coroutine_ns": await_ns,
+        "async_for_item_ns": agen_ns,
+        "sleep0_ns": sleep0_ns,
+        "thread_hop_us": hop_ns / 1e3,
+    }
 
 
 def floor(trial: Trial) -> dict[str, Any]:

@@ -162,7 +162,7 @@ FULL_PARAMS: dict[str, Any] = {
     "conc_per_writer": 250,
     "lag_puts": 300_000,
     "lag_memtable": 2 << 20,
-    "lag_yield_every": 50,
+    "lag_yield_every": 10,
     "lag_idle_s": 1.0,
     "big_n": 1_000_000,
     "big_batch": 10_000,

@@ -150,7 +150,8 @@ class ManifestScript:
         args = shlex.split(line)
         self.fs.fail_hook = self._hook
         try:
-            return getattr(self, "do_" + args[0].replace("-", "_"))(args[1:])
+            handler: Callable[[list[str]], list[str]] = getattr(self, "do_" + args[0].replace("-", "_"))
+            return handler(args[1:])
         except (CorruptionError, StorageIOError) as exc:
             return [f"error: {type(exc).__name__}: {exc}"]
 

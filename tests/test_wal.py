@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quanta._storage import wal as walmod
-from quanta._storage.format import HEADER_SIZE, MANIFEST_MAGIC
+from quanta._storage.format import HEADER_SIZE, MANIFEST_MAGIC, WAL_MAGIC
 from quanta._storage.log import LogWriter
 from quanta._storage.vfs import FileSystem, MemoryFileSystem, OSFileSystem
 from quanta._storage.wal import WalReplay, WalWriter, decode_batch, encode_batch, replay_wal
@@ -102,7 +102,8 @@ class WalScript:
         cmd, rest = args[0], args[1:]
         kw = dict(a.split("=", 1) for a in rest if "=" in a)
         try:
-            return getattr(self, "do_" + cmd.replace("-", "_"))(rest, kw)
+            handler: Callable[[list[str], dict[str, str]], list[str]] = getattr(self, "do_" + cmd.replace("-", "_"))
+            return handler(rest, kw)
         except CorruptionError as exc:
             return [f"error: {type(exc).__name__}: {exc}"]
 
@@ -393,7 +394,7 @@ def test_mid_file_damage_is_corruption_and_salvage_skips_it() -> None:
 def test_checksummed_record_with_a_bad_payload_is_corruption_even_in_salvage() -> None:
     fs = MemoryFileSystem()
     fs.mkdir("/db")
-    log = LogWriter.create(fs, "/db/000001.wal", walmod.WAL_MAGIC, 1)
+    log = LogWriter.create(fs, "/db/000001.wal", WAL_MAGIC, 1)
     log.add_record(encode_batch(1, [b"a"], [b"1"]))
     log.add_record(b"\xc1")  # never-used msgpack byte
     for salvage in (False, True):

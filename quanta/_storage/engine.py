@@ -37,6 +37,7 @@ import errno
 import os
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -522,25 +523,33 @@ class Engine:
     # ------------------------------------------------------------------ reads
 
     def get(self, key: bytes, snapshot: int = MAX_SEQ) -> bytes | None:
-        found = self.mem.get(key, snapshot)
-        if found is not None:
-            return found[1]
+        """The value of ``key`` at ``snapshot`` (None if absent or deleted). The hot path:
+        one dict probe when the key is in the memtable, else one table per level."""
+        mem = self.mem
+        entry = mem.latest.get(key)
+        if entry is not None:
+            if entry[0] <= snapshot:
+                return entry[1]  # type: ignore[no-any-return]
+            found = mem.get(key, snapshot)
+            if found is not None:
+                return found[1]
         for imm in reversed(self.imms):
             found = imm.get(key, snapshot)
             if found is not None:
                 return found[1]
-        levels = self.version.levels
-        for meta in levels[0]:
+        version = self.version
+        readers = self.readers
+        for meta in version.levels[0]:
             if meta.smallest <= key <= meta.largest:
-                found = self._reader(meta).get(key, snapshot)
+                found = (readers.get(meta.number) or self._reader(meta)).get(key, snapshot)
                 if found is not None:
                     return found[1]
-        version = self.version
-        for level in range(1, NUM_LEVELS):
-            if levels[level]:
-                deeper = version.find_in_level(level, key)
-                if deeper is not None:
-                    found = self._reader(deeper).get(key, snapshot)
+        for largest, files in version.deep_levels:
+            i = bisect_left(largest, key)
+            if i < len(files):
+                meta = files[i]
+                if meta.smallest <= key:
+                    found = (readers.get(meta.number) or self._reader(meta)).get(key, snapshot)
                     if found is not None:
                         return found[1]
         return None

@@ -48,18 +48,18 @@ Footer::
         48    4 footer_crc          u32, CRC-32 of bytes 0..47
 
 Worked example: table 7 holding ``(b"a", 2, b"x"), (b"a", 1, None), (b"b", 5, b"yz")`` at
-10 bits per key is 204 bytes. The header is bytes 0..31. Data block 0 is bytes 32..60 (the
+10 bits per key is 289 bytes. The header is bytes 0..31. Data block 0 is bytes 32..60 (the
 29-byte frame of block.py's worked example). The filter block starts at 61 (nbits 64, so 9
 payload bytes + 5 = 14 bytes), the index block at 75 (``93 91 c4 01 62 91 20 91 1d`` + 5 =
-14 bytes: last key b"b", offset 32, size 29), the properties block at 89 (63 bytes), and the
-footer at 152::
+14 bytes: last key b"b", offset 32, size 29), the properties block at 89 (148 bytes), and
+the footer at 237::
 
     3d 00 00 00 00 00 00 00 0e 00 00 00    bloom      offset 61, size 14
     4b 00 00 00 00 00 00 00 0e 00 00 00    index      offset 75, size 14
-    59 00 00 00 00 00 00 00 3f 00 00 00    properties offset 89, size 63
+    59 00 00 00 00 00 00 00 94 00 00 00    properties offset 89, size 148
     01 00 00 00                            format version 1, reserved
     51 4e 54 41 53 53 54 00                "QNTASST\\0"
-    xx xx xx xx                            crc32 of the 48 bytes above
+    37 e7 cb 50                            crc32 of the 48 bytes above
 
 The golden files under ``tests/testdata/sstable/`` print these layouts byte for byte.
 The constants and layouts here are part of the on-disk format: changing one makes existing
@@ -251,10 +251,9 @@ class TableBuilder:
             return
         if self._finished:
             raise ValueError("TableBuilder.add_many after finish")
-        ks: tuple[bytes, ...]
-        ss: tuple[int, ...]
-        vs: tuple[bytes | None, ...]
-        ks, ss, vs = zip(*entries, strict=True)
+        ks = [e[0] for e in entries]
+        ss = [e[1] for e in entries]
+        vs = [e[2] for e in entries]
         lo_seq, hi_seq = min(ss), max(ss)
         if lo_seq < 0 or hi_seq > _MAX_SEQ:
             raise ValueError(f"seq out of range in {lo_seq}..{hi_seq}")
@@ -265,12 +264,12 @@ class TableBuilder:
         if last is not None and (ks[0] < last or (ks[0] == last and ss[0] >= self._last_seq)):
             raise self._order_error(last, self._last_seq, ks[0], ss[0])
         if all(map(lt, ks, islice(ks, 1, None))):
-            new_keys: Sequence[bytes] = ks if last != ks[0] else ks[1:]
+            new_keys = ks if last != ks[0] else ks[1:]
         else:
             for i in compress(range(1, n), map(ge, ks, islice(ks, 1, None))):
                 if ks[i - 1] != ks[i] or ss[i - 1] <= ss[i]:
                     raise self._order_error(ks[i - 1], ss[i - 1], ks[i], ss[i])
-            new_keys = [k for k, before in zip(ks, (last, *ks), strict=False) if k != before]
+            new_keys = [k for k, before in zip(ks, [last, *ks], strict=False) if k != before]
         self._filter_keys.extend(new_keys)
 
         # Cost of each entry: key and value bytes plus a header bound for the whole batch.
@@ -295,6 +294,10 @@ class TableBuilder:
                     self._cut_block()
                     continue
                 end = start + 1  # larger than a block: a block of its own
+            if end < n and not self._keys:  # a whole block: no need to stage it
+                self._write_block(ks[start:end], ss[start:end], vs[start:end])
+                start = end
+                continue
             self._keys.extend(ks[start:end])
             self._seqs.extend(ss[start:end])
             self._values.extend(vs[start:end])
@@ -367,14 +370,15 @@ class TableBuilder:
     # -- internals --------------------------------------------------------------------
 
     def _cut_block(self) -> None:
-        keys = self._keys
-        frame = frame_block(encode_block(keys, self._seqs, self._values))
-        offset, size = self._emit(frame)
+        self._write_block(self._keys, self._seqs, self._values)
+        self._keys, self._seqs, self._values = [], [], []
+        self._pending = 0
+
+    def _write_block(self, keys: list[bytes], seqs: list[int], values: list[bytes | None]) -> None:
+        offset, size = self._emit(frame_block(encode_block(keys, seqs, values)))
         self._last_keys.append(keys[-1])
         self._offsets.append(offset)
         self._sizes.append(size)
-        self._keys, self._seqs, self._values = [], [], []
-        self._pending = 0
 
     def _emit(self, data: bytes) -> tuple[int, int]:
         """Queue ``data`` for the file; its (offset, size) in the table."""

@@ -65,9 +65,14 @@ class Version:
 
     def __post_init__(self) -> None:
         # per-level lists of largest keys, for bisecting to the one table that may hold a key
-        object.__setattr__(self, "largest_keys", tuple([f.largest for f in files] for files in self.levels))
+        largest = tuple([f.largest for f in files] for files in self.levels)
+        object.__setattr__(self, "largest_keys", largest)
+        # the non-empty levels >= 1 in order, for point reads
+        deep = tuple((largest[lvl], self.levels[lvl]) for lvl in range(1, len(self.levels)) if self.levels[lvl])
+        object.__setattr__(self, "deep_levels", deep)
 
     largest_keys: tuple[list[bytes], ...] = field(init=False, repr=False, default=())
+    deep_levels: tuple[tuple[list[bytes], tuple[FileMeta, ...]], ...] = field(init=False, repr=False, default=())
 
     def apply(self, edit: VersionEdit) -> Version:
         """Return the version ``edit`` makes of this one."""

@@ -1,0 +1,338 @@
+"""``python -m quanta``: demo, stats, verify and dump, run as a user runs them (subprocesses).
+
+The contract (quanta/_cli.py): exit status 0 on success, 1 with a one-line message naming the
+problem when a database is damaged or cannot be opened, 2 on usage errors; never a traceback.
+``stats`` and ``verify`` open read-only and change nothing on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import quanta
+from quanta._storage import filenames
+
+TIMEOUT = 120
+
+
+def cli(*args: str | Path, check: int | None = 0) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "quanta", *map(str, args)], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def files_of(path: Path, kind: str) -> list[Path]:
+    return sorted(p for p in path.iterdir() if (filenames.parse_name(p.name) or ("", 0))[0] == kind)
+
+
+def fingerprint(path: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir())}
+
+
+async def _build(path: Path, wal_copy: Path) -> None:
+    async with quanta.open(str(path), memtable_bytes=8192, block_size=512) as db:
+        await db.kv.put_many([(b"deep:%04d" % i, b"value %d" % i) for i in range(300)])
+        await db.compact()
+        await db.kv.put_many([(b"l0:%04d" % i, b"x" * 20) for i in range(40)])
+        await db.flush()
+        await db.kv.put_many([(b"wal:a", b"1"), (b"wal:b", b"2")])
+        await db.kv.delete(b"deep:0000")
+        shutil.copytree(path, wal_copy, ignore=shutil.ignore_patterns("LOCK"))  # the WAL still holds those
+    s = None
+    async with quanta.open(str(path), read_only=True) as db:
+        s = await db.stats()
+    assert s["levels"][0]["files"] >= 1 and sum(lv["files"] for lv in s["levels"][1:]) >= 1
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(a closed database with tables in L0 and deeper, a copy taken while its WAL held data)."""
+    base = tmp_path_factory.mktemp("cli")
+    asyncio.run(_build(base / "db", base / "walcopy"))
+    return base / "db", base / "walcopy"
+
+
+@pytest.fixture
+def db_dir(built: tuple[Path, Path], tmp_path: Path) -> Path:
+    """A private copy of the built database (tests may damage it)."""
+    return Path(shutil.copytree(built[0], tmp_path / "db"))
+
+
+# =============================================================================== help and usage
+
+
+def test_help_lists_every_command() -> None:
+    out = cli("--help").stdout
+    for command in ("demo", "stats", "verify", "dump"):
+        assert command in out
+    for command in ("demo", "stats", "verify", "dump"):
+        assert "usage: quanta" in cli(command, "--help").stdout
+
+
+def test_usage_errors_exit_with_status_2() -> None:
+    assert "required" in cli(check=2).stderr
+    assert "usage" in cli("dump", check=2).stderr
+    assert "invalid choice" in cli("frobnicate", check=2).stderr
+    assert "invalid int" in cli("demo", "x", "--records", "many", check=2).stderr
+
+
+# =============================================================================== demo
+
+DEMO_LINES = [
+    r"QuantaDB demo in .*",
+    r"1\. put_many: {n} records in one durable batch in \d+ ms",
+    r"2\. get user:00004242 -> \{'id': 4242, .*",
+    r"3\. scan from user:00050000, limit 1000: \d+ rows, user:00050000 \.\. user:\d+ in .* ms",
+    r"4\. snapshot isolation: the snapshot still reads 'user 1'; the database reads 'renamed'",
+    r"5\. a batch deleted 10 users and wrote config:motd atomically",
+    r"6\. flush \+ compaction in \d+ ms -> L\d: \d+ file\(s\).*",
+    r"7\. reopened in .* ms: config:motd=b'hello from a batch', user:00000003=None, {users} users",
+    r"8\. verify: \d+ table\(s\), {entries} entries, all checksums good",
+    r"Done\. Run `python -m quanta stats .*` to look inside\.",
+]
+
+
+def check_demo_output(out: str, records: int) -> None:
+    lines = out.splitlines()
+    assert len(lines) == len(DEMO_LINES), out
+    fmt = {"n": f"{records:,}", "users": f"{records - 10:,}", "entries": f"{records - 9:,}"}
+    for line, pattern in zip(lines, DEMO_LINES, strict=True):
+        for name, value in fmt.items():
+            pattern = pattern.replace("{" + name + "}", value)
+        assert re.fullmatch(pattern, line), (line, pattern)
+
+
+def test_demo_runs_the_tour_and_leaves_a_valid_database(tmp_path: Path) -> None:
+    path = tmp_path / "demo"
+    check_demo_output(cli("demo", path, "--records", "50100").stdout, 50100)
+    assert cli("verify", path).stdout.startswith("OK:")
+    # a second run finds the database and says so, and still succeeds
+    again = cli("demo", path, "--records", "50100").stdout
+    assert "found an existing database" in again
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: demo hard-codes user:00004242 and a scan from user:00050000, so any --records below "
+    "50001 crashes with a TypeError/IndexError traceback (msgpack.unpackb(None), rows[0])",
+)
+def test_demo_with_2000_records(tmp_path: Path) -> None:
+    proc = cli("demo", tmp_path / "demo", "--records", "2000", check=None)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "1. put_many: 2,000 records" in proc.stdout
+    assert "8. verify:" in proc.stdout
+
+
+# =============================================================================== stats and verify
+
+
+def test_stats_prints_levels_and_counters(db_dir: Path) -> None:
+    before = fingerprint(db_dir)
+    out = cli("stats", db_dir).stdout
+    assert re.search(rf"^database\s+{re.escape(str(db_dir))}$", out, re.M), out
+    assert re.search(r"^last seq\s+\d+$", out, re.M)
+    assert re.search(r"^tables\s+\d+ files, ", out, re.M)
+    assert re.search(r"^\s+L0\s+\d+ files", out, re.M)
+    assert re.search(r"^\s+L[1-6]\s+\d+ files", out, re.M)
+    assert fingerprint(db_dir) == before  # read-only: nothing changed on disk
+
+
+def test_stats_json_is_machine_readable(db_dir: Path) -> None:
+    s = json.loads(cli("stats", "--json", db_dir).stdout)
+    assert s["path"] == str(db_dir)
+    assert s["last_seq"] == 4  # four commits built it
+    assert s["table_files"] == sum(lv["files"] for lv in s["levels"]) >= 2
+    assert {"commits", "flushes", "compactions", "levels", "block_cache", "recovery_tail"} <= set(s)
+
+
+def test_stats_sees_data_still_in_the_wal(built: tuple[Path, Path], tmp_path: Path) -> None:
+    walcopy = Path(shutil.copytree(built[1], tmp_path / "w"))
+    s = json.loads(cli("stats", "--json", walcopy).stdout)
+    assert s["memtable_entries"] == 3 and s["recovered_wal_batches"] == 2
+
+
+def test_verify_reports_tables_and_entries(db_dir: Path) -> None:
+    before = fingerprint(db_dir)
+    out = cli("verify", db_dir).stdout
+    m = re.fullmatch(r"OK: (\d+) tables, (\d+) entries; manifest and WAL replay clean\n", out)
+    assert m, out
+    assert int(m.group(2)) == 300 + 40 + 3  # every version still in a table
+    assert fingerprint(db_dir) == before
+
+
+def test_verify_progress_bar_on_request(db_dir: Path) -> None:
+    proc = cli("verify", "--progress", db_dir)
+    assert "verifying tables [" in proc.stderr
+
+
+def test_stats_and_verify_on_a_missing_or_foreign_path_exit_1(tmp_path: Path) -> None:
+    for command in ("stats", "verify"):
+        err = cli(command, tmp_path / "missing", check=1).stderr
+        assert "DatabaseNotFoundError" in err and str(tmp_path / "missing") in err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("buy milk")
+    for command in ("stats", "verify"):
+        err = cli(command, tmp_path / "notes", check=1).stderr
+        assert "NotADatabaseError" in err, err
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: stats/verify (read-only opens) create a LOCK file in a directory that is not a "
+    "database, e.g. `quanta stats /tmp` leaves /tmp/LOCK behind",
+)
+def test_inspecting_a_foreign_directory_writes_nothing_into_it(tmp_path: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("buy milk")
+    cli("stats", tmp_path / "notes", check=1)
+    cli("verify", tmp_path / "notes", check=1)
+    assert os.listdir(tmp_path / "notes") == ["todo.txt"]
+
+
+def test_verify_names_a_damaged_table_and_exits_1(db_dir: Path) -> None:
+    table = files_of(db_dir, "sst")[0]
+    data = bytearray(table.read_bytes())
+    data[40] ^= 0x10  # inside the first data block
+    table.write_bytes(bytes(data))
+    err = cli("verify", db_dir, check=1).stderr
+    assert err.startswith("quanta verify: CorruptionError: ") and str(table) in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_stats_names_a_damaged_manifest_and_exits_1(db_dir: Path) -> None:
+    [manifest] = files_of(db_dir, "manifest")
+    data = bytearray(manifest.read_bytes())
+    data[10] ^= 0xFF  # the header's format version
+    manifest.write_bytes(bytes(data))
+    err = cli("stats", db_dir, check=1).stderr
+    assert "CorruptionError" in err and str(manifest) in err, err
+
+
+def test_stats_while_a_writer_holds_the_database_exits_1(db_dir: Path) -> None:
+    async def hold() -> str:
+        async with quanta.open(str(db_dir)):
+            proc = await asyncio.to_thread(cli, "stats", db_dir, check=1)
+            return proc.stderr
+
+    assert "DatabaseLockedError" in asyncio.run(hold())
+
+
+# =============================================================================== dump
+
+
+def test_dump_a_wal_segment(built: tuple[Path, Path]) -> None:
+    wals = [w for w in files_of(built[1], "wal") if w.stat().st_size > 32]
+    assert len(wals) == 1
+    out = cli("dump", wals[0]).stdout.splitlines()
+    assert out[0] == f"WAL {wals[0]}: 2 batches, tail clean"
+    assert re.fullmatch(r"batch seq=3 ops=2", out[1])
+    assert out[2:4] == ["  put b'wal:a' b'1'", "  put b'wal:b' b'2'"]
+    assert out[4] == "batch seq=4 ops=1"
+    assert out[5].rstrip() == "  del b'deep:0000'"
+    assert len(out) == 6
+
+
+def test_dump_an_sstable(db_dir: Path) -> None:
+    for table in files_of(db_dir, "sst"):
+        out = cli("dump", table).stdout.splitlines()
+        m = re.fullmatch(rf"SSTable {re.escape(str(table))}: (\d+) entries in (\d+) blocks, (\d+) B, keys .*", out[0])
+        assert m, out[0]
+        assert len(out) == 1 + int(m.group(1))
+        assert int(m.group(3)) == table.stat().st_size
+        assert all(re.fullmatch(r"  b'[^']+' @\d+ (b'.*'|<tombstone>)", line) for line in out[1:])
+    deep = next(t for t in files_of(db_dir, "sst") if b"deep:0001" in t.read_bytes())
+    assert "  b'deep:0001' @1 b'value 1'" in cli("dump", deep).stdout.splitlines()
+
+
+def test_dump_a_manifest_and_a_directory(db_dir: Path) -> None:
+    [manifest] = files_of(db_dir, "manifest")
+    out = cli("dump", manifest).stdout
+    lines = out.splitlines()
+    assert re.fullmatch(rf"MANIFEST {re.escape(str(manifest))}: \d+ edits", lines[0])
+    assert re.fullmatch(r"edit 0: log_number=\d+ next_file=\d+ last_seq=\d+", lines[1])
+    live = {p.name for p in files_of(db_dir, "sst")}
+    listed = set(re.findall(r"\+ L\d (\d+\.sst) ", out))
+    assert live <= listed
+    # a directory dumps the manifest CURRENT names
+    assert cli("dump", db_dir).stdout == out
+
+
+def test_dump_limit_stops_early(db_dir: Path) -> None:
+    table = files_of(db_dir, "sst")[-1]
+    out = cli("dump", table, "--limit", "3").stdout.splitlines()
+    assert len(out) == 4 and out[-1].startswith("... (stopped after 3 lines")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: `quanta dump FILE | head` exits 1 with 'quanta dump: [Errno 32] Broken pipe': the "
+    "BrokenPipeError handler in _cli.main comes after `except OSError`, which catches it first",
+)
+def test_dump_into_a_closed_pipe_is_not_an_error(db_dir: Path) -> None:
+    table = max(files_of(db_dir, "sst"), key=lambda p: p.stat().st_size)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quanta", "dump", str(table)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=TIMEOUT) == 0, err
+    assert "Broken pipe" not in err
+
+
+def test_dump_of_damaged_files_exits_1_and_names_the_file(db_dir: Path) -> None:
+    table = files_of(db_dir, "sst")[0]
+    data = bytearray(table.read_bytes())
+    data[-10] ^= 0x01  # footer checksum no longer matches
+    table.write_bytes(bytes(data))
+    err = cli("dump", table, check=1).stderr
+    assert err.startswith("quanta dump: CorruptionError: ") and str(table) in err, err
+
+    [manifest] = files_of(db_dir, "manifest")
+    data = bytearray(manifest.read_bytes())
+    data[40] ^= 0x01  # inside the first record
+    manifest.write_bytes(bytes(data))
+    assert "CorruptionError" in cli("dump", manifest, check=1).stderr
+
+    current = db_dir / "CURRENT"
+    current.write_bytes(b"MANIFEST-999999\n")
+    err = cli("dump", db_dir, check=1).stderr
+    assert "CorruptionError" in err and str(current) in err
+
+
+def test_dump_of_something_else_exits_1(tmp_path: Path) -> None:
+    text = tmp_path / "000007.sst"
+    text.write_text("not a table at all\n")
+    err = cli("dump", text, check=1).stderr
+    assert "is not a QuantaDB WAL, SSTable or MANIFEST" in err and str(text) in err
+    sqlite = tmp_path / "000009.wal"
+    with sqlite3.connect(sqlite) as conn:
+        conn.execute("create table t (x)")
+    conn.close()
+    assert "is not a QuantaDB" in cli("dump", sqlite, check=1).stderr
+    err = cli("dump", tmp_path / "missing.sst", check=1).stderr
+    assert "No such file" in err
+    empty = tmp_path / "000011.wal"
+    empty.write_bytes(b"")
+    cli("dump", empty, check=1)
