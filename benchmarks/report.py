@@ -72,8 +72,9 @@ def markdown(report: dict[str, Any], selected: list[wl.Workload]) -> str:
     lines.append("")
     lines.append(
         f"N = {p['n']:,} records (keys `user:%08d`, ~100-byte msgpack values); median of {p['repeats']} "
-        f"repeats per row (loop lag {p['repeats_by_group'].get('loop_lag')}, 1M keys "
-        f"{p['repeats_by_group'].get('big')}); each trial in a fresh process and a fresh directory; "
+        "repeats per row ("
+        + ", ".join(f"{k} {v}" for k, v in p["repeats_by_group"].items())
+        + "); each trial in a fresh process and a fresh directory; "
         "ratio = median(quanta) / median(anchor) in this run."
     )
     if report.get("quanta_skipped"):

@@ -183,7 +183,8 @@ QUICK_PARAMS: dict[str, Any] = {
     "lag_memtable": 1 << 20,
     "lag_idle_s": 0.5,
     "repeats": 3,
-    "repeats_by_group": {"loop_lag": 1, "big": 1, "floor": 1},
+    # Synced writes are short but at the mercy of other disk traffic: more repeats, cheaply.
+    "repeats_by_group": {"loop_lag": 1, "big": 1, "floor": 1, "write_sync": 5, "write_concurrent": 5},
     "timeout_s": 300,
 }
 

@@ -9,6 +9,7 @@ engine's commit path.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
@@ -286,20 +287,23 @@ class Batch:
         self._check_open()
         key = _check_key(key)
         self._bytes += len(key)
+        _batch_size_check(self._bytes)
         self._keys.append(key)
         self._values.append(None)
         return self
 
     async def commit(self) -> None:
-        """Write every operation atomically (durably, with durability="sync")."""
+        """Write every operation atomically (durably, with durability="sync").
+
+        A batch commits at most once: calling ``commit`` again raises InvalidArgumentError
+        even if the first call failed or was cancelled (a cancelled commit may still have
+        happened; read to find out, then build a new batch)."""
         self._check_open()
+        # Single use, whatever the outcome: after a cancellation the commit may have
+        # happened (it is all-or-nothing, not undone), so a retry could apply it twice.
         self._committed = True
         if self._keys:
-            try:
-                await self._engine.write(self._keys, self._values, self._bytes)
-            except BaseException:
-                self._committed = False  # nothing was written unless the engine says so
-                raise
+            await self._engine.write(self._keys, self._values, self._bytes)
 
 
 # ---------------------------------------------------------------------- snapshots
@@ -410,7 +414,7 @@ class Database:
             "bytes_written_flush": s.bytes_written_flush,
             "bytes_written_compaction": s.bytes_written_compaction,
             "write_amplification": (written / s.user_bytes_written) if s.user_bytes_written else 0.0,
-            "block_cache": e.cache.stats,
+            "block_cache": dataclasses.asdict(e.cache.stats),
             "open_snapshots": len(e.snapshots),
             "recovered_wal_batches": e.recovered_wal_batches,
             "recovery_tail": e.recovery_tail,

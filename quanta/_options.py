@@ -47,7 +47,6 @@ class Options:
     #: where compaction merges run: "process" (a worker process; real files only),
     #: "loop" (on the event loop in short slices). "auto" picks process for real files.
     compaction_executor: Literal["auto", "process", "loop"] = "auto"
-    background: bool = True
     fs: FileSystem | None = None
 
     @classmethod
@@ -69,7 +68,7 @@ class Options:
         _choice("durability", self.durability, ("sync", "os"))
         _choice("wal_recovery", self.wal_recovery, ("strict", "salvage"))
         _choice("compaction_executor", self.compaction_executor, ("auto", "process", "loop"))
-        for name in ("read_only", "create_if_missing", "error_if_exists", "background"):
+        for name in ("read_only", "create_if_missing", "error_if_exists"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidTypeError(f"option {name} must be a bool, got {type(getattr(self, name)).__name__}")
         _int("memtable_bytes", self.memtable_bytes, 4096, 1 << 34)

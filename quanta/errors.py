@@ -55,7 +55,7 @@ class InvalidTypeError(InvalidArgumentError, TypeError):
 
 
 class LimitExceededError(InvalidArgumentError):
-    """A key, value or batch is larger than the documented limits (see ``quanta.limits``)."""
+    """A key, value or batch is larger than the documented limits (``quanta.MAX_KEY_BYTES``, ``MAX_VALUE_BYTES``, ``MAX_BATCH_BYTES``)."""
 
 
 class CorruptionError(QuantaError):

@@ -30,7 +30,7 @@ import pytest
 from helpers_crash import write_summary
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, precondition, rule
 
 import quanta
 from quanta._storage.vfs import MemoryFileSystem
@@ -57,7 +57,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 SETTINGS = settings(
-    max_examples=1000 if LONG else 35,
+    max_examples=1000 if LONG else 50,
     stateful_step_count=150 if LONG else 40,
     deadline=None,
     database=None,  # failures print a reproducible seed; no .hypothesis/ left in the tree
@@ -65,7 +65,10 @@ SETTINGS = settings(
 )
 
 ALPHABET = b"abc\x00\xff"
-KEYS = st.lists(st.sampled_from(ALPHABET), min_size=1, max_size=3).map(bytes)
+NEW_KEYS = st.lists(st.sampled_from(ALPHABET), min_size=1, max_size=3).map(bytes)
+#: Keys written before (so deletes, overwrites and reads hit live data) or any key.
+WRITTEN = Bundle("written")
+KEYS = st.one_of(WRITTEN, NEW_KEYS)
 # Mostly small values; some large ones fill the 4 KiB memtable in a dozen entries.
 VALUES = st.one_of(st.binary(max_size=12), st.binary(min_size=100, max_size=400))
 BOUNDS = st.one_of(st.none(), st.just(b""), KEYS)
@@ -85,8 +88,8 @@ def report(request: pytest.FixtureRequest) -> Iterator[None]:
     for name, c in TOTALS.items():
         if c["examples"]:
             lines.append(
-                f"model[{name}]: {c['examples']} examples, {c['steps']} steps "
-                f"({c['steps'] / c['examples']:.1f} per example), {c['flushes']} flushes, "
+                f"model[{name}]: {c['examples']} examples, {c['steps'] - c['examples']} steps "
+                f"({(c['steps'] - c['examples']) / c['examples']:.1f} per example), {c['flushes']} flushes, "
                 f"{c['compactions']} compactions, {c['trivial_moves']} trivial moves, {c['reopens']} reopens, "
                 f"{c['power_losses']} power losses, {c['reads']} reads checked, deepest level L{c['deepest']}"
             )
@@ -121,6 +124,7 @@ class DatabaseMachine(RuleBasedStateMachine):
 
     NAME: ClassVar[str] = ""
     OPTIONS: ClassVar[dict[str, Any]] = {}
+    written = WRITTEN
 
     def __init__(self) -> None:
         super().__init__()
@@ -136,7 +140,6 @@ class DatabaseMachine(RuleBasedStateMachine):
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run one step's coroutine on the machine's loop (background work runs meanwhile)."""
-        self.totals["steps"] += 1
         return self.loop.run_until_complete(asyncio.wait_for(coro, STEP_TIMEOUT))
 
     def scan(self, reader: Any, start: Any, stop: Any, prefix: Any, reverse: bool, limit: Any) -> Any:
@@ -170,23 +173,25 @@ class DatabaseMachine(RuleBasedStateMachine):
 
     # -- writes --------------------------------------------------------------------------
 
-    @rule(key=KEYS, value=VALUES)
-    def put(self, key: bytes, value: bytes) -> None:
+    @rule(target=WRITTEN, key=KEYS, value=VALUES)
+    def put(self, key: bytes, value: bytes) -> bytes:
         self.run(self.db.kv.put(key, value))
         self.model[key] = value
+        return key
 
     @rule(key=KEYS)
     def delete(self, key: bytes) -> None:
         self.run(self.db.kv.delete(key))
         pass  # TAMPER
 
-    @rule(items=st.lists(st.tuples(KEYS, VALUES), max_size=10))
-    def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
+    @rule(target=WRITTEN, items=st.lists(st.tuples(KEYS, VALUES), max_size=10))
+    def put_many(self, items: list[tuple[bytes, bytes]]) -> Any:
         self.run(self.db.kv.put_many(items))
         self.model.update(items)  # in order: the last value of a repeated key wins
+        return multiple(*(k for k, _ in items))
 
-    @rule(ops=OPS)
-    def batch(self, ops: list[tuple[bytes, bytes | None]]) -> None:
+    @rule(target=WRITTEN, ops=OPS)
+    def batch(self, ops: list[tuple[bytes, bytes | None]]) -> Any:
         batch = self.db.kv.batch()
         for k, v in ops:
             if v is None:
@@ -199,9 +204,10 @@ class DatabaseMachine(RuleBasedStateMachine):
                 self.model.pop(k, None)
             else:
                 self.model[k] = v
+        return multiple(*(k for k, v in ops if v is not None))
 
-    @rule(items=st.dictionaries(KEYS, VALUES, max_size=6), probe=KEYS)
-    def concurrent_writes_and_a_read(self, items: dict[bytes, bytes], probe: bytes) -> None:
+    @rule(target=WRITTEN, items=st.dictionaries(KEYS, VALUES, max_size=6), probe=KEYS)
+    def concurrent_writes_and_a_read(self, items: dict[bytes, bytes], probe: bytes) -> Any:
         """Writers on distinct keys race each other (their order does not matter) and a reader."""
 
         async def race() -> bytes | None:
@@ -212,6 +218,29 @@ class DatabaseMachine(RuleBasedStateMachine):
         allowed = {self.model.get(probe)} | ({items[probe]} if probe in items else set())
         assert got in allowed
         self.model.update(items)
+        return multiple(*items)
+
+    @rule(target=WRITTEN, n=st.integers(10, 80), seed=st.integers(0, 2**16), size=st.sampled_from([0, 40, 250]))
+    def fill(self, n: int, seed: int, size: int) -> Any:
+        """Many sequential puts (and a few deletes): fills memtables so flushes, compactions
+        and write stalls happen within a short example."""
+        rng = random.Random(seed)
+
+        async def go() -> list[bytes]:
+            keys = []
+            for i in range(n):
+                key = bytes(rng.choice(ALPHABET) for _ in range(rng.randint(1, 3)))
+                if rng.random() < 0.15:
+                    await self.db.kv.delete(key)
+                    pass  # TAMPER
+                else:
+                    value = b"%d:%d|" % (seed, i) + b"v" * rng.randint(0, size)
+                    await self.db.kv.put(key, value)
+                    self.model[key] = value
+                    keys.append(key)
+            return keys
+
+        return multiple(*self.run(go()))
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -306,6 +335,7 @@ class DatabaseMachine(RuleBasedStateMachine):
     @invariant()
     def no_leaked_snapshots(self) -> None:
         """Between steps no scan is running, so the engine pins exactly the open snapshots."""
+        self.totals["steps"] += 1  # invariants run after __init__ and after every step
         if not self.db.closed:
             assert len(self.db._engine.snapshots) == len(self.snapshots)
 

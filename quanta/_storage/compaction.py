@@ -1,10 +1,10 @@
 """Merging sorted runs into new tables: the work of flush and compaction.
 
 Everything here is synchronous and runs wherever the caller puts it: in a worker process for
-compaction on real files (CPU-bound Python would otherwise hold the GIL against the event
-loop), or on the event loop in small slices (:func:`write_tables` is a generator that yields
-between slices) for flushes and for the in-memory file system, which a worker process
-cannot see.
+flushes and compactions on real files (CPU-bound Python would otherwise hold the GIL against
+the event loop; see ``worker.py``), or on the event loop in small slices
+(:func:`write_tables` is a generator that yields between slices) for the in-memory file
+system, which a worker process cannot see, and for ``compaction_executor="loop"``.
 
 Rules for what survives a merge (``snapshot_seqs`` are the live snapshots, ascending):
 
@@ -194,8 +194,8 @@ def run_flush_in_worker(
     spec: TableSpec, wal_path: str, wal_number: int, number: int, snapshot_seqs: list[int]
 ) -> list[FileMeta]:
     """Entry point in the worker process for a flush: rebuild the immutable memtable from its
-    WAL segment (complete: the segment was synced and closed when the memtable was
-    rotated) and write it as one level-0 table. Nothing large crosses the process boundary:
+    WAL segment (complete: the flusher syncs and closes a retired segment before flushing
+    it) and write it as one level-0 table. Nothing large crosses the process boundary:
     the parent sends a path, the worker returns the table's metadata."""
     fs = OSFileSystem()
     mem = Memtable(wal_number)

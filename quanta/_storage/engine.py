@@ -58,6 +58,7 @@ from ..errors import (
     DatabaseFailedError,
     DatabaseLockedError,
     DatabaseNotFoundError,
+    InvalidArgumentError,
     NotADatabaseError,
     QuantaError,
     ReadOnlyError,
@@ -129,6 +130,10 @@ class Engine:
         )
         self.read_only = opts.read_only
         self.sync_commits = opts.durability == "sync"
+        if opts.compaction_executor == "process" and not isinstance(self.fs, OSFileSystem):
+            raise InvalidArgumentError(
+                'compaction_executor="process" needs real files: a worker process cannot see the `fs` given'
+            )
         self.use_process = opts.compaction_executor == "process" or (
             opts.compaction_executor == "auto" and isinstance(self.fs, OSFileSystem)
         )
@@ -179,7 +184,7 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(eng._release)
             raise
-        if not eng.read_only and opts.background:
+        if not eng.read_only:
             eng._start_background()
         return eng
 
@@ -191,20 +196,11 @@ class Engine:
             fs.mkdir(path)
         elif not fs.isdir(path):
             raise NotADatabaseError(f"{path} is not a directory")
+        self._check_is_database(fs.listdir(path))  # before the LOCK file is created
         self._acquire_lock()
         names = fs.listdir(path)
         if filenames.CURRENT not in names:
-            ours = [n for n in names if filenames.parse_name(n) is not None]
-            if ours:
-                raise CorruptionError(
-                    "database files present but CURRENT is missing", path=os.path.join(path, "CURRENT")
-                )
-            strangers = [n for n in names if n not in (filenames.LOCK, filenames.CURRENT + ".tmp")]
-            if strangers:
-                raise NotADatabaseError(
-                    f"{path} is not a QuantaDB database (it holds {', '.join(strangers[:3])}"
-                    f"{', ...' if len(strangers) > 3 else ''}) and QuantaDB will not create one beside other files"
-                )
+            self._check_is_database(names)
             if self.read_only:
                 raise DatabaseNotFoundError(f"no database at {path}")
             self._create_new()
@@ -212,6 +208,20 @@ class Engine:
         if opts.error_if_exists:
             raise DatabaseExistsError(f"a database already exists at {path} (error_if_exists=True)")
         self._recover(names)
+
+    def _check_is_database(self, names: list[str]) -> None:
+        """Refuse a directory that holds files but no database (nothing is written to it)."""
+        if filenames.CURRENT in names:
+            return
+        if any(filenames.parse_name(n) is not None for n in names):
+            path = os.path.join(self.path, filenames.CURRENT)
+            raise CorruptionError("database files present but CURRENT is missing", path=path)
+        strangers = [n for n in names if n not in (filenames.LOCK, filenames.CURRENT + ".tmp")]
+        if strangers:
+            raise NotADatabaseError(
+                f"{self.path} is not a QuantaDB database (it holds {', '.join(strangers[:3])}"
+                f"{', ...' if len(strangers) > 3 else ''}) and QuantaDB will not create one beside other files"
+            )
 
     def _acquire_lock(self) -> None:
         key = os.path.realpath(self.path) if isinstance(self.fs, OSFileSystem) else f"{id(self.fs)}:{self.path}"
@@ -415,7 +425,7 @@ class Engine:
             assert wal is not None
             try:
                 wal.append(payload)
-            except BaseException as exc:
+            except StorageIOError as exc:
                 # The WAL may now hold part of a record: stop, so nothing is appended after it.
                 self._fail(exc)
                 raise
@@ -786,7 +796,7 @@ class Engine:
                 run_compaction_in_worker, spec, list(task.all_inputs), numbers, snaps, task.drop_tombstones
             )
         else:
-            runs = [self._table_run(m, None, None, False) for m in task.all_inputs]
+            runs = [self._reader(m).iter_entries(fill_cache=False) for m in task.all_inputs]
             merged = survivors(merge_entries(runs), snaps, task.drop_tombstones)
             metas = await self._run_on_loop(lambda nn, files: write_tables(self.fs, spec, merged, nn, unsynced=files))
         await anyio.to_thread.run_sync(self.fs.sync_dir, self.path)

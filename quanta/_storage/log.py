@@ -5,8 +5,9 @@ A log is append-only; a writer never reopens a file to append to it, so a damage
 never written over (recovery always starts a new file).
 
 Concurrency: a :class:`LogWriter` needs external synchronization. ``add_record`` runs on one
-thread (the commit path); ``sync`` may run on one worker thread (group commit) while the
-caller makes sure no ``add_record`` runs at the same time.
+thread (the commit path); ``sync`` may run on one worker thread (group commit) at the same
+time: POSIX allows ``write`` and ``fdatasync`` on one descriptor at once, and a sync makes
+durable at least every record whose ``add_record`` returned before the sync started.
 
 Layout (every integer little-endian; the constants in this module are part of the on-disk
 format: changing one makes existing databases unreadable)::

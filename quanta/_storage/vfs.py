@@ -8,12 +8,14 @@ Everything the engine persists goes through a :class:`FileSystem`. Three impleme
   directory entries (creates, renames, removes) as of the last ``sync_dir()``. Variants garble
   the unsynced tail of files or keep unsynced directory changes. Every operation is recorded
   in ``ops`` so tests can audit the persistence protocol.
-* :class:`FaultInjectingFileSystem` -- wraps another file system and fails the N-th operation
+* :class:`FaultInjectingFileSystem` -- a ``MemoryFileSystem`` that fails the N-th operation
   with a chosen errno (once, or from then on).
 
-Concurrency rules: a ``FileSystem`` is used from the event-loop thread, except that
-``WritableFile.sync`` and ``FileSystem.sync_dir`` may be called from one worker thread at a
-time (the group-commit fsync). ``MemoryFileSystem`` guards its state with a lock for that.
+Concurrency rules: the engine calls a ``FileSystem`` from the event-loop thread and from
+worker threads (the group-commit fsync runs while the loop appends to the same WAL; open,
+spare-WAL creation, manifest writes and removals run in threads). One file is appended to by
+one thread at a time; ``sync`` may run concurrently with appends. ``MemoryFileSystem``
+guards its state with a lock.
 
 Every method raises :class:`quanta.errors.StorageIOError` (with ``errno``) on failure, never a
 bare ``OSError``.

@@ -22,6 +22,7 @@ worker or starts one (at most ``size``), so a flush and a compaction can run sid
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
 import struct
 import sys
@@ -95,11 +96,14 @@ class WorkerPool:
             return result
 
     async def _start(self) -> _Worker:
+        # The worker imports quanta from wherever this process did (an uninstalled checkout too).
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         process = await anyio.open_process(
             [sys.executable, "-u", "-m", "quanta._storage._worker_main"],
             stdin=-1,
             stdout=-1,
             stderr=None,
+            env=env,
         )
         worker = _Worker(process)
         self._all.append(worker)
