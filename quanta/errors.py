@@ -55,7 +55,10 @@ class InvalidTypeError(InvalidArgumentError, TypeError):
 
 
 class LimitExceededError(InvalidArgumentError):
-    """A key, value or batch is larger than the documented limits (``quanta.MAX_KEY_BYTES``, ``MAX_VALUE_BYTES``, ``MAX_BATCH_BYTES``)."""
+    """A key, value or batch is larger than the documented limits.
+
+    The limits are ``quanta.MAX_KEY_BYTES``, ``MAX_VALUE_BYTES`` and ``MAX_BATCH_BYTES``.
+    """
 
 
 class CorruptionError(QuantaError):

@@ -565,19 +565,16 @@ class Engine:
         return None
 
     def get_many(self, keys: list[bytes], snapshot: int = MAX_SEQ) -> list[bytes | None]:
-        latest = self.mem.latest
-        out: list[bytes | None] = []
-        append = out.append
-        if not self.imms and not any(self.version.levels) and snapshot >= self.visible_seq and not self.mem.history:
-            for key in keys:
-                e = latest.get(key)
-                append(None if e is None else e[1])
-            return out
+        """``[get(k) for k in keys]``, with the memtable probed for all keys at C speed
+        (``map``) and only the keys it does not hold looked up one by one."""
+        if snapshot < self.visible_seq:
+            return [self.get(key, snapshot) for key in keys]
+        # At the newest snapshot every memtable entry is visible: its newest version wins.
+        found = list(map(self.mem.latest.get, keys))
+        if None not in found:
+            return list(map(_value_of, found))
         get = self.get
-        for key in keys:
-            e = latest.get(key) if snapshot >= self.visible_seq else None
-            append(e[1] if e is not None else get(key, snapshot))
-        return out
+        return [get(key) if entry is None else entry[1] for key, entry in zip(keys, found, strict=True)]
 
     def _reader(self, meta: FileMeta) -> TableReader:
         reader = self.readers.get(meta.number)
