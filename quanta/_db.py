@@ -109,8 +109,8 @@ class _Reader:
 
     async def get_many(self, keys: Iterable[bytes]) -> list[bytes | None]:
         """Values for ``keys``, in the same order (None where absent)."""
-        if isinstance(keys, (bytes, str)):
-            raise InvalidTypeError("get_many takes an iterable of bytes keys, not a single key")
+        if isinstance(keys, (bytes, str)) or not isinstance(keys, Iterable):
+            raise InvalidTypeError(f"get_many takes an iterable of bytes keys, got {type(keys).__name__}")
         keys = list(keys)
         for key in keys:
             if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
@@ -166,14 +166,14 @@ async def _scan(
         while True:
             if engine.closed:
                 raise DatabaseClosedError(f"the database at {engine.path} was closed during a scan")
-            items, bound, done = engine.scan_chunk(lo, hi, seq, n, reverse)
+            keys, values, bound, done = engine.scan_chunk(lo, hi, seq, n, reverse)
             if remaining is not None:
-                if len(items) >= remaining:
-                    for item in items[:remaining]:
+                if len(keys) >= remaining:
+                    for item in zip(keys[:remaining], values[:remaining], strict=True):
                         yield item
                     return
-                remaining -= len(items)
-            for item in items:
+                remaining -= len(keys)
+            for item in zip(keys, values, strict=True):
                 yield item
             if done:
                 return
@@ -208,8 +208,8 @@ class KeyValue(_Reader):
 
     async def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
         """Store every ``(key, value)`` pair in one atomic batch: all or nothing."""
-        if isinstance(items, (bytes, str)):
-            raise InvalidTypeError("put_many takes an iterable of (key, value) pairs")
+        if isinstance(items, (bytes, str)) or not isinstance(items, Iterable):
+            raise InvalidTypeError(f"put_many takes an iterable of (key, value) pairs, got {type(items).__name__}")
         pairs = items if type(items) is list else list(items)
         if not pairs:
             return
@@ -277,8 +277,8 @@ class Batch:
         self._check_open()
         key = _check_key(key)
         value = _check_value(value)
+        _batch_size_check(self._bytes + len(key) + len(value))
         self._bytes += len(key) + len(value)
-        _batch_size_check(self._bytes)
         self._keys.append(key)
         self._values.append(value)
         return self
@@ -286,8 +286,8 @@ class Batch:
     def delete(self, key: bytes) -> Batch:
         self._check_open()
         key = _check_key(key)
+        _batch_size_check(self._bytes + len(key))
         self._bytes += len(key)
-        _batch_size_check(self._bytes)
         self._keys.append(key)
         self._values.append(None)
         return self

@@ -84,6 +84,12 @@ class Options:
             raise InvalidTypeError("option bloom_bits_per_key must be an int or a non-empty sequence of ints")
         for bits in self.bloom_bits_per_key:
             _int("bloom_bits_per_key", bits, 0, 64)
+        if self.fs is not None and not all(
+            callable(getattr(self.fs, name, None)) for name in ("create", "open_read", "rename", "listdir", "lock")
+        ):
+            raise InvalidTypeError(
+                f"option fs must be a quanta file system (OSFileSystem, MemoryFileSystem), got {type(self.fs).__name__}"
+            )
         if self.read_only and self.error_if_exists:
             raise InvalidArgumentError("read_only=True and error_if_exists=True cannot both hold")
 

@@ -52,6 +52,7 @@ __all__ = [
     "decode_block",
     "encode_block",
     "entry_overhead",
+    "entry_size",
 ]
 
 # The payload bytes a block adds on top of its entries: the outer array header plus three
@@ -132,3 +133,19 @@ def entry_overhead(key_len: int, value_len: int | None, seq: int) -> int:
     it encodes (and a tombstone's nil is smaller than any bin header).
     """
     return _bin_header(key_len) + _uint_size(seq) + (1 if value_len is None else _bin_header(value_len))
+
+
+def entry_size(key: bytes, seq: int, value: bytes | None) -> int:
+    """Exact payload bytes the entry adds to a block (its share of ``entry_overhead`` included).
+
+    The same sum as ``len(key) + len(value or b"") + entry_overhead(...)``, written out in one
+    function because ``TableBuilder.add`` calls it for every entry.
+    Requires: ``0 <= seq < 2**64``.
+    """
+    n = len(key)
+    size = n + (2 if n < 0x100 else 3 if n < 0x10000 else 5)
+    size += 1 if seq < 0x80 else 2 if seq < 0x100 else 3 if seq < 0x10000 else 5 if seq < 1 << 32 else 9
+    if value is None:
+        return size + 1
+    n = len(value)
+    return size + n + (2 if n < 0x100 else 3 if n < 0x10000 else 5)

@@ -37,10 +37,10 @@ import errno
 import os
 import threading
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from itertools import islice
+from itertools import compress, islice
 from operator import itemgetter
 from typing import TypeVar
 
@@ -75,16 +75,18 @@ from .compaction import (
     survivors,
     write_tables,
 )
-from .manifest import FileMeta, ManifestWriter, VersionEdit, read_current, replay_manifest, set_current
+from .format import HEADER_SIZE
+from .manifest import FileMeta, ManifestWriter, VersionEdit, read_current, read_manifest, set_current
 from .memtable import Memtable
 from .sstable import TableReader
 from .version import NUM_LEVELS, CompactionTask, LevelPolicy, Version, compaction_for_level, pick_compaction
 from .vfs import FileLock, FileSystem, OSFileSystem, WritableFile
-from .wal import WalWriter, encode_batch, replay_wal
+from .wal import WalReplay, WalWriter, encode_batch, replay_wal
 from .worker import WorkerPool
 
 __all__ = ["MAX_SEQ", "Engine"]
 
+_key_of = itemgetter(0)
 _value_of = itemgetter(1)
 
 MAX_SEQ = (1 << 63) - 1
@@ -97,7 +99,19 @@ T = TypeVar("T")
 # open (flock locks belong to the open file description), the registry makes the error
 # message precise and does not depend on the file system honouring flock.
 _registry_lock = threading.Lock()
-_open_dirs: set[str] = set()
+_open_dirs: dict[str, _Registration] = {}
+
+
+@dataclass
+class _Registration:
+    """An entry of the registry. ``abandoned``: the open() that made it was cancelled while
+    its recovery thread still runs; a new open waits for ``released`` instead of failing."""
+
+    released: threading.Event
+    abandoned: bool = False
+
+
+ABANDONED_OPEN_WAIT = 60.0
 
 
 @dataclass
@@ -153,6 +167,7 @@ class Engine:
         self.manifest: ManifestWriter | None = None
         self._lock: FileLock | None = None
         self._registered = False
+        self._abandoned = False
         self.closed = False
         self._failure: BaseException | None = None
         self._failure_background = False
@@ -168,6 +183,7 @@ class Engine:
         self._retired_wals: dict[int, WalWriter] = {}
         self._closed_wals: set[int] = set()
         self._manual_requested = 0
+        self._close_requested = False
         self._workers = WorkerPool(2)
         self._manual_done = 0
         self.recovered_wal_batches = 0
@@ -178,11 +194,21 @@ class Engine:
     @classmethod
     async def open(cls, path: str, opts: Options) -> Engine:
         eng = cls(_absolute(path), opts)
+        # Recovery runs in a worker thread that no cancellation can stop half-way: if the
+        # caller is cancelled, the thread finishes and a callback releases what it opened.
+        fut = asyncio.get_running_loop().run_in_executor(None, eng._open_sync)
         try:
-            await anyio.to_thread.run_sync(eng._open_sync)
+            await asyncio.shield(fut)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(eng._release)
+            if fut.done():
+                eng._release()
+            else:
+                with _registry_lock:
+                    eng._abandoned = True
+                    registration = getattr(eng, "_registration", None)
+                    if registration is not None:
+                        registration.abandoned = True
+                fut.add_done_callback(lambda _: eng._release())
             raise
         if not eng.read_only:
             eng._start_background()
@@ -196,13 +222,20 @@ class Engine:
             fs.mkdir(path)
         elif not fs.isdir(path):
             raise NotADatabaseError(f"{path} is not a directory")
-        self._check_is_database(fs.listdir(path))  # before the LOCK file is created
+        first_look = fs.listdir(path)
+        self._check_is_database(first_look)  # before the LOCK file is created
+        if filenames.CURRENT not in first_look and (self.read_only or not opts.create_if_missing):
+            raise DatabaseNotFoundError(f"no database at {path} (create_if_missing=False)")
         self._acquire_lock()
+        self._check_abandoned()
         names = fs.listdir(path)
         if filenames.CURRENT not in names:
             self._check_is_database(names)
-            if self.read_only:
-                raise DatabaseNotFoundError(f"no database at {path}")
+            if self.read_only or not opts.create_if_missing:
+                raise DatabaseNotFoundError(f"no database at {path} (create_if_missing=False)")
+            for name in names:  # leftovers of an interrupted creation (checked above)
+                if filenames.parse_name(name) is not None or name.endswith(".tmp"):
+                    fs.remove(os.path.join(path, name))
             self._create_new()
             return
         if opts.error_if_exists:
@@ -213,7 +246,10 @@ class Engine:
         """Refuse a directory that holds files but no database (nothing is written to it)."""
         if filenames.CURRENT in names:
             return
-        if any(filenames.parse_name(n) is not None for n in names):
+        ours = [n for n in names if filenames.parse_name(n) is not None]
+        if ours:
+            if self._interrupted_creation(ours):
+                return  # _create_new starts over; nothing in these files was ever acknowledged
             path = os.path.join(self.path, filenames.CURRENT)
             raise CorruptionError("database files present but CURRENT is missing", path=path)
         strangers = [n for n in names if n not in (filenames.LOCK, filenames.CURRENT + ".tmp")]
@@ -223,15 +259,58 @@ class Engine:
                 f"{', ...' if len(strangers) > 3 else ''}) and QuantaDB will not create one beside other files"
             )
 
+    def _interrupted_creation(self, ours: list[str]) -> bool:
+        """True if ``ours`` (no CURRENT) is what a crash while creating the database leaves:
+        no tables and no WAL record. No write is acknowledged before CURRENT exists, so such
+        files hold nothing and are removed (under the lock) before the database is created."""
+        for name in ours:
+            kind, number = filenames.parse_name(name) or ("", 0)
+            if kind == "sst":
+                return False
+            if kind == "wal":
+                try:
+                    if self._read_wal(number).batches:
+                        return False
+                except CorruptionError:
+                    return False
+        return True
+
+    def _read_wal(self, number: int) -> WalReplay:
+        """Replay one WAL segment. A segment no longer than a file header whose header is
+        damaged is a spare whose creation a crash interrupted (a segment is used only after
+        its header is synced): it is empty."""
+        path = os.path.join(self.path, filenames.wal_name(number))
+        try:
+            return replay_wal(self.fs, path, number, salvage=self.opts.wal_recovery == "salvage")
+        except CorruptionError:
+            f = self.fs.open_read(path)
+            size = f.size()
+            f.close()
+            if size <= HEADER_SIZE:
+                return WalReplay(tail="torn", dropped_bytes=size)
+            raise
+
+    def _check_abandoned(self) -> None:
+        if self._abandoned:  # the open() that runs this was cancelled: stop early
+            raise DatabaseClosedError(f"open() of {self.path} was cancelled")
+
     def _acquire_lock(self) -> None:
         key = os.path.realpath(self.path) if isinstance(self.fs, OSFileSystem) else f"{id(self.fs)}:{self.path}"
         if not self.read_only:
-            with _registry_lock:
-                if key in _open_dirs:
-                    raise DatabaseLockedError(f"{self.path} is already open in this process")
-                _open_dirs.add(key)
-                self._registered = True
-                self._registry_key = key
+            while True:
+                with _registry_lock:
+                    holder = _open_dirs.get(key)
+                    if holder is None:
+                        self._registration = _open_dirs[key] = _Registration(threading.Event(), self._abandoned)
+                        self._registered = True
+                        self._registry_key = key
+                        break
+                    if not holder.abandoned:
+                        raise DatabaseLockedError(f"{self.path} is already open in this process")
+                # a cancelled open is still unwinding in its thread: wait for it (we are in a
+                # worker thread ourselves, so the event loop runs on)
+                if not holder.released.wait(ABANDONED_OPEN_WAIT):
+                    raise DatabaseLockedError(f"{self.path}: a cancelled open() has not released it")
         self._lock = self.fs.lock(os.path.join(self.path, filenames.LOCK), shared=self.read_only)
 
     def _release(self) -> None:
@@ -249,8 +328,9 @@ class Engine:
             self._lock = None
         if self._registered:
             with _registry_lock:
-                _open_dirs.discard(self._registry_key)
+                _open_dirs.pop(self._registry_key, None)
             self._registered = False
+            self._registration.released.set()
 
     def _create_new(self) -> None:
         self.next_file_number = 1
@@ -266,7 +346,8 @@ class Engine:
             )
         version = Version()
         log_number = 0
-        for edit in replay_manifest(fs, mpath, manifest_number):
+        edits, manifest_tail = read_manifest(fs, mpath, manifest_number)
+        for edit in edits:
             version = version.apply(edit)
             if edit.log_number is not None:
                 log_number = edit.log_number
@@ -277,9 +358,24 @@ class Engine:
         for _, meta in version.files():
             tpath = os.path.join(path, filenames.table_name(meta.number))
             if not fs.exists(tpath):
+                if manifest_tail != "clean":
+                    raise CorruptionError(
+                        "the final MANIFEST record is damaged, and the edit it held was already acted on "
+                        f"(table {filenames.table_name(meta.number)} it had retired is gone)",
+                        path=mpath,
+                    )
                 raise CorruptionError(
                     f"table {filenames.table_name(meta.number)} named by the manifest is missing", path=tpath
                 )
+        if not fs.exists(os.path.join(path, filenames.wal_name(log_number))):
+            # The WAL of the oldest unflushed writes is removed only after an edit that moves
+            # log_number past it is durable: if it is gone, that edit (or the WAL) was lost.
+            where = mpath if manifest_tail != "clean" else os.path.join(path, filenames.wal_name(log_number))
+            raise CorruptionError(
+                f"WAL segment {filenames.wal_name(log_number)} that the manifest still needs is missing"
+                + (" (the final MANIFEST record is damaged)" if manifest_tail != "clean" else ""),
+                path=where,
+            )
             self.next_file_number = max(self.next_file_number, meta.number + 1)
         self.version = version
         self.log_number = log_number
@@ -290,10 +386,9 @@ class Engine:
             if kind == "wal" and num >= log_number
         )
         mem = Memtable(0)
-        salvage = self.opts.wal_recovery == "salvage"
         for number in wals:
             self.next_file_number = max(self.next_file_number, number + 1)
-            replay = replay_wal(fs, os.path.join(path, filenames.wal_name(number)), number, salvage=salvage)
+            replay = self._read_wal(number)
             if replay.tail != "clean":
                 self.recovery_tail = replay.tail
             for seq, keys, values in replay.batches:
@@ -587,63 +682,106 @@ class Engine:
 
     def scan_chunk(
         self, lo: bytes | None, hi: bytes | None, snapshot: int, n: int, reverse: bool
-    ) -> tuple[list[tuple[bytes, bytes]], bytes | None, bool]:
-        """Up to about ``n`` live entries of ``[lo, hi)`` at ``snapshot``, in scan order.
+    ) -> tuple[list[bytes], list[bytes], bytes | None, bool]:
+        """Up to about ``n`` live entries of ``[lo, hi)`` at ``snapshot``, in scan order, as
+        ``(keys, values, bound, done)``: continue forward with ``lo = bound`` (the smallest
+        key not yet covered), or in reverse with ``hi = bound``.
 
-        Returns ``(items, bound, done)``: continue forward with ``lo = bound`` (the smallest
-        key not yet covered), or in reverse with ``hi = bound``. Each source (memtable,
-        immutable memtables, each L0 table, each deeper level) yields at most ``n`` keys;
-        only keys up to the nearest *frontier* of a source cut short are emitted, so the
-        merge is exact. Newer sources come first, and for any key a newer source holds a
-        newer version, so the first source that resolves a key wins.
+        Each source (memtable, immutable memtables, each L0 table, each deeper level) gives
+        at most ``n`` keys, resolved at the snapshot; only keys up to the nearest *frontier*
+        of a source cut short are emitted, so the merge is exact. For any key a newer source
+        holds a newer version, so merging oldest to newest into one dict lets the newest
+        win. Everything is column lists and C-level calls (slicing, ``dict.update``,
+        ``sorted``): no Python frame per entry on the common paths.
         """
-        lists: list[list[tuple[bytes, bytes | None]]] = []
+        cols: list[tuple[list[bytes], list[bytes | None]]] = []  # newest source first
         frontier: bytes | None = None
-        for source in self._sources(lo, hi, snapshot, reverse, n + 1):
-            items = source if type(source) is list else list(islice(source, n + 1))
-            if len(items) > n:
-                items.pop()
-                last = items[-1][0]
+        for keys, values in self._sources(lo, hi, snapshot, reverse, n + 1):
+            if len(keys) > n:
+                del keys[n:], values[n:]
+                last = keys[-1]
                 if frontier is None or (last > frontier if reverse else last < frontier):
                     frontier = last
-            if items:
-                lists.append(items)
-        if len(lists) == 1:
-            # a source cut short is never empty, so the frontier (if any) is this list's own
-            # last key: every item is within it
-            merged = lists[0]
+            if keys:
+                cols.append((keys, values))
+        if not cols:
+            return [], [], None, True
+        if len(cols) == 1:
+            # a source cut short is never empty, so the frontier (if any) is this source's
+            # own last key: every entry is within it
+            keys, values = cols[0]
         else:
             table: dict[bytes, bytes | None] = {}
-            setdefault = table.setdefault
-            for items in lists:
-                for k, v in items:
-                    setdefault(k, v)
-            keys = sorted(table, reverse=reverse)
+            for ks, vs in reversed(cols):
+                table.update(zip(ks, vs, strict=True))
+            keys = sorted(table)
             if frontier is not None:
-                keys = [k for k in keys if (k >= frontier if reverse else k <= frontier)]
-            merged = [(k, table[k]) for k in keys]
-        out = [(k, v) for k, v in merged if v is not None]
+                keys = keys[bisect_left(keys, frontier) :] if reverse else keys[: bisect_right(keys, frontier)]
+            if reverse:
+                keys.reverse()
+            values = list(map(table.__getitem__, keys))
+        if None in values:  # drop tombstones
+            keep = [v is not None for v in values]
+            keys, values = list(compress(keys, keep)), list(compress(values, keep))
+        live: list[bytes] = values  # type: ignore[assignment]
         if frontier is None:
-            return out, None, True
-        return out, (frontier if reverse else frontier + b"\x00"), False
+            return keys, live, None, True
+        return keys, live, (frontier if reverse else frontier + b"\x00"), False
 
     def _sources(
         self, lo: bytes | None, hi: bytes | None, snapshot: int, reverse: bool, limit: int
-    ) -> Iterator[Iterator[tuple[bytes, bytes | None]] | list[tuple[bytes, bytes | None]]]:
+    ) -> Iterator[tuple[list[bytes], list[bytes | None]]]:
         for mem in [self.mem, *reversed(self.imms)]:
             if len(mem):
-                yield _memtable_source(mem, lo, hi, snapshot, reverse, limit)
+                yield _memtable_columns(mem, lo, hi, snapshot, reverse, limit)
         version = self.version
         for meta in version.levels[0]:
             if (hi is None or meta.smallest < hi) and (lo is None or meta.largest >= lo):
-                yield _resolve(self._table_run(meta, lo, hi, reverse), snapshot)
+                yield self._table_columns([meta], lo, hi, snapshot, reverse, limit)
         for level in range(1, NUM_LEVELS):
             files = version.levels[level]
             if files:
                 metas = version.overlapping(level, lo or b"", files[-1].largest if hi is None else hi)
                 metas = [m for m in metas if hi is None or m.smallest < hi]
                 if metas:
-                    yield _resolve(self._level_run(metas, lo, hi, reverse), snapshot)
+                    yield self._table_columns(metas, lo, hi, snapshot, reverse, limit)
+
+    def _table_columns(
+        self, metas: list[FileMeta], lo: bytes | None, hi: bytes | None, snapshot: int, reverse: bool, limit: int
+    ) -> tuple[list[bytes], list[bytes | None]]:
+        """The first ``limit`` keys of consecutive, non-overlapping tables, resolved at
+        ``snapshot``. Fast path (forward, every version visible): whole block slices."""
+        if reverse or any(m.max_seq > snapshot for m in metas):
+            run = _resolve(self._level_run(metas, lo, hi, reverse), snapshot)
+            pairs = list(islice(run, limit))
+            return list(map(_key_of, pairs)), list(map(_value_of, pairs))
+        out_k: list[bytes] = []
+        out_v: list[bytes | None] = []
+        last_key: bytes | None = None
+        for meta in metas:
+            reader = self._reader(meta)
+            last_keys = reader.last_keys
+            i = 0 if lo is None else bisect_left(last_keys, lo)
+            first = True
+            while i < reader.num_blocks:
+                block = reader.read_block(i)
+                keys = block.keys
+                j = bisect_left(keys, lo) if first and lo is not None else 0
+                first = False
+                at_end = hi is not None and last_keys[i] >= hi
+                end = bisect_left(keys, hi) if hi is not None and at_end else len(keys)
+                ks, vs = keys[j:end], block.values[j:end]
+                if ks:
+                    if ks[0] == last_key or len(set(ks)) != len(ks):
+                        ks, vs = _newest_versions(ks, vs, last_key)
+                    out_k += ks
+                    out_v += vs
+                    if out_k:
+                        last_key = out_k[-1]
+                if at_end or len(out_k) >= limit:
+                    return out_k[:limit], out_v[:limit]
+                i += 1
+        return out_k, out_v
 
     def _table_run(self, meta: FileMeta, lo: bytes | None, hi: bytes | None, reverse: bool) -> Iterator[Entry]:
         reader = self._reader(meta)
@@ -834,6 +972,7 @@ class Engine:
                 tg.start_soon(self._guard, self._spare_maker)
                 tg.start_soon(self._guard, self._flusher)
                 tg.start_soon(self._guard, self._compactor)
+                tg.start_soon(self._closer)
         finally:
             await self._workers.aclose()
             self._shutdown()
@@ -881,6 +1020,20 @@ class Engine:
             await anyio.to_thread.run_sync(_sync_and_close, wal)
         self._closed_wals.add(number)
 
+    async def _closer(self) -> None:
+        """Wait for close(); then flush (so reopening finds an empty WAL) and stop the other
+        workers. Running here, not in close()'s caller, makes close cancel-safe: a cancelled
+        close still completes."""
+        while not self._close_requested:
+            await self._wait_changed()
+        if self._failure is None:
+            try:
+                await self.flush()
+            except QuantaError:
+                pass  # recorded in _failure; close() reports a background one
+        self._stopping = True
+        self._notify()
+
     async def _compactor(self) -> None:
         while not self._stopping and self._failure is None:
             task = self._pick()
@@ -901,14 +1054,8 @@ class Engine:
         if self._supervisor is None:
             self._shutdown()
             return
-        if not self._stopping:
-            if self._failure is None:
-                try:
-                    await self.flush()  # a clean close leaves an empty WAL: reopen is fast
-                except QuantaError:
-                    pass  # recorded in _failure; raised below
-            self._stopping = True
-            self._notify()
+        self._close_requested = True  # the closer task flushes and stops the workers
+        self._notify()
         await asyncio.shield(self._supervisor)
         if self._failure is not None and self._failure_background:
             # A foreground failure was raised to its caller already; a background one may
@@ -970,9 +1117,9 @@ class Engine:
         return {"tables": len(metas), "entries": entries}
 
 
-def _memtable_source(
+def _memtable_columns(
     mem: Memtable, lo: bytes | None, hi: bytes | None, snapshot: int, reverse: bool, limit: int
-) -> Iterator[tuple[bytes, bytes | None]] | list[tuple[bytes, bytes | None]]:
+) -> tuple[list[bytes], list[bytes | None]]:
     latest = mem.latest
     if not mem.history and snapshot >= mem.max_seq:
         # Every key's newest version is visible: slice the sorted keys and look the values
@@ -984,8 +1131,25 @@ def _memtable_source(
             keys.reverse()
         else:
             keys = latest.keys()[i : min(j, i + limit)]
-        return list(zip(keys, map(_value_of, map(latest.__getitem__, keys)), strict=False))
-    return _memtable_versions(mem, lo, hi, snapshot, reverse)
+        return keys, list(map(_value_of, map(latest.__getitem__, keys)))
+    pairs = list(islice(_memtable_versions(mem, lo, hi, snapshot, reverse), limit))
+    return list(map(_key_of, pairs)), list(map(_value_of, pairs))
+
+
+def _newest_versions(
+    keys: list[bytes], values: list[bytes | None], previous: bytes | None
+) -> tuple[list[bytes], list[bytes | None]]:
+    """The first (newest) entry of each key, skipping a key continued from the previous
+    block. Requires: every version visible at the snapshot; one key's versions adjacent."""
+    out_k: list[bytes] = []
+    out_v: list[bytes | None] = []
+    last = previous
+    for key, value in zip(keys, values, strict=True):
+        if key != last:
+            out_k.append(key)
+            out_v.append(value)
+            last = key
+    return out_k, out_v
 
 
 def _memtable_versions(

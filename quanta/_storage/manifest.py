@@ -215,9 +215,16 @@ class ManifestWriter:
 
 
 def replay_manifest(fs: FileSystem, path: str, number: int) -> list[VersionEdit]:
-    """The edits of the MANIFEST at ``path``, base edit first.
+    """The edits of the MANIFEST at ``path``, base edit first (see :func:`read_manifest`)."""
+    return read_manifest(fs, path, number)[0]
 
-    A torn tail is dropped (its edit never finished syncing, so it was never acted on).
+
+def read_manifest(fs: FileSystem, path: str, number: int) -> tuple[list[VersionEdit], str]:
+    """The edits of the MANIFEST at ``path``, base edit first, and how its tail looked.
+
+    A torn tail is dropped (its edit never finished syncing, so it was never acted on; a
+    damaged final record looks the same, so the engine checks the files the remaining
+    edits describe before trusting that, see ``engine._recover``).
     Mid-file damage, a bad header, a wrong number or a manifest without its base edit is
     CorruptionError: a manifest has no salvage mode, because guessing which tables are live
     risks deleting data.
@@ -225,10 +232,11 @@ def replay_manifest(fs: FileSystem, path: str, number: int) -> list[VersionEdit]
     contents = read_log(fs, path, MANIFEST_MAGIC, number)
     if not contents.records:
         raise CorruptionError("manifest holds no base version edit", path=path, offset=contents.valid_end)
-    return [
+    edits = [
         VersionEdit.decode(payload, path=path, offset=offset)
         for payload, offset in zip(contents.records, contents.offsets, strict=True)
     ]
+    return edits, contents.tail
 
 
 def set_current(fs: FileSystem, dirpath: str, manifest_number: int) -> None:

@@ -88,7 +88,7 @@ from typing import Any
 import msgpack
 
 from ..errors import CorruptionError
-from .block import BLOCK_OVERHEAD_BOUND, Block, decode_block, encode_block, entry_overhead
+from .block import BLOCK_OVERHEAD_BOUND, Block, decode_block, encode_block, entry_overhead, entry_size
 from .bloom import MAX_BITS_PER_KEY, bloom_may_contain, build_bloom, filter_probes
 from .cache import BlockCache
 from .format import (
@@ -161,9 +161,15 @@ class TableBuilder:
     file: ``finish`` writes everything but neither syncs nor closes it.
 
     A data block is cut before an entry that would take its payload past ``block_size``; an
-    entry larger than ``block_size`` gets a block of its own. Entry sizes are counted with
-    msgpack's exact header sizes, and the three array headers with their upper bound, so every
-    block of two or more entries has a payload of at most ``block_size`` bytes.
+    entry larger than ``block_size`` gets a block of its own. The three array headers are
+    counted at their upper bound (16 bytes), so every block of two or more entries has a
+    payload of at most ``block_size`` bytes. ``add`` counts each entry's msgpack size exactly;
+    ``add_many`` counts every entry of the batch with the header sizes of its largest key,
+    value and seq (a few bytes per entry more when sizes are mixed), which lets it find all cut
+    points with ``accumulate`` and ``bisect`` instead of a Python loop per entry. Blocks can
+    therefore differ with how the entries were fed; the table's contents cannot.
+
+    Output is buffered and written in chunks of about 256 KiB.
     """
 
     def __init__(self, file: WritableFile, file_number: int, *, block_size: int = 4096, bits_per_key: int = 10) -> None:
@@ -183,14 +189,14 @@ class TableBuilder:
         self._seqs: list[int] = []
         self._values: list[bytes | None] = []
         self._pending = 0
-        # Index, filter keys (each key once) and statistics.
+        # Index, filter keys (each key once, so the first is the smallest) and statistics of
+        # the blocks written so far.
         self._last_keys: list[bytes] = []
         self._offsets: list[int] = []
         self._sizes: list[int] = []
         self._filter_keys: list[bytes] = []
         self._entries = 0
         self._tombstones = 0
-        self._smallest = b""
         self._last_key: bytes | None = None
         self._last_seq = 0
         self._min_seq = _MAX_SEQ
@@ -210,10 +216,12 @@ class TableBuilder:
 
     @property
     def entries(self) -> int:
-        return self._entries
+        return self._entries + len(self._keys)
 
     def add(self, key: bytes, seq: int, value: bytes | None) -> None:
         """Append one entry. Requires: ``(key, -seq)`` greater than the previous entry's."""
+        # Per-entry work is kept to the order check and the size; counts and seq bounds are
+        # taken per block in _write_block, with C-level min/max/count.
         if self._finished:
             raise ValueError("TableBuilder.add after finish")
         last = self._last_key
@@ -223,26 +231,15 @@ class TableBuilder:
             raise self._order_error(last, self._last_seq, key, seq)
         if not 0 <= seq <= _MAX_SEQ:
             raise ValueError(f"seq {seq} out of range")
-        if value is None:
-            cost = len(key) + entry_overhead(len(key), None, seq)
-            self._tombstones += 1
-        else:
-            cost = len(key) + len(value) + entry_overhead(len(key), len(value), seq)
-        if self._keys and self._pending + cost > self._limit:
+        cost = entry_size(key, seq, value)
+        if self._pending + cost > self._limit and self._keys:
             self._cut_block()
         self._keys.append(key)
         self._seqs.append(seq)
         self._values.append(value)
         self._pending += cost
-        if not self._entries:
-            self._smallest = key
-        self._entries += 1
         self._last_key = key
         self._last_seq = seq
-        if seq < self._min_seq:
-            self._min_seq = seq
-        if seq > self._max_seq:
-            self._max_seq = seq
 
     def add_many(self, entries: Sequence[Entry]) -> None:
         """Append entries in order; the same as ``add`` for each, but mostly in C loops."""
@@ -306,14 +303,8 @@ class TableBuilder:
             if start < n:
                 self._cut_block()
 
-        if not self._entries:
-            self._smallest = ks[0]
-        self._entries += n
-        self._tombstones += tombstones
         self._last_key = ks[-1]
         self._last_seq = ss[-1]
-        self._min_seq = min(self._min_seq, lo_seq)
-        self._max_seq = max(self._max_seq, hi_seq)
 
     def finish(self) -> TableProperties:
         """Write the last data block, the filter, index and properties blocks and the footer.
@@ -323,12 +314,13 @@ class TableBuilder:
         """
         if self._finished:
             raise ValueError("TableBuilder.finish called twice")
-        if not self._entries:
+        if not self.entries:
             raise ValueError(f"TableBuilder.finish with no entries ({self._file.path})")
         assert self._last_key is not None
         if self._keys:
             self._cut_block()
         self._finished = True
+        smallest = self._filter_keys[0]
         data_size = self._offset - HEADER_SIZE
         bloom_handle = self._emit(frame_block(build_bloom(self._filter_keys, self.bits_per_key)))
         index = msgpack.packb([self._last_keys, self._offsets, self._sizes], use_bin_type=True)
@@ -340,7 +332,7 @@ class TableBuilder:
             "tombstones": self._tombstones,
             "num_blocks": len(self._offsets),
             "data_size": data_size,
-            "smallest": self._smallest,
+            "smallest": smallest,
             "largest": self._last_key,
             "min_seq": self._min_seq,
             "max_seq": self._max_seq,
@@ -356,7 +348,7 @@ class TableBuilder:
             file_number=self.file_number,
             file_size=self._offset,
             entries=self._entries,
-            smallest=self._smallest,
+            smallest=smallest,
             largest=self._last_key,
             min_seq=self._min_seq,
             max_seq=self._max_seq,
@@ -375,6 +367,10 @@ class TableBuilder:
         self._pending = 0
 
     def _write_block(self, keys: list[bytes], seqs: list[int], values: list[bytes | None]) -> None:
+        self._entries += len(keys)
+        self._tombstones += values.count(None)
+        self._min_seq = min(self._min_seq, *seqs)
+        self._max_seq = max(self._max_seq, *seqs)
         offset, size = self._emit(frame_block(encode_block(keys, seqs, values)))
         self._last_keys.append(keys[-1])
         self._offsets.append(offset)
