@@ -17,6 +17,7 @@ from operator import itemgetter
 from types import TracebackType
 from typing import Any
 
+import anyio.lowlevel
 import anyio.to_thread
 
 from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, Options
@@ -182,6 +183,9 @@ async def _scan(
             else:
                 lo = bound
             n = min(n * 4, 4096)
+            # Between chunks, let other tasks run: a long scan must not hold the loop even
+            # if its consumer never awaits anything else.
+            await anyio.lowlevel.checkpoint()
     finally:
         if snapshot is None:
             engine.release_snapshot(seq)

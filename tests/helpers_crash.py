@@ -4,16 +4,18 @@ states after each prefix of it, and a check that a recovered database holds one 
 The property every recovery must keep (pebble's crash tests, leveldb's
 ``fault_injection_test.cc``): the database holds exactly the state after *some prefix* of the
 commit sequence -- a batch is all there or not at all -- and that prefix includes every
-commit that was acknowledged (its ``await`` returned, with ``durability="sync"``) before the
-crash or failure.
+commit that was promised durable before the crash or failure: with ``durability="sync"``,
+every acknowledged one (its ``await`` returned).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -21,6 +23,19 @@ import quanta
 from quanta._storage.vfs import MemoryFileSystem, _Inode
 
 PATH = "/db"
+LONG = os.environ.get("QUANTA_LONG") == "1"
+#: The long sweeps join ``nox -s crash`` (``-m slow``, QUANTA_LONG=1) when QUANTA_LONG is set
+#: and stay in the default ``-m "not slow"`` run, in their short form, when it is not.
+LONG_MARKS = [pytest.mark.slow] if LONG else []
+
+
+def slow_when_long(test: T) -> T:
+    """Mark ``test`` slow when QUANTA_LONG is set (see LONG_MARKS)."""
+    return pytest.mark.slow(test) if LONG else test  # type: ignore[no-any-return]
+
+
+TIMEOUT = 20.0  # seconds for one recovery check; a hang is a failure, not a stuck CI job
+PROBE = b"~probe"  # written after recovery; sorts after every workload key
 
 #: Small enough that WAL rotations, flushes, compactions (L0 -> L1 -> L2) and manifest edits
 #: happen every few dozen commits.
@@ -33,6 +48,7 @@ SMALL_OPTIONS: dict[str, Any] = {
     "compaction_executor": "loop",
 }
 
+T = TypeVar("T")
 Op = tuple[bytes, bytes | None]  # (key, value); None is a delete
 State = dict[bytes, bytes]
 
@@ -149,6 +165,9 @@ class WorkloadLog:
 
     acked: int = 0  # commits whose await returned
     started: int = 0  # commits whose call was made (acknowledged or not)
+    #: commits made durable by a completed flush, compaction or close -- what
+    #: durability="os" promises (with "sync", every acknowledged commit is durable anyway)
+    flushed: int = 0
     #: (position in ``fs.ops``, event, number) in time order; events: "open" / "opened" (open
     #: called / returned), "commit" / "ack" (commit call made / its await returned).
     marks: list[tuple[int, str, int]] = field(default_factory=list)
@@ -181,24 +200,28 @@ async def run_workload(fs: MemoryFileSystem, plan: list[Step], log: WorkloadLog,
             log.acked += 1
         elif step == "flush":
             await db.flush()
+            log.flushed = log.acked
         elif step == "compact":
             await db.compact()
+            log.flushed = log.acked
         elif step == "reopen":
             await db.close()
+            log.flushed = log.acked
             await open_db()
         else:  # pragma: no cover - a typo in a plan
             raise ValueError(step)
     assert log.db is not None
     await log.db.close()
+    log.flushed = log.acked
 
 
 async def commit(db: quanta.Database, c: Commit) -> None:
     if c.api == "put":
-        (k, v), = c.ops
+        ((k, v),) = c.ops
         assert v is not None
         await db.kv.put(k, v)
     elif c.api == "delete":
-        (k, _), = c.ops
+        ((k, _),) = c.ops
         await db.kv.delete(k)
     elif c.api == "put_many":
         await db.kv.put_many([(k, v) for k, v in c.ops])
@@ -226,6 +249,56 @@ async def read_state(db: quanta.Database, keys: list[bytes]) -> tuple[State, lis
             problems.append(f"get_many({k!r}) = {v!r:.30} but scan says {state.get(k)!r:.30}")
             break
     return state, problems
+
+
+async def check_recovery(fs: MemoryFileSystem, prefixes: PrefixStates, acked: int) -> tuple[list[str], State | None]:
+    """Open a crashed file system and check (a)-(d) of test_crash.py's docstring; ``acked``
+    is the number of commits promised durable.
+
+    Returns the problems found and the recovered state (None if it could not be read).
+    """
+    problems: list[str] = []
+    state: State | None = None
+    stage = "open"
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            db = await quanta.open(PATH, fs=fs, **SMALL_OPTIONS)
+            try:
+                stage = "read"
+                state, disagreements = await read_state(db, prefixes.keys)
+                problems += disagreements
+                matches = prefixes.matches(state)
+                if not matches:
+                    problems.append(f"(a) state is no prefix state: {prefixes.describe_mismatch(state, acked)}")
+                elif matches[-1] < acked:
+                    problems.append(f"(b) lost promised commits: state after {matches[-1]} of {acked} promised durable")
+                stage = "verify"
+                await db.verify()
+            finally:
+                stage = "close"
+                await db.close()
+            stage = "reopen"
+            db = await quanta.open(PATH, fs=fs, **SMALL_OPTIONS)
+            try:
+                again, _ = await read_state(db, prefixes.keys)
+                if again != state:
+                    problems.append("(d) a second reopen shows a different state")
+                stage = "write after recovery"
+                await db.kv.put(PROBE, b"written after recovery")
+            finally:
+                await db.close()
+            stage = "reopen after writing"
+            db = await quanta.open(PATH, fs=fs, **SMALL_OPTIONS)
+            try:
+                if await db.kv.get(PROBE) != b"written after recovery":
+                    problems.append("(d) a write made after recovery did not survive a reopen")
+            finally:
+                await db.close()
+    except TimeoutError:
+        problems.append(f"{stage}: hung for {TIMEOUT} s")
+    except Exception as exc:
+        problems.append(f"{stage} failed: {exc!r}")
+    return problems, state
 
 
 def freeze(fs: MemoryFileSystem) -> MemoryFileSystem:

@@ -9,7 +9,9 @@ crashed in every variant below and opened, and the recovered database must satis
 
 (a) its state is the model state after some prefix of the commit sequence (a batch is there
     whole or not at all);
-(b) that prefix includes every commit acknowledged before the crash (``durability="sync"``);
+(b) that prefix includes every commit promised durable before the crash: with
+    ``durability="sync"`` every acknowledged one (its ``await`` returned), with ``"os"``
+    those before the last completed flush, compaction or close;
 (c) ``verify()`` passes;
 (d) reopening gives the same state, and the recovered database takes new writes that
     survive another reopen.
@@ -21,12 +23,11 @@ must break the rule it tampers with, and an engine whose WAL fsync does nothing 
 acknowledged commits.
 
 ``QUANTA_LONG=1`` checks every crash point of every workload; CI checks every point of the
-small workload and a fixed random sample of the large one.
+small workloads and a fixed random sample (``QUANTA_CRASH_SEED``) of the large one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 from collections import Counter
@@ -35,21 +36,22 @@ from dataclasses import dataclass, field
 
 import pytest
 from helpers_crash import (
+    LONG,
     PATH,
     SMALL_OPTIONS,
     Commit,
     PrefixStates,
     RecordingFS,
-    State,
     Step,
     WorkloadLog,
     apply,
+    check_recovery,
     commits_of,
     digest,
     freeze,
     make_plan,
-    read_state,
     run_workload,
+    slow_when_long,
     write_summary,
 )
 
@@ -61,9 +63,7 @@ from quanta._storage.manifest import VersionEdit
 from quanta._storage.vfs import MemoryFileSystem, Op, _Inode
 from quanta._storage.wal import WalWriter
 
-LONG = os.environ.get("QUANTA_LONG") == "1"
 SAMPLE_SEED = int(os.environ.get("QUANTA_CRASH_SEED", "0"))
-TIMEOUT = 20.0  # seconds for one recovery check; a hang is a failure, not a stuck CI job
 
 #: How a power loss may treat what was not made durable (see ``MemoryFileSystem.crash``).
 VARIANTS: dict[str, dict[str, bool]] = {
@@ -73,35 +73,18 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "garble+keep_dir": {"garble_tail": True, "keep_unsynced_dir_entries": True},
 }
 
-WORKLOADS: dict[str, Callable[[], list[Step]]] = {
-    # ~300 file operations: every point is checked, always.
-    "small": lambda: make_plan(1, 60, reopen_at=[30], flush_every=20, compact_every=45),
+#: name: (plan, options). Options other than durability are SMALL_OPTIONS.
+WORKLOADS: dict[str, tuple[Callable[[], list[Step]], dict[str, str]]] = {
+    # ~270 file operations: every point is checked, always.
+    "small": (lambda: make_plan(1, 60, reopen_at=[30], flush_every=20, compact_every=45), {}),
     # ~1000 operations, three opens, L0->L1->L2 compactions: sampled in CI.
-    "large": lambda: make_plan(2, 300, reopen_at=[110, 220]),
+    "large": (lambda: make_plan(2, 300, reopen_at=[110, 220]), {}),
+    # durability="os" promises only what a flush, compaction or close made durable; a crash
+    # must still leave a prefix (no holes, no partial batch).
+    "small-os": (lambda: make_plan(1, 60, reopen_at=[30], flush_every=20, compact_every=45), {"durability": "os"}),
 }
-CI_SAMPLE = {"small": None, "large": 300}  # crash points checked without QUANTA_LONG (None: all)
-PROBE = b"~probe"  # written after recovery; sorts after every workload key
-
-#: Engine bugs these tests found (each pinned by an ``xfail(strict=True)`` test at the end of
-#: this module). The sweeps count violations with these exact signatures separately instead
-#: of failing on them, so that any *other* violation still fails CI; delete an entry when its
-#: pinned test starts passing.
-KNOWN_BUGS = {
-    "BUG-1": "power loss while open() creates a database leaves WAL/MANIFEST names without CURRENT; "
-    "open() then rejects the directory for good",
-    "BUG-2": "power loss while a WAL segment is created leaves its name with a torn or zeroed header; "
-    "open() rejects the database although the segment never held a commit",
-}
-
-
-def known_bug(variant: str, image: MemoryFileSystem, problem: str) -> str | None:
-    """The KNOWN_BUGS entry ``problem`` is an instance of, if any."""
-    creating = os.path.join(PATH, filenames.CURRENT) not in image.files
-    if creating and "keep_dir" in variant and "CURRENT is missing" in problem:
-        return "BUG-1"
-    if "garble" in variant and problem.startswith("open failed: CorruptionError(") and ".wal at offset 0)" in problem:
-        return "BUG-2"
-    return None
+SYNC_WORKLOADS = [name for name, (_, opts) in WORKLOADS.items() if opts.get("durability", "sync") == "sync"]
+CI_SAMPLE = {"small": None, "large": 300, "small-os": None}  # crash points checked in CI (None: all)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +102,7 @@ def report(request: pytest.FixtureRequest) -> Iterator[list[str]]:
 class CrashImage:
     point: int  # the crash happens just before ops[point]; len(ops): after the last one
     op: Op | None
-    acked: int  # commits acknowledged when the crash happened
+    promised: int  # commits promised durable when the crash happened (see Recording.promised)
     fs: MemoryFileSystem  # frozen: synced and unsynced state, crash variants not applied yet
 
 
@@ -129,7 +112,13 @@ class Recording:
     prefixes: PrefixStates
     fs: RecordingFS
     log: WorkloadLog
+    sync: bool = True  # durability="sync"
     images: list[CrashImage] = field(default_factory=list)
+
+    def promised(self) -> int:
+        """Commits promised durable so far: every acknowledged one with durability="sync";
+        with "os", those before the last completed flush, compaction or close."""
+        return self.log.acked if self.sync else self.log.flushed
 
 
 _recordings: dict[str, Recording] = {}
@@ -138,19 +127,21 @@ _recordings: dict[str, Recording] = {}
 async def recorded(name: str) -> Recording:
     """Run workload ``name`` once, freezing the file system before every operation."""
     if name not in _recordings:
-        plan = WORKLOADS[name]()
+        make, options = WORKLOADS[name]
+        plan = make()
         fs = RecordingFS()
-        rec = Recording(plan, PrefixStates(commits_of(plan)), fs, WorkloadLog())
+        sync = options.get("durability", "sync") == "sync"
+        rec = Recording(plan, PrefixStates(commits_of(plan)), fs, WorkloadLog(), sync)
 
         def freeze_before(op: Op) -> None:
             with fs._mutex:  # the group-commit fsync calls this from a worker thread
-                acked = rec.log.acked  # read first: whatever was acknowledged is synced already
-                rec.images.append(CrashImage(len(rec.images), op, acked, freeze(fs)))
+                promised = rec.promised()  # read first: what was promised is synced already
+                rec.images.append(CrashImage(len(rec.images), op, promised, freeze(fs)))
 
         fs.fail_hook = freeze_before
-        await run_workload(fs, plan, rec.log)
+        await run_workload(fs, plan, rec.log, **options)
         fs.fail_hook = None
-        rec.images.append(CrashImage(len(rec.images), None, rec.log.acked, freeze(fs)))
+        rec.images.append(CrashImage(len(rec.images), None, rec.promised(), freeze(fs)))
         assert len(rec.images) == len(fs.ops) + 1
         _recordings[name] = rec
     return _recordings[name]
@@ -162,78 +153,17 @@ def describe(img: CrashImage) -> str:
     return f"point {img.point} (before {img.op.kind} {os.path.basename(img.op.path)})"
 
 
-# --------------------------------------------------------------------------- recovery check
-
-
-async def check_recovery(fs: MemoryFileSystem, prefixes: PrefixStates, acked: int) -> tuple[list[str], State | None]:
-    """Open a crashed file system and check (a)-(d) of the module docstring.
-
-    Returns the problems found and the recovered state (None if it could not be read).
-    """
-    problems: list[str] = []
-    state: State | None = None
-    stage = "open"
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            db = await quanta.open(PATH, fs=fs, **SMALL_OPTIONS)
-            try:
-                stage = "read"
-                state, disagreements = await read_state(db, prefixes.keys)
-                problems += disagreements
-                matches = prefixes.matches(state)
-                if not matches:
-                    problems.append(f"(a) state is no prefix state: {prefixes.describe_mismatch(state, acked)}")
-                elif matches[-1] < acked:
-                    problems.append(f"(b) lost acknowledged commits: state after {matches[-1]} of {acked} acknowledged")
-                stage = "verify"
-                await db.verify()
-            finally:
-                stage = "close"
-                await db.close()
-            stage = "reopen"
-            db = await quanta.open(PATH, fs=fs, **SMALL_OPTIONS)
-            try:
-                again, _ = await read_state(db, prefixes.keys)
-                if again != state:
-                    problems.append("(d) a second reopen shows a different state")
-                stage = "write after recovery"
-                await db.kv.put(PROBE, b"written after recovery")
-            finally:
-                await db.close()
-            stage = "reopen after writing"
-            db = await quanta.open(PATH, fs=fs, **SMALL_OPTIONS)
-            try:
-                if await db.kv.get(PROBE) != b"written after recovery":
-                    problems.append("(d) a write made after recovery did not survive a reopen")
-            finally:
-                await db.close()
-    except TimeoutError:
-        problems.append(f"{stage}: hung for {TIMEOUT} s")
-    except Exception as exc:
-        problems.append(f"{stage} failed: {exc!r}")
-    return problems, state
-
-
 @dataclass
 class Sweep:
     points: int = 0
     images: int = 0  # points x variants
     checked: int = 0  # distinct (image, acknowledged count) pairs actually opened
-    exact: int = 0  # recovered exactly the acknowledged prefix
-    ahead: int = 0  # recovered more than was acknowledged (unacknowledged but durable commits)
+    exact: int = 0  # recovered exactly the promised prefix
+    ahead: int = 0  # recovered more than was promised (durable, though not yet promised)
     violations: list[str] = field(default_factory=list)
-    known: Counter[str] = field(default_factory=Counter)
 
-    def add(self, where: str, variant: str, image: MemoryFileSystem, problems: list[str]) -> None:
-        for p in problems:
-            bug = known_bug(variant, image, p)
-            if bug is not None:
-                self.known[bug] += 1
-            else:
-                self.violations.append(f"{where} [{variant}]: {p}")
-
-    def known_text(self) -> str:
-        return ", ".join(f"{bug} x{n}" for bug, n in sorted(self.known.items())) or "none"
+    def add(self, where: str, variant: str, problems: list[str]) -> None:
+        self.violations += [f"{where} [{variant}]: {p}" for p in problems]
 
 
 async def sweep(rec: Recording, images: list[CrashImage], seen: dict[tuple[int, int], list[str]]) -> Sweep:
@@ -242,19 +172,19 @@ async def sweep(rec: Recording, images: list[CrashImage], seen: dict[tuple[int, 
         for vi, (variant, kwargs) in enumerate(VARIANTS.items()):
             out.images += 1
             crashed = img.fs.crash(**kwargs, rng=random.Random(img.point * len(VARIANTS) + vi))
-            key = (digest(crashed), img.acked)
+            key = (digest(crashed), img.promised)
             if key in seen:  # the same files and the same promise: the same outcome
                 problems = seen[key]
             else:
                 out.checked += 1
-                problems, state = await check_recovery(crashed, rec.prefixes, img.acked)
+                problems, state = await check_recovery(crashed, rec.prefixes, img.promised)
                 seen[key] = problems
                 if state is not None and not problems:
-                    if rec.prefixes.matches(state)[-1] == img.acked:
+                    if rec.prefixes.matches(state)[-1] == img.promised:
                         out.exact += 1
                     else:
                         out.ahead += 1
-            out.add(describe(img), variant, img.fs, problems)
+            out.add(describe(img), variant, problems)
     return out
 
 
@@ -263,19 +193,20 @@ def chosen_points(name: str, rec: Recording) -> list[CrashImage]:
     if LONG or sample is None or sample >= len(rec.images):
         return rec.images
     rng = random.Random(SAMPLE_SEED)
-    picked = sorted(rng.sample(range(len(rec.images) - 1), sample - 1)) + [len(rec.images) - 1]
+    picked = [*sorted(rng.sample(range(len(rec.images) - 1), sample - 1)), len(rec.images) - 1]
     return [rec.images[i] for i in picked]
 
 
 # --------------------------------------------------------------------------- the prefix property
 
 
+@slow_when_long
 @pytest.mark.parametrize("name", list(WORKLOADS))
 async def test_power_loss_at_every_io_point_recovers_a_prefix_with_every_acknowledged_commit(
     name: str, report: list[str], record_property: Callable[[str, object], None]
 ) -> None:
     rec = await recorded(name)
-    kinds = Counter((op.kind, filenames.parse_name(op.path)[0] if filenames.parse_name(op.path) else "") for op in rec.fs.ops)
+    kinds = Counter((op.kind, (filenames.parse_name(op.path) or ("", 0))[0]) for op in rec.fs.ops)
     # The workload must reach the machinery it is meant to crash.
     assert kinds["create", "wal"] >= 4, "too few WAL rotations"
     assert kinds["create", "sst"] >= 6, "too few flushes and compactions"
@@ -286,9 +217,8 @@ async def test_power_loss_at_every_io_point_recovers_a_prefix_with_every_acknowl
     line = (
         f"crash[{name}]: {result.points} of {len(rec.images)} crash points x {len(VARIANTS)} variants "
         f"= {result.images} images, {result.checked} distinct recovered and checked "
-        f"({result.exact} exactly the acknowledged prefix, {result.ahead} further), "
-        f"{len(rec.prefixes.commits)} commits, {len(result.violations)} violations "
-        f"(known engine bugs, pinned below: {result.known_text()})"
+        f"({result.exact} exactly the promised prefix, {result.ahead} further), "
+        f"{len(rec.prefixes.commits)} commits, {len(result.violations)} violations"
     )
     report.append(line)
     record_property("summary", line)
@@ -296,6 +226,7 @@ async def test_power_loss_at_every_io_point_recovers_a_prefix_with_every_acknowl
         pytest.fail("\n".join([line, *result.violations[:25]]))
 
 
+@slow_when_long
 async def test_power_loss_during_recovery_leaves_the_state_recovery_would_have_reached(
     report: list[str], record_property: Callable[[str, object], None]
 ) -> None:
@@ -304,22 +235,24 @@ async def test_power_loss_during_recovery_leaves_the_state_recovery_would_have_r
     uninterrupted recovery reaches, since recovery adds and drops no commit."""
     rec = await recorded("large")
     # crash images with batches in the WAL to replay, spread over the run
-    candidates = [img for img in rec.images if img.acked > 0]
+    candidates = [img for img in rec.images if img.promised > 0]
     bases = candidates[:: max(1, len(candidates) // (40 if LONG else 10))]
     result = Sweep()
     nested_points = 0
     for base_img in bases:
         base = base_img.fs.crash()
-        problems, expected = await check_recovery(freeze(base), rec.prefixes, base_img.acked)
+        problems, expected = await check_recovery(freeze(base), rec.prefixes, base_img.promised)
         if problems:
-            result.add(describe(base_img), "drop", base_img.fs, problems)
+            result.add(describe(base_img), "drop", problems)
             continue
         rfs = freeze(base)
         nested: list[CrashImage] = []
 
-        def freeze_before(op: Op, rfs: MemoryFileSystem = rfs, nested: list[CrashImage] = nested) -> None:
+        def freeze_before(
+            op: Op, rfs: MemoryFileSystem = rfs, nested: list[CrashImage] = nested, acked: int = base_img.promised
+        ) -> None:
             with rfs._mutex:
-                nested.append(CrashImage(len(nested), op, base_img.acked, freeze(rfs)))
+                nested.append(CrashImage(len(nested), op, acked, freeze(rfs)))
 
         rfs.fail_hook = freeze_before
         db = await quanta.open(PATH, fs=rfs, **SMALL_OPTIONS)
@@ -330,15 +263,14 @@ async def test_power_loss_during_recovery_leaves_the_state_recovery_would_have_r
             for vi, (variant, kwargs) in enumerate(VARIANTS.items()):
                 result.checked += 1
                 crashed = img.fs.crash(**kwargs, rng=random.Random(img.point * len(VARIANTS) + vi))
-                problems, state = await check_recovery(crashed, rec.prefixes, base_img.acked)
+                problems, state = await check_recovery(crashed, rec.prefixes, base_img.promised)
                 if state is not None and state != expected:
                     problems.append("state differs from the one an uninterrupted recovery reaches")
                 where = f"{describe(base_img)}, then during recovery {describe(img)}"
-                result.add(where, variant, img.fs, problems)
+                result.add(where, variant, problems)
     line = (
         f"crash[recovery]: {len(bases)} crashed images, {nested_points} crash points inside their "
-        f"recovery x {len(VARIANTS)} variants = {result.checked} checked, {len(result.violations)} violations "
-        f"(known engine bugs: {result.known_text()})"
+        f"recovery x {len(VARIANTS)} variants = {result.checked} checked, {len(result.violations)} violations"
     )
     report.append(line)
     record_property("summary", line)
@@ -471,7 +403,9 @@ def audit(events: list[Op], created: list[_Inode]) -> Audit:
                     elif t.last_sync <= t.last_write:
                         a.bad("R1", at, f"{os.path.basename(path)} names table {meta.number} before it is synced")
                     elif last_sync_dir <= t.created:
-                        a.bad("R1", at, f"{os.path.basename(path)} names table {meta.number} before its name is durable")
+                        a.bad(
+                            "R1", at, f"{os.path.basename(path)} names table {meta.number} before its name is durable"
+                        )
             elif f.kind == "wal" and not header:
                 f.record_writes += 1
                 a.checks["R4"] += 1
@@ -525,14 +459,18 @@ def audit(events: list[Op], created: list[_Inode]) -> Audit:
                 if wal.last_sync <= wrote:
                     a.bad("R5", at, f"commit {ev.arg} acknowledged before its WAL record was synced")
                 if last_sync_dir <= wal.created:
-                    a.bad("R5", at, f"commit {ev.arg} acknowledged before {os.path.basename(wal.path)}'s name is durable")
+                    a.bad(
+                        "R5", at, f"commit {ev.arg} acknowledged before {os.path.basename(wal.path)}'s name is durable"
+                    )
             in_commit = None
         elif kind == "open":
             open_at = at
             wals_before_open = max([f.number for f in files.values() if f.kind == "wal"], default=-1)
         elif kind == "opened":
             a.checks["R4"] += 1
-            fresh = [f for f in files.values() if f.kind == "wal" and f.created > open_at and f.number > wals_before_open]
+            fresh = [
+                f for f in files.values() if f.kind == "wal" and f.created > open_at and f.number > wals_before_open
+            ]
             if not fresh:
                 a.bad("R4", at, "open returned without creating a fresh WAL segment")
             elif not any(f.last_sync > f.first_write >= 0 and last_sync_dir > f.created for f in fresh):
@@ -544,7 +482,7 @@ def audit(events: list[Op], created: list[_Inode]) -> Audit:
 
 
 async def test_persistence_protocol_audit(report: list[str], record_property: Callable[[str, object], None]) -> None:
-    for name in WORKLOADS:
+    for name in SYNC_WORKLOADS:  # R5 is the promise of durability="sync"
         rec = await recorded(name)
         result = audit(events_of(rec.fs.ops, rec.log.marks), rec.fs.created)
         counts = ", ".join(f"{rule} x{result.checks[rule]}" for rule in RULES)
@@ -587,10 +525,19 @@ def drop_sync_dir_after_current(ev: list[Op]) -> None:
 
 
 def remove_table_before_manifest_sync(ev: list[Op]) -> None:
-    # a compaction: MANIFEST write (deleting inputs), MANIFEST sync, then the inputs removed
-    removal = _find(ev, _is("remove", ".sst"))
-    write = _find(ev, lambda i, op: i < removal and op.kind == "write" and "MANIFEST" in op.path, reverse=True)
-    ev.insert(write + 1, ev.pop(removal))
+    # a compaction: MANIFEST write (deleting its inputs), MANIFEST sync, inputs removed
+    def after_edit(i: int, op: Op) -> bool:
+        prev, prev2 = ev[i - 1], ev[i - 2]
+        return (
+            op.kind == "remove"
+            and op.path.endswith(".sst")
+            and (prev.kind, prev2.kind) == ("sync", "write")
+            and "MANIFEST" in prev.path
+            and "MANIFEST" in prev2.path
+        )
+
+    removal = _find(ev, after_edit, start=2)
+    ev[removal - 1], ev[removal] = ev[removal], ev[removal - 1]
 
 
 def open_returns_before_fresh_wal(ev: list[Op]) -> None:
@@ -601,7 +548,11 @@ def open_returns_before_fresh_wal(ev: list[Op]) -> None:
 
 def drop_commit_wal_sync(ev: list[Op]) -> None:
     ack = _find(ev, _is("ack"), start=len(ev) // 2)
-    ev[_find(ev, lambda i, op: i < ack and op.kind == "sync" and op.path.endswith(".wal"), reverse=True)] = NOOP
+    commit = _find(ev, lambda i, op: i < ack and op.kind == "commit", reverse=True)
+    record = _find(ev, _is("write", ".wal"), start=commit)
+    for i in range(record, ack):
+        if ev[i].kind == "sync" and ev[i].path == ev[record].path:
+            ev[i] = NOOP
 
 
 @pytest.mark.parametrize(
@@ -626,7 +577,7 @@ async def test_audit_reports_a_tampered_operation_list(tamper: Callable[[list[Op
 
 
 def test_prefix_states_reject_a_partial_batch_and_a_lost_commit() -> None:
-    plan = WORKLOADS["small"]()
+    plan = WORKLOADS["small"][0]()
     prefixes = PrefixStates(commits_of(plan))
     i, batch = next((i, c) for i, c in enumerate(prefixes.commits) if c.api == "batch" and len(c.ops) > 2)
     half = Commit("batch", batch.ops[: len(batch.ops) // 2])
@@ -646,28 +597,28 @@ async def test_crash_check_catches_an_engine_whose_wal_fsync_does_nothing(monkey
 
     def freeze_before(op: Op) -> None:
         with fs._mutex:
-            images.append(CrashImage(len(images), op, log.acked, freeze(fs)))
+            images.append(CrashImage(len(images), op, log.acked, freeze(fs)))  # durability="sync"
 
     fs.fail_hook = freeze_before
     await run_workload(fs, plan, log)
     monkeypatch.undo()
-    rec = Recording(plan, PrefixStates(commits_of(plan)), fs, log, images)
+    rec = Recording(plan, PrefixStates(commits_of(plan)), fs, log, True, images)
     result = await sweep(rec, images[::3], {})
-    assert any("(b) lost acknowledged commits" in v for v in result.violations), result.violations[:5]
+    assert any("(b) lost promised commits" in v for v in result.violations), result.violations[:5]
 
 
-# --------------------------------------------------------------------------- engine bugs found here
+# --------------------------------------------------------------------------- regressions
+# Minimal reproductions of engine bugs the sweeps above found (BUG-1, BUG-2); each failed with
+# CorruptionError before the fix, and the sweeps reported the same failure at many points.
 
 
-@pytest.mark.xfail(strict=True, raises=quanta.CorruptionError, reason=f"BUG-1: {KNOWN_BUGS['BUG-1']}")
 async def test_power_loss_while_creating_a_database_leaves_a_directory_open_can_use() -> None:
     """Creating a database writes 000001.wal, MANIFEST-000002, CURRENT.tmp and only then renames
     CURRENT into place. A file system that persists directory entries without a directory
     fsync (ext4's journal commit does, every few seconds) can keep the first names and lose
-    CURRENT. Nothing was ever acknowledged, yet open() raises CorruptionError ("database
-    files present but CURRENT is missing") on every later attempt, until someone deletes
-    the files by hand. Cause: ``Engine._open_sync`` treats any QuantaDB-named file without
-    CURRENT as a damaged database, with no notion of an interrupted creation."""
+    CURRENT. Nothing was ever acknowledged, so open() must start over -- not raise
+    CorruptionError ("database files present but CURRENT is missing") forever, as it did
+    when ``Engine._check_is_database`` had no notion of an interrupted creation (BUG-1)."""
     fs = MemoryFileSystem()
     frozen: list[MemoryFileSystem] = []
 
@@ -681,7 +632,7 @@ async def test_power_loss_while_creating_a_database_leaves_a_directory_open_can_
     crashed = frozen[0].crash(keep_unsynced_dir_entries=True)
     assert crashed.listdir(PATH) == ["000001.wal", "CURRENT.tmp", "MANIFEST-000002"]
 
-    db = await quanta.open(PATH, fs=crashed, **SMALL_OPTIONS)  # CorruptionError today
+    db = await quanta.open(PATH, fs=crashed, **SMALL_OPTIONS)
     try:
         assert [kv async for kv in db.kv.scan()] == []
         await db.kv.put(b"k", b"v")
@@ -693,16 +644,8 @@ async def test_power_loss_while_creating_a_database_leaves_a_directory_open_can_
     "header",
     [
         pytest.param(b"", id="nothing-written"),  # handled: a 0-byte log is an empty, torn log
-        pytest.param(
-            bytes(32),
-            id="zero-filled",  # XFS-like: the size reached the disk, the data did not
-            marks=pytest.mark.xfail(strict=True, raises=quanta.CorruptionError, reason=f"BUG-2: {KNOWN_BUGS['BUG-2']}"),
-        ),
-        pytest.param(
-            b"QNTAWAL\x00\x01\x00",
-            id="torn",  # a torn write kept the first bytes of the header
-            marks=pytest.mark.xfail(strict=True, raises=quanta.CorruptionError, reason=f"BUG-2: {KNOWN_BUGS['BUG-2']}"),
-        ),
+        pytest.param(bytes(32), id="zero-filled"),  # XFS-like: the size reached the disk, the data did not
+        pytest.param(b"QNTAWAL\x00\x01\x00", id="torn"),  # a torn write kept the header's first bytes
     ],
 )
 async def test_power_loss_while_a_wal_segment_is_created_leaves_a_database_open_can_use(header: bytes) -> None:
@@ -710,8 +653,9 @@ async def test_power_loss_while_a_wal_segment_is_created_leaves_a_database_open_
     syncs it. Power lost before that sync, on a file system that kept the name, leaves the
     segment with whatever the disk held: nothing, zeros or a torn header. No commit can have
     been written to it (commits go to a segment only after its header and name are durable),
-    yet ``read_log`` (FileHeader.decode) raises CorruptionError for anything but a 0-byte
-    file, before ``wal_recovery="salvage"`` is consulted, so the database cannot be opened."""
+    so open() must treat it as empty. It used to raise CorruptionError for anything but a
+    0-byte file (``FileHeader.decode``, before ``wal_recovery="salvage"`` is consulted), so
+    the database could not be opened at all (BUG-2)."""
     fs = MemoryFileSystem()
     frozen: list[tuple[str, MemoryFileSystem]] = []
 
@@ -730,7 +674,7 @@ async def test_power_loss_while_a_wal_segment_is_created_leaves_a_database_open_
     crashed.files[path].data[:] = header
     crashed.files[path].synced = len(header)
 
-    db = await quanta.open(PATH, fs=crashed, **SMALL_OPTIONS)  # CorruptionError today, unless 0 bytes
+    db = await quanta.open(PATH, fs=crashed, **SMALL_OPTIONS)
     try:
         assert [kv async for kv in db.kv.scan()] in ([], [(b"k", b"v")])
         await db.verify()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from datadriven import run_case_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,54 +33,6 @@ from quanta._storage.wal import WalWriter
 from quanta.errors import CorruptionError, StorageIOError
 
 TESTDATA = Path(__file__).parent / "testdata" / "manifest"
-
-# --------------------------------------------------------------------------- datadriven
-# (the same small runner as in test_wal.py; a shared tests/datadriven.py would do)
-
-
-def parse_cases(text: str) -> tuple[list[str], list[tuple[list[str], list[str]]]]:
-    """Split a case file into its opening comment and (commands, expected output) blocks."""
-    lines = text.rstrip("\n").split("\n")
-    i = 0
-    while i < len(lines) and (lines[i].startswith("#") or not lines[i].strip()):
-        i += 1
-    preamble = lines[:i]
-    while preamble and not preamble[-1].strip():
-        preamble.pop()
-    blocks: list[tuple[list[str], list[str]]] = []
-    while i < len(lines):
-        if not lines[i].strip():
-            i += 1
-            continue
-        cmds: list[str] = []
-        while i < len(lines) and lines[i] != "----":
-            cmds.append(lines[i])
-            i += 1
-        i += 1
-        out: list[str] = []
-        while i < len(lines) and lines[i].strip():
-            out.append(lines[i])
-            i += 1
-        blocks.append((cmds, out))
-    return preamble, blocks
-
-
-def run_case_file(path: Path, run: Callable[[str], list[str]]) -> None:
-    preamble, blocks = parse_cases(path.read_text())
-    assert preamble and preamble[0].startswith("#"), f"{path.name} must open with a comment saying why it exists"
-    actual: list[tuple[list[str], list[str]]] = []
-    for cmds, _ in blocks:
-        out: list[str] = []
-        for cmd in cmds:
-            out.extend(run(cmd))
-        actual.append((cmds, out or ["ok"]))
-    if os.environ.get("QUANTA_REWRITE") == "1":
-        body = "\n\n".join("\n".join([*c, "----", *o]) for c, o in actual)
-        path.write_text("\n".join(preamble) + "\n\n" + body + "\n")
-        return
-    for (cmds, want), (_, got) in zip(blocks, actual, strict=True):
-        assert got == want, f"{path.name}: {cmds}"
-
 
 # --------------------------------------------------------------------------- golden runner
 

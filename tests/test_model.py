@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, ClassVar, TypeVar
 
 import pytest
-from helpers_crash import write_summary
+from helpers_crash import LONG, LONG_MARKS, write_summary
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, precondition, rule
@@ -35,12 +35,12 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multip
 import quanta
 from quanta._storage.vfs import MemoryFileSystem
 
-LONG = os.environ.get("QUANTA_LONG") == "1"
 INVARIANTS = os.environ.get("QUANTA_INVARIANTS") == "1"
 PATH = "/db"
 STEP_TIMEOUT = 30.0  # a step that takes longer is a hang
 
 T = TypeVar("T")
+pytestmark = LONG_MARKS
 
 SMALL = {
     "memtable_bytes": 4096,
@@ -57,8 +57,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 SETTINGS = settings(
-    max_examples=1000 if LONG else 50,
-    stateful_step_count=150 if LONG else 40,
+    max_examples=500 if LONG else 50,
+    stateful_step_count=100 if LONG else 40,
     deadline=None,
     database=None,  # failures print a reproducible seed; no .hypothesis/ left in the tree
     suppress_health_check=[HealthCheck.too_slow],
@@ -182,7 +182,7 @@ class DatabaseMachine(RuleBasedStateMachine):
     @rule(key=KEYS)
     def delete(self, key: bytes) -> None:
         self.run(self.db.kv.delete(key))
-        pass  # TAMPER
+        self.model.pop(key, None)
 
     @rule(target=WRITTEN, items=st.lists(st.tuples(KEYS, VALUES), max_size=10))
     def put_many(self, items: list[tuple[bytes, bytes]]) -> Any:
@@ -232,7 +232,7 @@ class DatabaseMachine(RuleBasedStateMachine):
                 key = bytes(rng.choice(ALPHABET) for _ in range(rng.randint(1, 3)))
                 if rng.random() < 0.15:
                     await self.db.kv.delete(key)
-                    pass  # TAMPER
+                    self.model.pop(key, None)
                 else:
                     value = b"%d:%d|" % (seed, i) + b"v" * rng.randint(0, size)
                     await self.db.kv.put(key, value)
@@ -319,12 +319,13 @@ class DatabaseMachine(RuleBasedStateMachine):
         self.db = self.run(quanta.open(PATH, fs=self.fs, **{**self.OPTIONS, **changes}))
 
     @precondition(lambda self: self.OPTIONS["durability"] == "sync")
-    @rule(garble=st.booleans(), seed=st.integers(0, 2**16))
-    def power_loss(self, garble: bool, seed: int) -> None:
+    @rule(garble=st.booleans(), keep_dir=st.booleans(), seed=st.integers(0, 2**16))
+    def power_loss(self, garble: bool, keep_dir: bool, seed: int) -> None:
         """With durability="sync" every acknowledged write is durable: a power loss now keeps
-        the whole model."""
+        the whole model, whatever happens to unsynced bytes (dropped or garbled) and unsynced
+        directory entries (dropped or kept)."""
         with self.fs._mutex:  # a background fsync may be running in a worker thread
-            image = self.fs.crash(garble_tail=garble, rng=random.Random(seed))
+            image = self.fs.crash(garble_tail=garble, keep_unsynced_dir_entries=keep_dir, rng=random.Random(seed))
         self._close()
         self.totals["power_losses"] += 1
         self.fs = image

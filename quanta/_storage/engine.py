@@ -104,8 +104,9 @@ _open_dirs: dict[str, _Registration] = {}
 
 @dataclass
 class _Registration:
-    """An entry of the registry. ``abandoned``: the open() that made it was cancelled while
-    its recovery thread still runs; a new open waits for ``released`` instead of failing."""
+    """An entry of the registry. ``abandoned``: the holder is going away (its open() was
+    cancelled while recovery still runs in a thread, or its close() has started); a new
+    open() waits for ``released`` instead of failing with DatabaseLockedError."""
 
     released: threading.Event
     abandoned: bool = False
@@ -168,7 +169,8 @@ class Engine:
         self._lock: FileLock | None = None
         self._registered = False
         self._abandoned = False
-        self.closed = False
+        self.closed = False  # as the user sees it: set when close() starts
+        self._shut = False  # set when the shutdown is complete
         self._failure: BaseException | None = None
         self._failure_background = False
         self._pending: list[tuple[int, list[bytes], list[bytes | None]]] = []
@@ -487,6 +489,17 @@ class Engine:
                 f"the database stopped accepting writes after a failure: {self._failure!r}; close and reopen it"
             ) from self._failure
 
+    def _check_alive(self) -> None:
+        """For waits inside the engine: stop on shutdown or failure (not on a close() in
+        progress, which still flushes)."""
+        if self._shut:
+            raise DatabaseClosedError(f"the database at {self.path} is closed")
+        if self._failure is not None:
+            cls = BackgroundError if self._failure_background else DatabaseFailedError
+            raise cls(
+                f"the database stopped accepting writes after a failure: {self._failure!r}; close and reopen it"
+            ) from self._failure
+
     def _fail(self, exc: BaseException, *, background: bool = False) -> None:
         if self._failure is None:
             self._failure = exc
@@ -536,7 +549,7 @@ class Engine:
             if self._sync_future is None:
                 self._start_sync()
         while self.visible_seq < seq:
-            self.check_writable()
+            self._check_alive()
             await self._synced.wait()
         return seq
 
@@ -573,7 +586,7 @@ class Engine:
     async def _drain_commits(self) -> None:
         """Wait until every appended batch is durable and applied. Cancel-safe."""
         while self._pending or self._sync_future is not None:
-            self.check_writable()
+            self._check_alive()
             if self._sync_future is None:
                 self._start_sync()
             await self._synced.wait()
@@ -592,7 +605,7 @@ class Engine:
         started = time.perf_counter()
         stalled = False
         while True:
-            self.check_writable()
+            self._check_alive()
             need_rotate = self.mem.approximate_bytes >= self.opts.memtable_bytes
             blocked = self._l0_stalled() or (need_rotate and len(self.imms) >= self.opts.max_immutable_memtables)
             if not blocked and (not need_rotate or self._spare_wal is not None):
@@ -614,7 +627,7 @@ class Engine:
         """
         await self._drain_commits()  # everything in the old segment is durable and applied
         while self._spare_wal is None:
-            self.check_writable()
+            self._check_alive()
             await self._wait_changed()
         old = self.wal
         assert old is not None
@@ -816,13 +829,16 @@ class Engine:
         """Make everything written so far durable in tables (and the WAL empty). Cancel-safe:
         the work is done by the background flusher; this only asks and waits."""
         self.check_writable()
+        await self._flush_memtables()
+        self.check_writable()
+
+    async def _flush_memtables(self) -> None:
         async with self._write_lock:
             if len(self.mem) or self._pending:
                 await self._rotate()
         while self.imms:
-            self.check_writable()
+            self._check_alive()
             await self._wait_changed()
-        self.check_writable()
 
     async def _flush_one(self) -> None:
         imm = self.imms[0]
@@ -1028,7 +1044,7 @@ class Engine:
             await self._wait_changed()
         if self._failure is None:
             try:
-                await self.flush()
+                await self._flush_memtables()
             except QuantaError:
                 pass  # recorded in _failure; close() reports a background one
         self._stopping = True
@@ -1050,10 +1066,17 @@ class Engine:
         Cancel-safe: if the caller is cancelled, the shutdown still completes in the
         background task."""
         if self.closed:
+            if self._supervisor is not None and not self._shut:
+                await asyncio.shield(self._supervisor)  # a close() already under way
             return
+        self.closed = True  # from now on the database refuses new operations
         if self._supervisor is None:
             self._shutdown()
             return
+        with _registry_lock:  # a new open() of this directory waits for the release
+            registration = getattr(self, "_registration", None)
+            if registration is not None:
+                registration.abandoned = True
         self._close_requested = True  # the closer task flushes and stops the workers
         self._notify()
         await asyncio.shield(self._supervisor)
@@ -1063,9 +1086,9 @@ class Engine:
             raise BackgroundError(f"a background job failed: {self._failure!r}") from self._failure
 
     def _shutdown(self) -> None:
-        if self.closed:
+        if self._shut:
             return
-        self.closed = True
+        self._shut = self.closed = True
         self._notify()
         for wal in [*self._retired_wals.values(), self._spare_wal]:
             if wal is not None:

@@ -28,7 +28,10 @@ File layout (every integer little-endian)::
     | index block          |  framed; payload msgpack [last_keys, offsets, sizes]:
     |                      |  per data block its last key (bin), offset and framed size (uint)
     +----------------------+  properties.offset = index.offset + index.size
-    | properties block     |  framed; payload a msgpack map with str keys, see _PROPERTY_TYPES
+    | properties block     |  framed; payload a msgpack map with str keys (all required):
+    |                      |  format_version, file_number, entries, tombstones, num_blocks,
+    |                      |  data_size, min_seq, max_seq, bits_per_key, block_size (uint);
+    |                      |  smallest, largest (bin). Readers ignore keys they do not know.
     +----------------------+  file_size - 52
     | footer               |  52 bytes, below
     +----------------------+  file_size
