@@ -80,8 +80,10 @@ def markdown(report: dict[str, Any], selected: list[wl.Workload]) -> str:
     if report.get("quanta_skipped"):
         lines += ["", f"**QuantaDB was not measured: {report['quanta_skipped']}.**"]
     lines += ["", "## Summary", ""]
-    header = "| Workload | Unit | " + " | ".join(SYSTEM_ORDER) + " | Ratio | Target | Result | Best-of ratio |"
-    lines += [header, "|" + "---|" * (len(SYSTEM_ORDER) + 6)]
+    header = (
+        "| Workload | Unit | " + " | ".join(SYSTEM_ORDER) + " | Ratio | Target | Result | Best-of ratio | CPU ratio |"
+    )
+    lines += [header, "|" + "---|" * (len(SYSTEM_ORDER) + 7)]
     for w in selected:
         if w.name in ("floor",):
             continue
@@ -91,16 +93,19 @@ def markdown(report: dict[str, Any], selected: list[wl.Workload]) -> str:
         verdicts = data["verdicts"] or [None]
         for v in verdicts:
             if v is None:
-                ratio, target, result, best = "—", "(context)", "", ""
+                ratio, target, result, best, cpu = "—", "(context)", "", "", ""
             else:
                 ratio, target, result = _ratio(v), v["target"], f"**{v['result']}**"
                 best = f"{fmt(v['ratio_best'])}x" if v.get("ratio_best") is not None else "—"
-            lines.append(f"| {w.title} | {w.unit} | {values} | {ratio} | {target} | {result} | {best} |")
+                cpu = f"{fmt(v['ratio_cpu'])}x" if v.get("ratio_cpu") is not None else "—"
+            lines.append(f"| {w.title} | {w.unit} | {values} | {ratio} | {target} | {result} | {best} | {cpu} |")
     lines.append("")
     lines.append(
         "Values are medians over repeats; Ratio = median(quanta) / median(anchor), which the verdict uses. "
         "Best-of ratio = best repeat of quanta / best repeat of the anchor (less sensitive to a noisy machine; "
-        "context only). `·` = not run on that system; `(!)` = some repeats failed (see Errors)."
+        "context only). CPU ratio (read rows) = the same ratio in CPU time of the measuring thread, which the OS "
+        "descheduling the process does not inflate (context only). `·` = not run on that system; "
+        "`(!)` = some repeats failed (see Errors)."
     )
 
     if "floor" in report["workloads"]:

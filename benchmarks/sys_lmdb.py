@@ -17,6 +17,7 @@ import lmdb
 from _harness import (
     Trial,
     big_batches,
+    cpu_ns,
     dir_bytes,
     latency_summary,
     max_rss,
@@ -54,38 +55,47 @@ def _read_phase(env: lmdb.Environment, trial: Trial, suffix: str, keys: list[byt
             txn.get(k)
         if "get" + suffix in wl:
             misses = 0
-            t = now_ns()
+            t, c = now_ns(), cpu_ns()
             for k in keys:
                 if txn.get(k) is None:
                     misses += 1
-            elapsed = now_ns() - t
-            out["get" + suffix] = {"us_per_op": elapsed / 1e3 / len(keys), "misses": misses}
+            elapsed, cpu = now_ns() - t, cpu_ns() - c
+            out["get" + suffix] = {
+                "us_per_op": elapsed / 1e3 / len(keys),
+                "cpu_us_per_op": cpu / 1e3 / len(keys),
+                "misses": misses,
+            }
         if "get_many" + suffix in wl:
-            t = now_ns()
+            t, c = now_ns(), cpu_ns()
             values = [txn.get(k) for k in keys]
-            elapsed = now_ns() - t
+            elapsed, cpu = now_ns() - t, cpu_ns() - c
             out["get_many" + suffix] = {
                 "us_per_key": elapsed / 1e3 / len(keys),
+                "cpu_us_per_key": cpu / 1e3 / len(keys),
                 "misses": values.count(None),
             }
         if "scan_range" + suffix in wl:
             starts = random_keys(trial.records(), p["scans"], trial.seed + 7)
             rows = 0
-            t = now_ns()
+            t, c = now_ns(), cpu_ns()
             for start in starts:
                 cur = txn.cursor()
                 cur.set_range(start)
                 for _k, _v in islice(cur.iternext(), p["scan_len"]):
                     rows += 1
-            elapsed = now_ns() - t
-            out["scan_range" + suffix] = {"us_per_scan": elapsed / 1e3 / len(starts), "rows": rows}
+            elapsed, cpu = now_ns() - t, cpu_ns() - c
+            out["scan_range" + suffix] = {
+                "us_per_scan": elapsed / 1e3 / len(starts),
+                "cpu_us_per_scan": cpu / 1e3 / len(starts),
+                "rows": rows,
+            }
         if "scan_full" + suffix in wl:
             rows = 0
-            t = now_ns()
+            t, c = now_ns(), cpu_ns()
             for _k, _v in txn.cursor():
                 rows += 1
-            elapsed = now_ns() - t
-            out["scan_full" + suffix] = {"total_ms": elapsed / 1e6, "rows": rows}
+            elapsed, cpu = now_ns() - t, cpu_ns() - c
+            out["scan_full" + suffix] = {"total_ms": elapsed / 1e6, "cpu_ms": cpu / 1e6, "rows": rows}
     if "get" + suffix in wl:
         # Informational: a read transaction per get (what a naive wrapper would do).
         sub = keys[: min(len(keys), 20_000)]

@@ -28,6 +28,7 @@ from _harness import (
     Trial,
     big_batches,
     children_max_rss,
+    cpu_ns,
     dir_bytes,
     latency_summary,
     make_key,
@@ -133,18 +134,23 @@ async def _read_phase(db: Any, trial: Trial, suffix: str, keys: list[bytes]) -> 
         await db.kv.get(k)
     if "get" + suffix in wl:
         misses = 0
-        t = now_ns()
+        t, c = now_ns(), cpu_ns()
         for k in keys:
             if await db.kv.get(k) is None:
                 misses += 1
-        elapsed = now_ns() - t
-        out["get" + suffix] = {"us_per_op": elapsed / 1e3 / len(keys), "misses": misses}
+        elapsed, cpu = now_ns() - t, cpu_ns() - c
+        out["get" + suffix] = {
+            "us_per_op": elapsed / 1e3 / len(keys),
+            "cpu_us_per_op": cpu / 1e3 / len(keys),
+            "misses": misses,
+        }
     if "get_many" + suffix in wl:
-        t = now_ns()
+        t, c = now_ns(), cpu_ns()
         values = await db.kv.get_many(keys)
-        elapsed = now_ns() - t
+        elapsed, cpu = now_ns() - t, cpu_ns() - c
         out["get_many" + suffix] = {
             "us_per_key": elapsed / 1e3 / len(keys),
+            "cpu_us_per_key": cpu / 1e3 / len(keys),
             "misses": sum(1 for v in values if v is None),
             "returned": len(values),
         }
@@ -152,19 +158,23 @@ async def _read_phase(db: Any, trial: Trial, suffix: str, keys: list[bytes]) -> 
         starts = random_keys(trial.records(), p["scans"], trial.seed + 7)
         rows = 0
         limit = p["scan_len"]
-        t = now_ns()
+        t, c = now_ns(), cpu_ns()
         for start in starts:
             async for _k, _v in db.kv.scan(start=start, limit=limit):
                 rows += 1
-        elapsed = now_ns() - t
-        out["scan_range" + suffix] = {"us_per_scan": elapsed / 1e3 / len(starts), "rows": rows}
+        elapsed, cpu = now_ns() - t, cpu_ns() - c
+        out["scan_range" + suffix] = {
+            "us_per_scan": elapsed / 1e3 / len(starts),
+            "cpu_us_per_scan": cpu / 1e3 / len(starts),
+            "rows": rows,
+        }
     if "scan_full" + suffix in wl:
         rows = 0
-        t = now_ns()
+        t, c = now_ns(), cpu_ns()
         async for _k, _v in db.kv.scan():
             rows += 1
-        elapsed = now_ns() - t
-        out["scan_full" + suffix] = {"total_ms": elapsed / 1e6, "rows": rows}
+        elapsed, cpu = now_ns() - t, cpu_ns() - c
+        out["scan_full" + suffix] = {"total_ms": elapsed / 1e6, "cpu_ms": cpu / 1e6, "rows": rows}
     return out
 
 
@@ -179,6 +189,8 @@ async def _reads(trial: Trial) -> dict[str, Any]:
     info["stats_memtable_phase"] = stats
     info["tables_memtable_phase"] = _table_count(stats)
     out = await _read_phase(db, trial, "", keys)
+    for row in out.values():
+        row["tables"] = info["tables_memtable_phase"]  # the harness requires 0: memtable-resident
     if any(w.endswith("_reopen") for w in trial.workloads):
         await db.flush()
         await db.compact()

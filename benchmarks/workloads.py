@@ -8,7 +8,7 @@ median on the same row of the same run (a ratio), or with an absolute number.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 QUANTA = "quanta"
@@ -51,6 +51,8 @@ class Workload:
     targets: tuple[Target, ...] = ()
     higher_is_better: bool = False
     in_quick: bool = True
+    #: the same measurement in CPU time of the measuring thread (read rows): see _harness.cpu_ns
+    cpu_metric: str | None = None
 
 
 WORKLOADS: tuple[Workload, ...] = (
@@ -148,6 +150,8 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
 )
 
+_CPU = {"us_per_op": "cpu_us_per_op", "us_per_key": "cpu_us_per_key", "us_per_scan": "cpu_us_per_scan"}
+WORKLOADS = tuple(replace(w, cpu_metric=_CPU.get(w.metric, "cpu_ms")) if w.group == "reads" else w for w in WORKLOADS)
 BY_NAME = {w.name: w for w in WORKLOADS}
 GROUP_ORDER = ("floor", "bulk", "reads", "write_sync", "write_concurrent", "reopen", "loop_lag", "big")
 

@@ -72,7 +72,9 @@ def test_empty_key_set_rejects_everything() -> None:
     assert not any(bloom_may_contain(flt, b"k%d" % i) for i in range(100))
 
 
-@pytest.mark.parametrize("flt", [b"\x07", b"\x00" * 7 + b"\x07", b"\x00" * 9, b"\x00" * 8 + b"\x0b", b"\x00" * 8 + b"\xff"])
+@pytest.mark.parametrize(
+    "flt", [b"\x07", b"\x00" * 7 + b"\x07", b"\x00" * 9, b"\x00" * 8 + b"\x0b", b"\x00" * 8 + b"\xff"]
+)
 def test_filter_probes_rejects_malformed_filters(flt: bytes) -> None:
     assert filter_probes(flt) is None
 
