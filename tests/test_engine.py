@@ -173,3 +173,23 @@ def test_worker_refuses_foreign_functions() -> None:
     ok, result = pickle.loads(out.getvalue()[8:])
     assert not ok and isinstance(result, PermissionError)
     assert os.path.exists(__file__)
+
+
+async def test_get_many_matches_get_across_every_level(db_factory: Any) -> None:
+    """The batched get_many walks tables block by block; it must agree with get everywhere:
+    memtable, level 0, deeper levels, tombstones, absent keys, duplicates, any order."""
+    db = await db_factory(**SMALL)
+    for i in range(400):
+        await db.kv.put(b"k%04d" % i, b"v1-%d" % i)
+    await db.compact()  # deeper levels
+    for i in range(0, 400, 3):
+        await db.kv.put(b"k%04d" % i, b"v2-%d" % i)
+    for i in range(0, 400, 7):
+        await db.kv.delete(b"k%04d" % i)
+    await db.flush()  # level 0 over the deeper levels
+    for i in range(0, 400, 11):
+        await db.kv.put(b"k%04d" % i, b"v3-%d" % i)  # memtable
+    keys = [b"k%04d" % i for i in range(420)][::-1] + [b"k0001", b"zzz", b"a"]
+    expected = [await db.kv.get(k) for k in keys]
+    assert await db.kv.get_many(keys) == expected
+    assert expected.count(None) > 20 and b"v3-0" in expected and b"v2-3" in expected

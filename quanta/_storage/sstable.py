@@ -560,6 +560,11 @@ class TableReader:
 
     # -- blocks -----------------------------------------------------------------------
 
+    def cached_block(self, i: int) -> Block | None:
+        """Data block ``i`` if the block cache holds it, else None (nothing is read)."""
+        cache = self._cache
+        return None if cache is None else cache.get((self.file_number, i))  # type: ignore[return-value]
+
     def read_block(self, i: int) -> Block:
         """Data block ``i``, from the cache or else read, checked and cached."""
         cache = self._cache
