@@ -31,21 +31,27 @@ def crash(session: nox.Session) -> None:
     """Long crash, kill -9 and corruption runs."""
     session.install("-e", ".[test]")
     session.run(
-        "python", "-m", "pytest", "-m", "slow", "-q", *session.posargs,
+        "python",
+        "-m",
+        "pytest",
+        "-m",
+        "slow",
+        "-q",
+        *session.posargs,
         env={"QUANTA_INVARIANTS": "1", "QUANTA_LONG": "1"},
     )
 
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.6")
+    session.install("ruff==0.17.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[test]", "mypy>=1.11")
+    session.install("-e", ".[test]", "mypy==2.4.1")
     session.run("mypy", "--strict", "quanta")
 
 

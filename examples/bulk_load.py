@@ -50,8 +50,10 @@ async def load(path: str, records: int) -> None:
         elapsed = time.perf_counter() - t0
         print(f"loaded {records:,} records in {elapsed:.2f} s ({records / elapsed:,.0f} records/s)")
         s = await db.stats()
-        print(f"  commits={s['commits']} syncs={s['syncs']} flushes={s['flushes']} "
-              f"write_stalls={s['write_stalls']} memtable={s['memtable_entries']:,} entries")
+        print(
+            f"  commits={s['commits']} syncs={s['syncs']} flushes={s['flushes']} "
+            f"write_stalls={s['write_stalls']} memtable={s['memtable_entries']:,} entries"
+        )
     # close() flushed the memtable and waited for background work: the WAL is empty now.
 
     t0 = time.perf_counter()
@@ -68,17 +70,22 @@ async def load(path: str, records: int) -> None:
         # checks checksums, ordering and counts; it runs in a worker thread.
         t0 = time.perf_counter()
         result = await db.verify()
-        print(f"verify: {result['tables']} tables, {result['entries']:,} entries "
-              f"in {(time.perf_counter() - t0) * 1e3:.0f} ms")
+        print(
+            f"verify: {result['tables']} tables, {result['entries']:,} entries "
+            f"in {(time.perf_counter() - t0) * 1e3:.0f} ms"
+        )
         assert result["entries"] == records
 
         await db.compact()  # everything into the deepest non-empty level
         s = await db.stats()
-        levels = ", ".join(f"L{lv['level']}: {lv['files']} files / {lv['bytes'] / 2**20:.1f} MiB"
-                           for lv in s["levels"] if lv["files"])
+        levels = ", ".join(
+            f"L{lv['level']}: {lv['files']} files / {lv['bytes'] / 2**20:.1f} MiB" for lv in s["levels"] if lv["files"]
+        )
         print(f"after compact: {levels}")
-        print(f"  compactions={s['compactions']} trivial_moves={s['trivial_moves']} "
-              f"block cache hits={s['block_cache'].hits} misses={s['block_cache'].misses}")
+        print(
+            f"  compactions={s['compactions']} trivial_moves={s['trivial_moves']} "
+            f"block cache hits={s['block_cache'].hits} misses={s['block_cache'].misses}"
+        )
 
 
 def main() -> None:

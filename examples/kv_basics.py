@@ -78,8 +78,10 @@ async def tour(path: str) -> None:
         # Write the memtable to a table file, then look at the counters.
         await db.flush()
         stats = await db.stats()
-        print(f"stats               -> last_seq={stats['last_seq']} commits={stats['commits']} "
-              f"table_files={stats['table_files']} flushes={stats['flushes']}")
+        print(
+            f"stats               -> last_seq={stats['last_seq']} commits={stats['commits']} "
+            f"table_files={stats['table_files']} flushes={stats['flushes']}"
+        )
 
     # Reopen: everything written is still there.
     async with quanta.open(path) as db:

@@ -189,7 +189,7 @@ async def test_get_many_matches_get_across_every_level(db_factory: Any) -> None:
     await db.flush()  # level 0 over the deeper levels
     for i in range(0, 400, 11):
         await db.kv.put(b"k%04d" % i, b"v3-%d" % i)  # memtable
-    keys = [b"k%04d" % i for i in range(420)][::-1] + [b"k0001", b"zzz", b"a"]
+    keys = [*[b"k%04d" % i for i in range(420)][::-1], b"k0001", b"zzz", b"a"]
     expected = [await db.kv.get(k) for k in keys]
     assert await db.kv.get_many(keys) == expected
     assert expected.count(None) > 20 and b"v3-0" in expected and b"v2-3" in expected

@@ -65,7 +65,11 @@ def test_survivors_drop_bottom_tombstones_only_when_allowed() -> None:
     assert list(survivors(iter(entries), [], drop_tombstones=False)) == [(b"a", 5, None), (b"b", 4, b"y")]
     assert list(survivors(iter(entries), [], drop_tombstones=True)) == [(b"b", 4, b"y")]
     # a snapshot at 3 still reads b"x": both versions stay
-    assert list(survivors(iter(entries), [3], drop_tombstones=True)) == [(b"a", 5, None), (b"a", 3, b"x"), (b"b", 4, b"y")]
+    assert list(survivors(iter(entries), [3], drop_tombstones=True)) == [
+        (b"a", 5, None),
+        (b"a", 3, b"x"),
+        (b"b", 4, b"y"),
+    ]
 
 
 def test_version_apply_orders_levels_and_checks_overlap() -> None:

@@ -485,10 +485,7 @@ class Engine:
         if self.read_only:
             raise ReadOnlyError(f"the database at {self.path} was opened read_only=True")
         if self._failure is not None:
-            cls = BackgroundError if self._failure_background else DatabaseFailedError
-            raise cls(
-                f"the database stopped accepting writes after a failure: {self._failure!r}; close and reopen it"
-            ) from self._failure
+            self._raise_failure()
 
     def _check_alive(self) -> None:
         """For waits inside the engine: stop on shutdown or failure (not on a close() in
@@ -496,10 +493,13 @@ class Engine:
         if self._shut:
             raise DatabaseClosedError(f"the database at {self.path} is closed")
         if self._failure is not None:
-            cls = BackgroundError if self._failure_background else DatabaseFailedError
-            raise cls(
-                f"the database stopped accepting writes after a failure: {self._failure!r}; close and reopen it"
-            ) from self._failure
+            self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        cls = BackgroundError if self._failure_background else DatabaseFailedError
+        raise cls(
+            f"the database stopped accepting writes after a failure: {self._failure!r}; close and reopen it"
+        ) from self._failure
 
     def _fail(self, exc: BaseException, *, background: bool = False) -> None:
         if self._failure is None:
