@@ -176,6 +176,7 @@ class Engine:
         self._failure_background = False
         self._pending: list[tuple[int, list[bytes], list[bytes | None]]] = []
         self._sync_future: asyncio.Future[None] | None = None
+        self._sync_scheduled = False
         self._synced = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._manifest_lock = asyncio.Lock()
@@ -506,6 +507,8 @@ class Engine:
             self._failure = exc
             self._failure_background = background
         self._notify()
+        ev, self._synced = self._synced, asyncio.Event()
+        ev.set()  # committers waiting for an fsync that will not come see the failure
 
     def _notify(self) -> None:
         ev, self._changed = self._changed, asyncio.Event()
@@ -547,8 +550,7 @@ class Engine:
                 self.visible_seq = seq
                 return seq
             self._pending.append((seq, keys, values))
-            if self._sync_future is None:
-                self._start_sync()
+            self._schedule_sync()
         while self.visible_seq < seq:
             self._check_alive()
             await self._synced.wait()
@@ -579,10 +581,23 @@ class Engine:
             for seq, keys, values in group:
                 apply(seq, keys, values)
             self.visible_seq = group[-1][0]
-            if self._pending:
-                self._start_sync()
         ev, self._synced = self._synced, asyncio.Event()
         ev.set()
+        if self._pending and exc is None:
+            self._schedule_sync()
+
+    def _schedule_sync(self) -> None:
+        """Start the next group's fsync at the end of this turn of the event loop, not at
+        once: writers woken by the previous fsync (or started in the same turn) append their
+        batches first, so one fsync covers them all instead of groups alternating 1 and N-1."""
+        if self._sync_future is None and not self._sync_scheduled:
+            self._sync_scheduled = True
+            asyncio.get_running_loop().call_soon(self._kick_sync)
+
+    def _kick_sync(self) -> None:
+        self._sync_scheduled = False
+        if self._pending and self._sync_future is None and self._failure is None:
+            self._start_sync()
 
     async def _drain_commits(self) -> None:
         """Wait until every appended batch is durable and applied. Cancel-safe."""
