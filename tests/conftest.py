@@ -4,13 +4,14 @@ temporary directory (every test that takes it runs on both, as in tinydb's conft
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import quanta
-from quanta._storage.vfs import MemoryFileSystem
+from quanta._storage.vfs import FileSystem, MemoryFileSystem, OSFileSystem
 
 OpenFn = Callable[..., Awaitable[quanta.Database]]
 
@@ -48,6 +49,18 @@ async def db_factory(backend: str, tmp_path: Any) -> AsyncIterator[OpenFn]:
 @pytest.fixture
 async def db(db_factory: OpenFn) -> quanta.Database:
     return await db_factory()
+
+
+@pytest.fixture(params=["memory", "os"])
+def fsdir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[FileSystem, str]]:
+    """A file layer and a directory in it: the same test on the in-memory file layer and on
+    a real temp directory."""
+    if request.param == "memory":
+        fs = MemoryFileSystem()
+        fs.mkdir("/db")
+        yield fs, "/db"
+    else:
+        yield OSFileSystem(), str(tmp_path)
 
 
 def invariants_on() -> bool:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import random
 import struct
 import zlib
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,19 +13,8 @@ from hypothesis import strategies as st
 from quanta._storage import log as logmod
 from quanta._storage.format import HEADER_SIZE, MANIFEST_MAGIC, WAL_MAGIC, FileHeader
 from quanta._storage.log import MAX_RECORD_LENGTH, RECORD_HEADER_SIZE, LogContents, LogWriter, read_log
-from quanta._storage.vfs import FaultInjectingFileSystem, FileSystem, MemoryFileSystem, OSFileSystem
+from quanta._storage.vfs import FaultInjectingFileSystem, FileSystem, MemoryFileSystem
 from quanta.errors import CorruptionError, LimitExceededError, StorageIOError
-
-
-@pytest.fixture(params=["memory", "os"])
-def fsdir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[FileSystem, str]]:
-    """The same test on the in-memory file layer and on a real temp directory."""
-    if request.param == "memory":
-        fs = MemoryFileSystem()
-        fs.mkdir("/db")
-        yield fs, "/db"
-    else:
-        yield OSFileSystem(), str(tmp_path)
 
 
 def write_log(fs: FileSystem, path: str, payloads: list[bytes], number: int = 1) -> LogWriter:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from quanta._storage import wal as walmod
 from quanta._storage.format import HEADER_SIZE, MANIFEST_MAGIC, WAL_MAGIC
 from quanta._storage.log import LogWriter
-from quanta._storage.vfs import FileSystem, MemoryFileSystem, OSFileSystem
+from quanta._storage.vfs import FileSystem, MemoryFileSystem
 from quanta._storage.wal import WalReplay, WalWriter, decode_batch, encode_batch, replay_wal
 from quanta.errors import CorruptionError, LimitExceededError
 
@@ -233,17 +233,6 @@ def test_encoding_a_large_batch_needs_no_per_operation_python_work() -> None:
 
 
 # --------------------------------------------------------------------------- segments
-
-
-@pytest.fixture(params=["memory", "os"])
-def fsdir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[FileSystem, str]]:
-    """The same test on the in-memory file layer and on a real temp directory."""
-    if request.param == "memory":
-        fs = MemoryFileSystem()
-        fs.mkdir("/db")
-        yield fs, "/db"
-    else:
-        yield OSFileSystem(), str(tmp_path)
 
 
 def sample_batches(n: int) -> list[tuple[int, list[bytes], list[bytes | None]]]:
