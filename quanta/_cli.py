@@ -22,12 +22,17 @@ from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from . import _db
-from ._storage import filenames
-from ._storage.format import MANIFEST_MAGIC, SSTABLE_MAGIC, WAL_MAGIC
-from ._storage.manifest import read_current, replay_manifest
-from ._storage.sstable import TableReader
-from ._storage.vfs import OSFileSystem
-from ._storage.wal import replay_wal
+from ._storage import (
+    MANIFEST_MAGIC,
+    SSTABLE_MAGIC,
+    WAL_MAGIC,
+    OSFileSystem,
+    TableReader,
+    filenames,
+    read_current,
+    replay_manifest,
+    replay_wal,
+)
 from .errors import QuantaError
 
 __all__ = ["main"]

@@ -21,7 +21,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, Options
-from ._storage.engine import MAX_SEQ, Engine
+from ._storage import MAX_SEQ, Engine
 from .errors import DatabaseClosedError, InvalidArgumentError, InvalidTypeError, LimitExceededError
 
 __all__ = ["Batch", "Database", "KeyValue", "Snapshot", "open"]

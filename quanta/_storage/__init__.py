@@ -1,1 +1,31 @@
-"""The storage engine: bytes in, bytes out. See docs/architecture.md for the tour."""
+"""The storage engine: bytes in, bytes out. See docs/architecture.md for the tour.
+
+This facade is what the layers above import; the modules behind it are the engine's own.
+(``quanta._options`` imports ``vfs`` directly: the engine imports the options, so going
+through this facade from there would be circular.)
+"""
+
+from . import filenames
+from .engine import MAX_SEQ, Engine
+from .format import MANIFEST_MAGIC, SSTABLE_MAGIC, WAL_MAGIC
+from .manifest import read_current, replay_manifest
+from .sstable import TableReader
+from .vfs import FaultInjectingFileSystem, FileSystem, MemoryFileSystem, OSFileSystem
+from .wal import replay_wal
+
+__all__ = [
+    "MANIFEST_MAGIC",
+    "MAX_SEQ",
+    "SSTABLE_MAGIC",
+    "WAL_MAGIC",
+    "Engine",
+    "FaultInjectingFileSystem",
+    "FileSystem",
+    "MemoryFileSystem",
+    "OSFileSystem",
+    "TableReader",
+    "filenames",
+    "read_current",
+    "replay_manifest",
+    "replay_wal",
+]

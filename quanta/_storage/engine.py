@@ -42,14 +42,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from itertools import compress, islice
 from operator import itemgetter
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
 from sortedcontainers import SortedList
 
-from .._options import Options
 from ..errors import (
     BackgroundError,
     CorruptionError,
@@ -84,6 +83,9 @@ from .version import NUM_LEVELS, CompactionTask, LevelPolicy, Version, compactio
 from .vfs import FileLock, FileSystem, OSFileSystem, WritableFile
 from .wal import WalReplay, WalWriter, encode_batch, replay_wal
 from .worker import WorkerPool
+
+if TYPE_CHECKING:  # a type only: importing it for real would be circular (options -> vfs)
+    from .._options import Options
 
 __all__ = ["MAX_SEQ", "Engine"]
 
