@@ -532,9 +532,9 @@ class TableReader:
             if not bloom_may_contain(self._bloom, key):
                 return None
             block = self._read_block(i, True)
-        keys = block.keys
-        j = bisect_left(keys, key)  # < len(keys): the block's last key is last_keys[i] >= key
-        if keys[j] != key:
+        positions = block._positions
+        j = (positions if positions is not None else block.positions()).get(key)
+        if j is None:
             return None
         seq = block.seqs[j]
         if seq <= snapshot_seq:
