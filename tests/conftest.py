@@ -9,9 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import quanta
 from quanta._storage.vfs import FileSystem, MemoryFileSystem, OSFileSystem
+
+# Shared machines are noisy: no per-example deadline and no "too slow" health check, so a
+# loaded CI runner cannot turn a passing property into a flaky failure.
+settings.register_profile("quanta", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.load_profile("quanta")
 
 OpenFn = Callable[..., Awaitable[quanta.Database]]
 
