@@ -197,6 +197,21 @@ def children_max_rss() -> int:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
+def big_metrics(
+    elapsed_ns: int, user: int, path: str | Path, wchar: int, rss_start: int | None, rss_end: int | None
+) -> dict[str, float]:
+    """The metrics every system reports for the 1M-key row (computed after the timing)."""
+    return {
+        "insert_s": elapsed_ns / 1e9,
+        "user_mib": user / 2**20,
+        "disk_mib": dir_bytes(path) / 2**20,
+        "write_amp_wchar": wchar / user,
+        "rss_start_mib": (rss_start or 0) / 2**20,
+        "rss_end_mib": (rss_end or 0) / 2**20,
+        "maxrss_mib": max_rss() / 2**20,
+    }
+
+
 def proc_io() -> dict[str, int]:
     """``/proc/self/io`` counters: ``wchar`` counts bytes passed to write(2)-like calls by any
     thread of this process (not by its child processes)."""

@@ -27,12 +27,11 @@ from typing import Any
 from _harness import (
     Trial,
     big_batches,
+    big_metrics,
     children_max_rss,
     cpu_ns,
-    dir_bytes,
     latency_summary,
     make_key,
-    max_rss,
     now_ns,
     percentile,
     proc_io,
@@ -454,17 +453,11 @@ async def _big(trial: Trial) -> dict[str, Any]:
     live = stats.get("live_table_bytes")
     return {
         "big": {
-            "insert_s": elapsed / 1e9,
+            **big_metrics(elapsed, ub, path, wchar, rss0, rss_end),
             "flush_s": flush_s,
             "close_s": close_s,
-            "user_mib": ub / 2**20,
-            "disk_mib": dir_bytes(path) / 2**20,
             "live_table_mib": live / 2**20 if isinstance(live, int) else None,
             "write_amp": _write_amp(stats, ub),
-            "write_amp_wchar": wchar / ub,
-            "rss_start_mib": (rss0 or 0) / 2**20,
-            "rss_end_mib": (rss_end or 0) / 2**20,
-            "maxrss_mib": max_rss() / 2**20,
             "children_maxrss_mib": children_max_rss() / 2**20,
         },
         "_info": {"stats_after_flush": stats},

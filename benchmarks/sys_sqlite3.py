@@ -16,10 +16,9 @@ from typing import Any
 from _harness import (
     Trial,
     big_batches,
+    big_metrics,
     cpu_ns,
-    dir_bytes,
     latency_summary,
-    max_rss,
     now_ns,
     proc_io,
     random_keys,
@@ -222,13 +221,7 @@ def big(trial: Trial) -> dict[str, Any]:
     wchar = proc_io().get("wchar", 0) - io0
     return {
         "big": {
-            "insert_s": elapsed / 1e9,
-            "user_mib": ub / 2**20,
-            "disk_mib": dir_bytes(directory) / 2**20,
-            "write_amp_wchar": wchar / ub,
-            "rss_start_mib": (rss0 or 0) / 2**20,
-            "rss_end_mib": (rss_end or 0) / 2**20,
-            "maxrss_mib": max_rss() / 2**20,
+            **big_metrics(elapsed, ub, directory, wchar, rss0, rss_end),
         }
     }
 

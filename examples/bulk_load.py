@@ -23,9 +23,9 @@ from pathlib import Path
 try:
     import quanta
 except ImportError:  # a checkout without `pip install -e .`: use the package next door
+    # (the database's worker processes inherit this sys.path)
     _root = str(Path(__file__).resolve().parent.parent)
     sys.path.insert(0, _root)
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_root, os.environ.get("PYTHONPATH")]))
     import quanta
 
 BATCH = 10_000
@@ -84,7 +84,7 @@ async def load(path: str, records: int) -> None:
         print(f"after compact: {levels}")
         print(
             f"  compactions={s['compactions']} trivial_moves={s['trivial_moves']} "
-            f"block cache hits={s['block_cache'].hits} misses={s['block_cache'].misses}"
+            f"block cache hits={s['block_cache']['hits']} misses={s['block_cache']['misses']}"
         )
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 try:
     import quanta
 except ImportError:  # a checkout without `pip install -e .`: use the package next door
+    # (the database's worker processes inherit this sys.path)
     _root = str(Path(__file__).resolve().parent.parent)
     sys.path.insert(0, _root)
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_root, os.environ.get("PYTHONPATH")]))
     import quanta
 
 
