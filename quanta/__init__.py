@@ -14,10 +14,15 @@ implementation and may change without notice.
 
 from __future__ import annotations
 
-from ._db import Batch, Database, KeyValue, Snapshot, open
+from ._db import Database, open
+from ._kv import Batch, KeyValue, Snapshot
 from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, Options
+from ._reactive import Change, ChangeSet, Feed, Stream
+from ._storage import SystemEvent
+from ._txn import MAX_TX_KEYS, MAX_TX_RANGES, Transaction, TransactionKeyValue
 from .errors import (
     BackgroundError,
+    ConflictError,
     CorruptionError,
     DatabaseClosedError,
     DatabaseExistsError,
@@ -31,6 +36,8 @@ from .errors import (
     QuantaError,
     ReadOnlyError,
     StorageIOError,
+    SubscriberOverflowError,
+    TransactionClosedError,
 )
 
 __version__ = "0.1.0"
@@ -38,9 +45,14 @@ __version__ = "0.1.0"
 __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_KEY_BYTES",
+    "MAX_TX_KEYS",
+    "MAX_TX_RANGES",
     "MAX_VALUE_BYTES",
     "BackgroundError",
     "Batch",
+    "Change",
+    "ChangeSet",
+    "ConflictError",
     "CorruptionError",
     "Database",
     "DatabaseClosedError",
@@ -48,6 +60,7 @@ __all__ = [
     "DatabaseFailedError",
     "DatabaseLockedError",
     "DatabaseNotFoundError",
+    "Feed",
     "InvalidArgumentError",
     "InvalidTypeError",
     "KeyValue",
@@ -58,6 +71,12 @@ __all__ = [
     "ReadOnlyError",
     "Snapshot",
     "StorageIOError",
+    "Stream",
+    "SubscriberOverflowError",
+    "SystemEvent",
+    "Transaction",
+    "TransactionClosedError",
+    "TransactionKeyValue",
     "__version__",
     "errors",
     "open",

@@ -16,6 +16,10 @@ QuantaError
 ├── DatabaseExistsError                 a database exists and error_if_exists=True
 ├── NotADatabaseError                   the directory holds something that is not QuantaDB
 ├── ReadOnlyError                       a write on a database opened read_only=True
+│                                       (or in a read-only transaction)
+├── ConflictError                       a transaction lost to a concurrent commit; retry it
+├── TransactionClosedError              a transaction used after it committed or rolled back
+├── SubscriberOverflowError             a subscriber fell too far behind the change bus
 ├── StorageIOError                      an operating-system I/O call failed (errno kept)
 └── DatabaseFailedError                 a fatal failure stopped writes; reopen to recover
     └── BackgroundError                 ... and it happened in background flush/compaction
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackgroundError",
+    "ConflictError",
     "CorruptionError",
     "DatabaseClosedError",
     "DatabaseExistsError",
@@ -39,6 +44,8 @@ __all__ = [
     "QuantaError",
     "ReadOnlyError",
     "StorageIOError",
+    "SubscriberOverflowError",
+    "TransactionClosedError",
 ]
 
 
@@ -101,6 +108,39 @@ class NotADatabaseError(QuantaError):
 
 class ReadOnlyError(QuantaError):
     """A write was attempted on a database opened with ``read_only=True``."""
+
+
+class ConflictError(QuantaError):
+    """A transaction could not commit: since it began, another commit wrote a key it read
+    or wrote (``key``), or into a range it scanned. Nothing of the transaction was written;
+    run it again (``db.run_transaction`` does so for you)."""
+
+    def __init__(self, message: str, *, key: bytes | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self), self.args, {"key": self.key})
+
+
+class TransactionClosedError(QuantaError):
+    """A transaction was used after it committed or rolled back."""
+
+
+class SubscriberOverflowError(QuantaError):
+    """A change-bus subscriber fell too far behind and was unsubscribed.
+
+    It received every change set up to and including seq ``last_seq`` (None if its buffer
+    was empty), and nothing after. Re-read the state and subscribe again, or subscribe with a
+    larger ``buffer``.
+    """
+
+    def __init__(self, message: str, *, last_seq: int | None = None) -> None:
+        super().__init__(message)
+        self.last_seq = last_seq
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self), self.args, {"last_seq": self.last_seq})
 
 
 class StorageIOError(QuantaError):

@@ -1007,6 +1007,12 @@ STATS_KEYS = {
     "open_snapshots",
     "recovered_wal_batches",
     "recovery_tail",
+    "transactions_committed",
+    "transaction_conflicts",
+    "conflict_tracked_keys",
+    "change_subscribers",
+    "event_subscribers",
+    "change_sets_published",
 }
 
 

@@ -7,6 +7,7 @@ through this facade from there would be circular.)
 
 from . import filenames
 from .engine import MAX_SEQ, Engine
+from .events import EventKind, SystemEvent
 from .format import MANIFEST_MAGIC, SSTABLE_MAGIC, WAL_MAGIC
 from .manifest import read_current, replay_manifest
 from .sstable import TableReader
@@ -19,10 +20,12 @@ __all__ = [
     "SSTABLE_MAGIC",
     "WAL_MAGIC",
     "Engine",
+    "EventKind",
     "FaultInjectingFileSystem",
     "FileSystem",
     "MemoryFileSystem",
     "OSFileSystem",
+    "SystemEvent",
     "TableReader",
     "filenames",
     "read_current",

@@ -63,6 +63,7 @@ from .compaction import (
     survivors,
     write_tables,
 )
+from .events import EventKind, SystemEvent
 from .manifest import FileMeta, ManifestWriter, VersionEdit, set_current
 from .memtable import Memtable
 from .reads import MAX_SEQ, ReadPath
@@ -82,6 +83,16 @@ MANIFEST_ROLLOVER_BYTES = 8 << 20
 
 Entry = tuple[bytes, int, bytes | None]
 T = TypeVar("T")
+Pending = tuple[int, list[bytes], list[bytes | None], str]
+
+# Hooks the layers above install (the engine knows nothing about transactions or the bus):
+AppendHook = Callable[[int, list[bytes]], None]
+"""``(seq, keys)``: called under the write lock as each batch is appended, in seq order."""
+ApplyHook = Callable[[int, list[bytes], list[bytes | None], str], None]
+"""``(seq, keys, values, origin)``: called just before a batch becomes visible, in seq order
+(after its fsync with durability="sync"). Reads made inside the hook see the state before the
+batch; nothing awaits between the hook and the apply. Must not raise."""
+EventHook = Callable[[SystemEvent], None]
 
 
 @dataclass
@@ -142,7 +153,13 @@ class Engine(Recovery, ReadPath):
         self._shut = False  # set when the shutdown is complete
         self._failure: BaseException | None = None
         self._failure_background = False
-        self._pending: list[tuple[int, list[bytes], list[bytes | None]]] = []
+        self._pending: list[Pending] = []
+        self._syncing: list[Pending] = []  # the group whose fsync is running
+        self.on_append: AppendHook | None = None
+        self.on_apply: ApplyHook | None = None
+        self.on_event: EventHook | None = None
+        self.on_shutdown: list[Callable[[BaseException | None], None]] = []
+        self._job = 0
         self._sync_future: asyncio.Future[None] | None = None
         self._sync_scheduled = False
         self._synced = asyncio.Event()
@@ -218,9 +235,18 @@ class Engine(Recovery, ReadPath):
         if self._failure is None:
             self._failure = exc
             self._failure_background = background
+            self._emit(SystemEvent("database_failed", error=repr(exc)))
         self._notify()
         ev, self._synced = self._synced, asyncio.Event()
         ev.set()  # committers waiting for an fsync that will not come see the failure
+
+    def _emit(self, event: SystemEvent) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _next_job(self) -> int:
+        self._job += 1
+        return self._job
 
     def _notify(self) -> None:
         ev, self._changed = self._changed, asyncio.Event()
@@ -231,8 +257,21 @@ class Engine(Recovery, ReadPath):
 
     # ------------------------------------------------------------------ the commit path
 
-    async def write(self, keys: list[bytes], values: list[bytes | None], user_bytes: int) -> int:
+    async def write(
+        self,
+        keys: list[bytes],
+        values: list[bytes | None],
+        user_bytes: int,
+        *,
+        precheck: Callable[[], None] | None = None,
+        origin: str = "kv",
+    ) -> int:
         """Commit one batch atomically; return its sequence number. Inputs are validated.
+
+        ``precheck`` runs under the write lock immediately before the batch is appended, with
+        no await in between: it sees every batch appended before this one and may raise to
+        refuse the commit (transactions check for conflicts there). ``origin`` is passed to
+        the apply hook.
 
         Cancellation: before the WAL append nothing is written; after it, the commit
         completes (the fsync and the memtable apply run in callbacks that no caller owns),
@@ -243,6 +282,8 @@ class Engine(Recovery, ReadPath):
             self.check_writable()
             if self.mem.approximate_bytes >= self.opts.memtable_bytes or self._l0_stalled():
                 await self._make_room()
+            if precheck is not None:
+                precheck()
             seq = self.last_seq + 1
             payload = encode_batch(seq, keys, values)
             wal = self.wal
@@ -257,11 +298,15 @@ class Engine(Recovery, ReadPath):
             self.stats.bytes_written_wal += len(payload)
             self.stats.user_bytes_written += user_bytes
             self.stats.commits += 1
+            if self.on_append is not None:
+                self.on_append(seq, keys)
             if not self.sync_commits:
+                if self.on_apply is not None:
+                    self.on_apply(seq, keys, values, origin)
                 self.mem.apply(seq, keys, values)
                 self.visible_seq = seq
                 return seq
-            self._pending.append((seq, keys, values))
+            self._pending.append((seq, keys, values, origin))
             self._schedule_sync()
         while self.visible_seq < seq:
             self._check_alive()
@@ -275,14 +320,16 @@ class Engine(Recovery, ReadPath):
         sequence order. Batches appended while this fsync runs form the next group.
         """
         group, self._pending = self._pending, []
+        self._syncing = group
         wal = self.wal
         assert wal is not None
         fut = asyncio.get_running_loop().run_in_executor(None, wal.sync)
         self._sync_future = fut
         fut.add_done_callback(lambda f: self._sync_done(group, f))
 
-    def _sync_done(self, group: list[tuple[int, list[bytes], list[bytes | None]]], fut: asyncio.Future[None]) -> None:
+    def _sync_done(self, group: list[Pending], fut: asyncio.Future[None]) -> None:
         self._sync_future = None
+        self._syncing = []
         exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
         if exc is not None:
             # Never retry a failed fsync and trust it: the kernel may have dropped the pages.
@@ -290,9 +337,12 @@ class Engine(Recovery, ReadPath):
         else:
             self.stats.syncs += 1
             apply = self.mem.apply
-            for seq, keys, values in group:
+            hook = self.on_apply
+            for seq, keys, values, origin in group:
+                if hook is not None:
+                    hook(seq, keys, values, origin)
                 apply(seq, keys, values)
-            self.visible_seq = group[-1][0]
+                self.visible_seq = seq
         ev, self._synced = self._synced, asyncio.Event()
         ev.set()
         if self._pending and exc is None:
@@ -310,6 +360,10 @@ class Engine(Recovery, ReadPath):
         self._sync_scheduled = False
         if self._pending and self._sync_future is None and self._failure is None:
             self._start_sync()
+
+    def inflight(self) -> list[tuple[int, list[bytes]]]:
+        """``(seq, keys)`` of batches appended but not yet visible, in seq order."""
+        return [(seq, keys) for seq, keys, _, _ in (*self._syncing, *self._pending)]
 
     async def _drain_commits(self) -> None:
         """Wait until every appended batch is durable and applied. Cancel-safe."""
@@ -332,17 +386,23 @@ class Engine(Recovery, ReadPath):
         """
         started = time.perf_counter()
         stalled = False
+        job = 0
         while True:
             self._check_alive()
             need_rotate = self.mem.approximate_bytes >= self.opts.memtable_bytes
             blocked = self._l0_stalled() or (need_rotate and len(self.imms) >= self.opts.max_immutable_memtables)
             if not blocked and (not need_rotate or self._spare_wal is not None):
                 break
+            if blocked and not stalled:
+                job = self._next_job()
+                self._emit(SystemEvent("write_stall_started", job=job, time=time.time()))
             stalled = stalled or blocked
             await self._wait_changed()
         if stalled:
             self.stats.write_stalls += 1
-            self.stats.stall_seconds += time.perf_counter() - started
+            waited = time.perf_counter() - started
+            self.stats.stall_seconds += waited
+            self._emit(SystemEvent("write_stall_finished", job=job, duration=waited, time=time.time()))
         if need_rotate:
             await self._rotate()
 
@@ -395,6 +455,9 @@ class Engine(Recovery, ReadPath):
 
     async def _flush_one(self) -> None:
         imm = self.imms[0]
+        job = self._next_job()
+        started = time.perf_counter()
+        self._emit(SystemEvent("flush_started", job=job, output_level=0, entries=len(imm), time=time.time()))
         snaps = list(self.snapshots)
         spec = self._table_spec(0, target=1 << 62)
         wal_path = os.path.join(self.path, filenames.wal_name(imm.wal_number))
@@ -412,6 +475,18 @@ class Engine(Recovery, ReadPath):
         self.imms.pop(0)
         self.stats.flushes += 1
         self.stats.bytes_written_flush += sum(m.size for m in metas)
+        self._emit(
+            SystemEvent(
+                "flush_finished",
+                job=job,
+                output_level=0,
+                output_files=tuple(m.number for m in metas),
+                output_bytes=sum(m.size for m in metas),
+                entries=sum(m.entries for m in metas),
+                duration=time.perf_counter() - started,
+                time=time.time(),
+            )
+        )
         self._notify()
         await anyio.to_thread.run_sync(self.fs.remove, wal_path)
 
@@ -484,12 +559,35 @@ class Engine(Recovery, ReadPath):
         return task
 
     async def _run_compaction(self, task: CompactionTask) -> None:
+        job = self._next_job()
+        started = time.perf_counter()
+        inputs = tuple(m.number for m in task.all_inputs)
+        input_bytes = task.input_bytes
+
+        def event(kind: EventKind, metas: list[FileMeta] | None = None, trivial: bool = False) -> SystemEvent:
+            return SystemEvent(
+                kind,
+                job=job,
+                level=task.level,
+                output_level=task.output_level,
+                input_files=inputs,
+                input_bytes=input_bytes,
+                output_files=() if metas is None else tuple(m.number for m in metas),
+                output_bytes=0 if metas is None else sum(m.size for m in metas),
+                entries=0 if metas is None else sum(m.entries for m in metas),
+                duration=0.0 if metas is None else time.perf_counter() - started,
+                time=time.time(),
+                trivial=trivial,
+            )
+
+        self._emit(event("compaction_started"))
         if len(task.inputs) == 1 and not task.next_inputs and task.level > 0:
             meta = task.inputs[0]
             await self._log_and_apply(
                 VersionEdit(deleted=[(task.level, meta.number)], added=[(task.output_level, meta)])
             )
             self.stats.trivial_moves += 1
+            self._emit(event("compaction_finished", [meta], trivial=True))
             return
         snaps = list(self.snapshots)
         spec = self._table_spec(task.output_level)
@@ -519,6 +617,7 @@ class Engine(Recovery, ReadPath):
                 reader.close()
             self.cache.evict_file(meta.number)
         paths = [os.path.join(self.path, filenames.table_name(m.number)) for m in task.all_inputs]
+        self._emit(event("compaction_finished", metas))
         self._notify()
         await anyio.to_thread.run_sync(self._remove_files, paths)
 
@@ -643,6 +742,9 @@ class Engine(Recovery, ReadPath):
             return
         self._shut = self.closed = True
         self._notify()
+        hooks, self.on_shutdown = self.on_shutdown, []
+        for hook in hooks:
+            hook(self._failure)
         for wal in [*self._retired_wals.values(), self._spare_wal]:
             if wal is not None:
                 try:

@@ -1,0 +1,352 @@
+"""Transactions: reads at a snapshot, buffered writes, one atomic commit, optimistic checks.
+
+A :class:`Transaction` reads the database as of the moment it began (its ``seq``), sees its own
+buffered writes, and commits them as one batch through the engine's ordered commit path (the
+same one ``db.kv`` uses, so group commit applies). The commit is refused with
+``ConflictError`` when a concurrent commit touched what it read, wrote or scanned (see
+``conflicts.py``); nothing is written then. A transaction that wrote nothing commits for free
+and never conflicts.
+
+Limits (each a ``LimitExceededError`` at the call that crosses it, before anything is written):
+buffered writes total at most ``MAX_BATCH_BYTES`` (keys plus values) and ``MAX_TX_KEYS`` distinct
+keys; at most ``MAX_TX_KEYS`` distinct keys read by point reads and ``MAX_TX_RANGES`` scans.
+
+Concurrency rules: a transaction belongs to one task at a time; its methods run on the event
+loop thread. Cancellation: cancelled before its commit reached the WAL, nothing is written;
+after, the commit completes (all-or-nothing, as for any write).
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import TypeVar
+
+import anyio
+from sortedcontainers import SortedDict
+
+from .._kv import batch_size_check, check_key, check_value, key_range, scan, scan_args
+from .._storage import Engine
+from ..errors import (
+    ConflictError,
+    DatabaseClosedError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    LimitExceededError,
+    ReadOnlyError,
+    TransactionClosedError,
+)
+from .conflicts import ConflictTracker, TxState
+
+__all__ = ["MAX_TX_KEYS", "MAX_TX_RANGES", "Transaction", "TransactionKeyValue", "Transactions"]
+
+MAX_TX_KEYS = 1_000_000
+"""Distinct keys one transaction may write, and (separately) read with point reads."""
+MAX_TX_RANGES = 10_000
+"""Scans one transaction may run (each is remembered for the conflict check)."""
+
+R = TypeVar("R")
+
+
+class Transactions:
+    """The database's transaction manager: owns the conflict tracker and keeps the engine's
+    append hook installed exactly while a read-write transaction is open."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.tracker = ConflictTracker()
+        self.conflicts = 0  # commits refused (for stats)
+        self.commits = 0
+
+    def begin(self, start: int) -> TxState:
+        state = self.tracker.begin(start, self.engine.inflight())
+        self.engine.on_append = self.tracker.record
+        return state
+
+    def end(self, state: TxState) -> None:
+        self.tracker.end(state)
+        if not self.tracker.active:
+            self.engine.on_append = None
+
+
+class Transaction:
+    """One transaction. Use ``async with db.transaction() as tx:``; a clean exit commits, an
+    exception (or cancellation) rolls back. ``tx.kv`` reads and writes; ``tx.seq`` is the
+    snapshot it reads; after a commit that wrote something, ``tx.commit_seq`` is its sequence
+    number."""
+
+    __slots__ = (
+        "_bytes",
+        "_engine",
+        "_finished",
+        "_manager",
+        "_state",
+        "_writes",
+        "commit_seq",
+        "kv",
+        "read_only",
+        "seq",
+    )
+
+    def __init__(self, engine: Engine, manager: Transactions, *, read_only: bool = False) -> None:
+        engine.check_open()
+        self._engine = engine
+        self._manager = manager
+        self.read_only = read_only
+        self.seq = engine.acquire_snapshot()
+        self._state: TxState | None = None if read_only else manager.begin(self.seq)
+        self._writes: SortedDict = SortedDict()  # key -> value, None for a delete
+        self._bytes = 0
+        self._finished = False
+        self.commit_seq: int | None = None
+        self.kv = TransactionKeyValue(self)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def _check_active(self) -> None:
+        if self._finished:
+            raise TransactionClosedError("this transaction already committed or rolled back; start a new one")
+        if self._engine.closed:
+            raise DatabaseClosedError(f"the database at {self._engine.path} is closed")
+
+    def _release(self) -> None:
+        self._engine.release_snapshot(self.seq)
+        if self._state is not None:
+            self._manager.end(self._state)
+            self._state = None
+
+    async def commit(self) -> int | None:
+        """Write everything buffered, atomically; return the commit's sequence number (None if
+        the transaction wrote nothing: no commit happens). Raises ConflictError if a concurrent
+        commit touched what this transaction read, wrote or scanned; nothing is written then.
+        A transaction commits at most once, whatever the outcome."""
+        self._check_active()
+        self._finished = True
+        try:
+            if not self._writes:
+                return None
+            state = self._state
+            assert state is not None
+            writes = self._writes
+            manager = self._manager
+
+            def precheck() -> None:
+                try:
+                    manager.tracker.check(state, writes.keys())
+                except ConflictError:
+                    manager.conflicts += 1
+                    raise
+
+            seq = await self._engine.write(
+                list(writes.keys()), list(writes.values()), self._bytes, precheck=precheck, origin="transaction"
+            )
+            manager.commits += 1
+            self.commit_seq = seq
+            return seq
+        finally:
+            self._release()
+
+    async def rollback(self) -> None:
+        """Discard every buffered write. Idempotent after the transaction finished."""
+        if not self._finished:
+            self._finished = True
+            self._release()
+
+    async def __aenter__(self) -> Transaction:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._finished:
+            return
+        if exc_type is None:
+            await self.commit()
+        else:
+            await self.rollback()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_finished", True):
+            self._finished = True
+            try:
+                self._release()
+            except Exception:  # pragma: no cover - interpreter shutdown
+                return
+            warnings.warn(
+                "a transaction was dropped without commit or rollback; use `async with db.transaction()`",
+                ResourceWarning,
+                stacklevel=2,
+            )
+
+
+class TransactionKeyValue:
+    """``tx.kv``: reads at the transaction's snapshot plus its own writes; buffered writes."""
+
+    __slots__ = ("_tx",)
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+
+    def _note_read(self, keys: Iterable[bytes]) -> None:
+        state = self._tx._state
+        if state is not None:
+            state.reads.update(keys)
+            if len(state.reads) > MAX_TX_KEYS:
+                raise LimitExceededError(f"a transaction may read at most {MAX_TX_KEYS} distinct keys")
+
+    async def get(self, key: bytes) -> bytes | None:
+        """The value of ``key``: this transaction's own write if it made one, else the value
+        at its snapshot."""
+        key = check_key(key)
+        tx = self._tx
+        tx._check_active()
+        writes = tx._writes
+        if key in writes:
+            return writes[key]  # type: ignore[no-any-return]
+        self._note_read((key,))
+        return tx._engine.get(key, tx.seq)
+
+    async def get_many(self, keys: Iterable[bytes]) -> list[bytes | None]:
+        """Values for ``keys``, in order (None where absent), as ``get`` sees them."""
+        if isinstance(keys, (bytes, str)) or not isinstance(keys, Iterable):
+            raise InvalidTypeError(f"get_many takes an iterable of bytes keys, got {type(keys).__name__}")
+        checked = [check_key(k) for k in keys]
+        tx = self._tx
+        tx._check_active()
+        writes = tx._writes
+        missing = [k for k in checked if k not in writes]
+        self._note_read(missing)
+        found = dict(zip(missing, tx._engine.get_many(missing, tx.seq), strict=True))
+        return [writes[k] if k in writes else found[k] for k in checked]
+
+    def scan(
+        self,
+        start: bytes | None = None,
+        stop: bytes | None = None,
+        *,
+        prefix: bytes | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> AsyncIterator[tuple[bytes, bytes]]:
+        """``(key, value)`` pairs in range, in key order, as of the snapshot with this
+        transaction's writes (made before the scan started) merged in.
+
+        Conflict detection covers the whole requested range, not only the keys returned: a
+        commit that puts or deletes any key in ``[start, stop)`` (and ``prefix``) after this
+        transaction began makes its commit fail -- phantoms included.
+        """
+        lo, hi = key_range(start, stop, prefix)
+        scan_args(reverse, limit)
+        tx = self._tx
+        tx._check_active()
+        state = tx._state
+        if state is not None:
+            if len(state.ranges) >= MAX_TX_RANGES:
+                raise LimitExceededError(f"a transaction may run at most {MAX_TX_RANGES} scans")
+            state.ranges.append((lo or b"", hi))
+        own = [(k, tx._writes[k]) for k in tx._writes.irange(lo, hi, inclusive=(True, False), reverse=reverse)]
+        return _merged_scan(tx, lo, hi, reverse, limit, own)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Buffer ``key = value``; written when the transaction commits."""
+        key = check_key(key)
+        value = check_value(value)
+        self._buffer(key, value, len(key) + len(value))
+
+    def delete(self, key: bytes) -> None:
+        """Buffer the removal of ``key``."""
+        key = check_key(key)
+        self._buffer(key, None, len(key))
+
+    def _buffer(self, key: bytes, value: bytes | None, size: int) -> None:
+        tx = self._tx
+        tx._check_active()
+        if tx.read_only:
+            raise ReadOnlyError("this transaction was started with read_only=True")
+        writes = tx._writes
+        previous = writes.get(key, _ABSENT)
+        before = 0 if previous is _ABSENT else len(key) + len(previous or b"")
+        if previous is _ABSENT and len(writes) >= MAX_TX_KEYS:
+            raise LimitExceededError(f"a transaction may write at most {MAX_TX_KEYS} distinct keys")
+        batch_size_check(tx._bytes - before + size)
+        tx._bytes += size - before
+        writes[key] = value
+
+
+_ABSENT = object()
+
+
+async def _merged_scan(
+    tx: Transaction,
+    lo: bytes | None,
+    hi: bytes | None,
+    reverse: bool,
+    limit: int | None,
+    own: list[tuple[bytes, bytes | None]],
+) -> AsyncIterator[tuple[bytes, bytes]]:
+    """The snapshot scan with the transaction's own writes (``own``, in scan order) merged in."""
+    if limit == 0:
+        return
+    remaining = -1 if limit is None else limit
+    i = 0
+    base = scan(tx._engine, lo, hi, reverse, None, tx.seq)
+    try:
+        async for key, value in base:
+            if tx._finished:
+                raise TransactionClosedError("the transaction finished during the scan")
+            while i < len(own) and (own[i][0] > key if reverse else own[i][0] < key):
+                own_key, own_value = own[i]
+                i += 1
+                if own_value is not None:
+                    yield own_key, own_value
+                    remaining -= 1
+                    if remaining == 0:
+                        return
+            if i < len(own) and own[i][0] == key:
+                value = own[i][1]  # type: ignore[assignment]
+                i += 1
+                if value is None:
+                    continue  # deleted by this transaction
+            yield key, value
+            remaining -= 1
+            if remaining == 0:
+                return
+        for own_key, own_value in own[i:]:
+            if own_value is not None:
+                yield own_key, own_value
+                remaining -= 1
+                if remaining == 0:
+                    return
+    finally:
+        await base.aclose()  # type: ignore[attr-defined]
+
+
+def check_retries(retries: object) -> int:
+    if not isinstance(retries, int) or isinstance(retries, bool):
+        raise InvalidTypeError(f"retries must be an int, got {type(retries).__name__}")
+    if retries < 0:
+        raise InvalidArgumentError(f"retries must be >= 0, got {retries}")
+    return retries
+
+
+async def run_transaction(
+    begin: Callable[[], Transaction], fn: Callable[[Transaction], Awaitable[R]], retries: int
+) -> R:
+    """Run ``fn(tx)`` in a fresh transaction and commit; on ConflictError run it again, up to
+    ``retries`` more times, sleeping a short randomized backoff (0.5-1 ms doubling up to
+    ~50 ms) in between so that colliding tasks spread out."""
+    attempt = 0
+    while True:
+        try:
+            async with begin() as tx:
+                return await fn(tx)
+        except ConflictError:
+            if attempt >= retries:
+                raise
+        delay = min(0.001 * (2**attempt), 0.05)
+        attempt += 1
+        await anyio.sleep(delay * (0.5 + random.random() / 2))
