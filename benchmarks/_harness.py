@@ -15,6 +15,7 @@ instead of every trial regenerating it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
@@ -123,6 +124,115 @@ def latency_summary(ns: Sequence[int], prefix: str, unit: str = "us") -> dict[st
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+# ------------------------------------------------------------------------------ event-loop lag
+
+
+class LagMonitor:
+    """A task that sleeps ``interval`` seconds in a loop and records how late it wakes up.
+
+    Two numbers per tick:
+
+    - ``samples``: the wall-clock overshoot, what any coroutine on this loop experiences. It
+      includes time the loop thread was not running at all (the OS gave the core to another
+      process: on a 2-core machine QuantaDB's own flush/compaction worker processes compete
+      with the loop for the cores, and so does anything else running).
+    - ``on_cpu``: ``min(overshoot, CPU time the loop thread used during the tick)``, an upper
+      bound on the part of the overshoot spent running code on the loop (the engine's
+      callbacks and the load generator), i.e. what the event loop's own work costs.
+    """
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self.interval = interval
+        self.samples: list[int] = []  # wall-clock overshoot, ns
+        self.on_cpu: list[int] = []  # overshoot bounded by the loop thread's CPU time, ns
+        self._stop = False
+
+    async def run(self) -> None:
+        interval_ns = int(self.interval * 1e9)
+        cpu = time.thread_time_ns
+        while not self._stop:
+            t, c = now_ns(), cpu()
+            await asyncio.sleep(self.interval)
+            over = now_ns() - t - interval_ns
+            self.samples.append(over)
+            self.on_cpu.append(min(over, cpu() - c))
+
+    def stop(self) -> None:
+        self._stop = True
+
+
+def lag_summary(samples: list[int], prefix: str) -> dict[str, float]:
+    return {
+        f"{prefix}p50_ms": percentile(samples, 50) / 1e6,
+        f"{prefix}p99_ms": percentile(samples, 99) / 1e6,
+        f"{prefix}max_ms": (max(samples) / 1e6) if samples else float("nan"),
+        f"{prefix}ticks": len(samples),
+    }
+
+
+# --------------------------------------------------------------- change bus and transactions rows
+
+
+def change_value(records: Sequence[tuple[bytes, bytes]], i: int) -> bytes:
+    """The value of the ``i``-th commit in the change-bus rows: dataset values, reused cyclically."""
+    return records[i % len(records)][1]
+
+
+TXN_KEY_FORMAT = b"acct:%06d"
+#: A transaction row's value: a 20-digit counter padded to 100 bytes (the size of the dataset's
+#: values), so read-modify-write is "parse, add one, format" on every system.
+TXN_VALUE_PAD = b"." * 80
+
+
+def txn_key(i: int) -> bytes:
+    return TXN_KEY_FORMAT % i
+
+
+def txn_value(counter: int) -> bytes:
+    return b"%020d" % counter + TXN_VALUE_PAD
+
+
+def txn_counter(value: bytes) -> int:
+    return int(value[:20])
+
+
+def txn_ops(keys: int, count: int, seed: int) -> list[tuple[bytes, ...]]:
+    """``count`` read-modify-write transactions over ``keys`` keys, the same for every system:
+    each names 1 or 2 distinct keys (half and half), drawn uniformly at random. A transaction
+    reads its keys, then writes each one back with its counter plus one."""
+    rng = random.Random(seed)
+    out: list[tuple[bytes, ...]] = []
+    for _ in range(count):
+        a = rng.randrange(keys)
+        if keys > 1 and rng.random() < 0.5:
+            b = rng.randrange(keys - 1)
+            out.append((txn_key(a), txn_key(b if b < a else b + 1)))
+        else:
+            out.append((txn_key(a),))
+    return out
+
+
+def txn_initial(keys: int) -> list[tuple[bytes, bytes]]:
+    """The preloaded key space: every counter at zero."""
+    return [(txn_key(i), txn_value(0)) for i in range(keys)]
+
+
+def txn_lost_updates(ops: Sequence[tuple[bytes, ...]], final_values: Sequence[bytes | None]) -> int:
+    """Increments that the final state does not account for (must be 0: every committed
+    transaction added one to each of its keys, so the counters must sum to the key writes)."""
+    expected = sum(len(op) for op in ops)
+    return expected - sum(txn_counter(v) for v in final_values if v is not None)
+
+
+def txn_metrics(committed: int, elapsed_ns: int, lat: Sequence[int]) -> dict[str, float]:
+    """What every system reports for one transaction configuration."""
+    return {
+        "tx_per_s": committed / (elapsed_ns / 1e9),
+        "committed": committed,
+        **latency_summary(lat, "tx_"),
+    }
 
 
 # ------------------------------------------------------------------------------------ trial I/O

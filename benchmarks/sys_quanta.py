@@ -316,49 +316,6 @@ async def _reopen(trial: Trial) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ loop lag
 
 
-class LagMonitor:
-    """A task that sleeps ``interval`` seconds in a loop and records how late it wakes up.
-
-    Two numbers per tick:
-
-    - ``samples``: the wall-clock overshoot, what any coroutine on this loop experiences. It
-      includes time the loop thread was not running at all (the OS gave the core to another
-      process: on a 2-core machine QuantaDB's own flush/compaction worker processes compete
-      with the loop for the cores, and so does anything else running).
-    - ``on_cpu``: ``min(overshoot, CPU time the loop thread used during the tick)``, an upper
-      bound on the part of the overshoot spent running code on the loop (the engine's
-      callbacks and the load generator), i.e. what the event loop's own work costs.
-    """
-
-    def __init__(self, interval: float = 0.001) -> None:
-        self.interval = interval
-        self.samples: list[int] = []  # wall-clock overshoot, ns
-        self.on_cpu: list[int] = []  # overshoot bounded by the loop thread's CPU time, ns
-        self._stop = False
-
-    async def run(self) -> None:
-        interval_ns = int(self.interval * 1e9)
-        cpu = time.thread_time_ns
-        while not self._stop:
-            t, c = now_ns(), cpu()
-            await asyncio.sleep(self.interval)
-            over = now_ns() - t - interval_ns
-            self.samples.append(over)
-            self.on_cpu.append(min(over, cpu() - c))
-
-    def stop(self) -> None:
-        self._stop = True
-
-
-def _lag_summary(samples: list[int], prefix: str) -> dict[str, float]:
-    return {
-        f"{prefix}p50_ms": percentile(samples, 50) / 1e6,
-        f"{prefix}p99_ms": percentile(samples, 99) / 1e6,
-        f"{prefix}max_ms": (max(samples) / 1e6) if samples else float("nan"),
-        f"{prefix}ticks": len(samples),
-    }
-
-
 async def _loop_lag(trial: Trial) -> dict[str, Any]:
     p = trial.params
     n, yield_every = p["lag_puts"], p["lag_yield_every"]
@@ -402,11 +359,11 @@ async def _loop_lag(trial: Trial) -> dict[str, Any]:
     close_ms = (now_ns() - t) / 1e6
     return {
         "loop_lag": {
-            **_lag_summary(during, ""),
-            **_lag_summary(during_cpu, "on_cpu_"),
-            **_lag_summary(idle, "idle_"),
+            **lag_summary(during, ""),
+            **lag_summary(during_cpu, "on_cpu_"),
+            **lag_summary(idle, "idle_"),
             "idle_on_cpu_p99_ms": percentile(idle_cpu, 99) / 1e6,
-            **_lag_summary(during_compact, "compact_"),
+            **lag_summary(during_compact, "compact_"),
             "writer_slice_p50_ms": percentile(slices, 50) / 1e6,
             "writer_slice_p99_ms": percentile(slices, 99) / 1e6,
             **latency_summary(put_lat, "put_"),

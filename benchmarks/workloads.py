@@ -32,11 +32,23 @@ class Target:
     anchor: str | None = None
     at_least: bool = False  # True: quanta must be >= limit (throughput); False: <= limit
     stretch: bool = False
+    #: judge this metric instead of the row's primary one (absolute targets only)
+    metric: str | None = None
+    #: absolute targets only: add QuantaDB's median of this metric (measured in the same
+    #: trials, e.g. the fsync time) to ``limit``
+    plus: str | None = None
 
     @property
     def label(self) -> str:
         op = ">=" if self.at_least else "<="
-        text = f"{op} {self.limit:g}x {self.anchor}" if self.anchor else f"{op} {self.limit:g}"
+        if self.anchor:
+            text = f"{op} {self.limit:g}x {self.anchor}"
+        elif self.plus:
+            text = f"{op} {self.plus} + {self.limit:g}"
+        else:
+            text = f"{op} {self.limit:g}"
+        if self.metric:
+            text = f"{self.metric} {text}"
         return f"{text} (stretch)" if self.stretch else text
 
 
@@ -148,12 +160,88 @@ WORKLOADS: tuple[Workload, ...] = (
         (QUANTA, "sqlite3", "plyvel", "lmdb"),
         in_quick=False,
     ),
+    *(
+        Workload(
+            f"change_latency_{dur}_{face}",
+            "changes",
+            f"Change latency p99, durability={dur}, {label}: put returned -> ChangeSet received",
+            "p99_us",
+            "us",
+            (QUANTA, "aiosqlite"),
+            (Target(1000.0),) if dur == "os" else (Target(500.0, plus="fsync_p50_us"),),
+        )
+        for dur in ("os", "sync")
+        for face, label in (("iter", "async iterator"), ("rx", "Rx observer"))
+    ),
+    Workload(
+        "fanout_0",
+        "fanout",
+        "Commit throughput, durability=os, one writer, 0 subscribers",
+        "commits_per_s",
+        "commits/s",
+        (QUANTA, "aiosqlite"),
+        higher_is_better=True,
+    ),
+    Workload(
+        "fanout_10",
+        "fanout",
+        "Commit throughput, durability=os, 10 idle subscribers on other prefixes",
+        "commits_per_s",
+        "commits/s",
+        (QUANTA,),
+        higher_is_better=True,
+    ),
+    Workload(
+        "fanout_1000",
+        "fanout",
+        "Commit throughput, durability=os, 1,000 idle subscribers on other prefixes",
+        "commits_per_s",
+        "commits/s",
+        (QUANTA,),
+        (Target(0.8, at_least=True, metric="vs_0_subscribers"),),
+        higher_is_better=True,
+    ),
+    Workload(
+        "fanout_consumed",
+        "fanout",
+        "Commit throughput, durability=os, 1 consumed subscriber on the written prefix",
+        "commits_per_s",
+        "commits/s",
+        (QUANTA,),
+        higher_is_better=True,
+    ),
+    *(
+        Workload(
+            f"txn_{dur}_{space}_{tasks}",
+            "txn",
+            f"Read-modify-write transactions, durability={dur}, {label}, {tasks} task{'s' if tasks > 1 else ''}",
+            "tx_per_s",
+            "tx/s",
+            (QUANTA, "sqlite3", "aiosqlite", "lmdb"),
+            higher_is_better=True,
+        )
+        for dur in ("sync", "os")
+        for space, label in (("uniform", "10k keys"), ("hot", "100 hot keys"))
+        for tasks in (1, 8)
+    ),
 )
 
 _CPU = {"us_per_op": "cpu_us_per_op", "us_per_key": "cpu_us_per_key", "us_per_scan": "cpu_us_per_scan"}
 WORKLOADS = tuple(replace(w, cpu_metric=_CPU.get(w.metric, "cpu_ms")) if w.group == "reads" else w for w in WORKLOADS)
 BY_NAME = {w.name: w for w in WORKLOADS}
-GROUP_ORDER = ("floor", "bulk", "reads", "write_sync", "write_concurrent", "reopen", "loop_lag", "big")
+GROUP_ORDER = (
+    "floor",
+    "bulk",
+    "reads",
+    "write_sync",
+    "write_concurrent",
+    "reopen",
+    "loop_lag",
+    "changes",
+    "fanout",
+    "txn",
+    "big",
+)
 
 FULL_PARAMS: dict[str, Any] = {
     "n": 100_000,

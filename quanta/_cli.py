@@ -118,17 +118,35 @@ async def demo(path: str, records: int = 100_000, out: TextIO = sys.stdout) -> N
             old = msgpack.unpackb(await snap.kv.get(b"user:00000001"))["name"]
             new = msgpack.unpackb(await db.kv.get(b"user:00000001"))["name"]
             say(f"4. snapshot isolation: the snapshot still reads {old!r}; the database reads {new!r}")
-        batch = db.kv.batch()
-        for i in range(10):
-            batch.delete(b"user:%08d" % i)
-        batch.put(b"config:motd", b"hello from a batch")
-        await batch.commit()
-        say("5. a batch deleted 10 users and wrote config:motd atomically")
+        async with db.changes() as stream:  # the change bus: every later commit, in order
+            batch = db.kv.batch()
+            for i in range(10):
+                batch.delete(b"user:%08d" % i)
+            batch.put(b"config:motd", b"hello from a batch")
+            await batch.commit()
+            change_set = await anext(stream)
+        say(
+            "5. a batch deleted 10 users and wrote config:motd atomically; a change stream saw it as one "
+            f"change set #{change_set.seq} of {len(change_set.changes)} changes"
+        )
+        key = b"user:%08d" % 20
+        first, second = db.transaction(), db.transaction()
+        for tx in (first, second):
+            user = msgpack.unpackb(await tx.kv.get(key))
+            tx.kv.put(key, msgpack.packb({**user, "age": user["age"] + 1}))
+        await first.commit()
+        try:
+            await second.commit()
+            outcome = "committed too (a bug!)"
+        except QuantaError as exc:
+            outcome = f"was refused with {type(exc).__name__}"
+        age = msgpack.unpackb(await db.kv.get(key))["age"]
+        say(f"6. two transactions raised {key.decode()}'s age: the first committed, the second {outcome}; age={age}")
         t = time.perf_counter()
         await db.compact()
         stats = await db.stats()
         levels = ", ".join(f"L{lv['level']}: {lv['files']} file(s)" for lv in stats["levels"] if lv["files"])
-        say(f"6. flush + compaction in {(time.perf_counter() - t) * 1e3:.0f} ms -> {levels}")
+        say(f"7. flush + compaction in {(time.perf_counter() - t) * 1e3:.0f} ms -> {levels}")
     t = time.perf_counter()
     async with _db.open(path) as db:
         reopen_ms = (time.perf_counter() - t) * 1e3
@@ -137,9 +155,9 @@ async def demo(path: str, records: int = 100_000, out: TextIO = sys.stdout) -> N
         n = 0
         async for _ in db.kv.scan(prefix=b"user:"):
             n += 1
-        say(f"7. reopened in {reopen_ms:.1f} ms: config:motd={motd!r}, user:00000003={gone!r}, {n:,} users")
+        say(f"8. reopened in {reopen_ms:.1f} ms: config:motd={motd!r}, user:00000003={gone!r}, {n:,} users")
         result = await db.verify()
-        say(f"8. verify: {result['tables']} table(s), {result['entries']:,} entries, all checksums good")
+        say(f"9. verify: {result['tables']} table(s), {result['entries']:,} entries, all checksums good")
     say("Done. Run `python -m quanta stats " + path + "` to look inside.")
 
 

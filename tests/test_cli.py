@@ -99,10 +99,13 @@ DEMO_LINES = [
     r"2\. get user:{probe} -> \{'id': {probe_id}, 'name': 'user {probe_id}', .*\} \(\d+ us\)",
     r"3\. scan from user:{half}, limit 1000: 1000 rows, user:{half} \.\. user:{half_end} in .* ms",
     r"4\. snapshot isolation: the snapshot still reads 'user 1'; the database reads 'renamed'",
-    r"5\. a batch deleted 10 users and wrote config:motd atomically",
-    r"6\. flush \+ compaction in \d+ ms -> L\d: \d+ file\(s\).*",
-    r"7\. reopened in .* ms: config:motd=b'hello from a batch', user:00000003=None, {users} users",
-    r"8\. verify: \d+ table\(s\), {entries} entries, all checksums good",
+    r"5\. a batch deleted 10 users and wrote config:motd atomically; a change stream saw it as one change set "
+    r"#\d+ of 11 changes",
+    r"6\. two transactions raised user:00000020's age: the first committed, the second was refused with "
+    r"ConflictError; age=39",
+    r"7\. flush \+ compaction in \d+ ms -> L\d: \d+ file\(s\).*",
+    r"8\. reopened in .* ms: config:motd=b'hello from a batch', user:00000003=None, {users} users",
+    r"9\. verify: \d+ table\(s\), {entries} entries, all checksums good",
     r"Done\. Run `python -m quanta stats {path}` to look inside\.",
 ]
 
@@ -132,7 +135,7 @@ def test_demo_with_2000_records_runs_the_tour_and_leaves_a_valid_database(tmp_pa
     assert cli("verify", path).stdout.startswith("OK:")
     # a second run finds the database, says so, and still succeeds
     again = cli("demo", path, "--records", "2000").stdout
-    assert "found an existing database" in again and "8. verify:" in again
+    assert "found an existing database" in again and "9. verify:" in again
 
 
 def test_demo_with_a_relative_path_reports_where_it_is(tmp_path: Path) -> None:
