@@ -175,55 +175,161 @@ def lag_summary(samples: list[int], prefix: str) -> dict[str, float]:
 # --------------------------------------------------------------- change bus and transactions rows
 
 
-def change_value(records: Sequence[tuple[bytes, bytes]], i: int) -> bytes:
-    """The value of the ``i``-th commit in the change-bus rows: dataset values, reused cyclically."""
-    return records[i % len(records)][1]
+CHANGE_WARMUP = 200
+"""Commits before the change-latency rows start recording (every system alike)."""
 
 
-TXN_KEY_FORMAT = b"acct:%06d"
+class ChangeReceiver:
+    """The consumer side of the change-latency rows. The consumer calls ``take(key, t)`` with
+    ``t = now_ns()`` taken first thing on receipt; ``take`` checks that the item is the commit
+    the writer is waiting for and wakes the writer."""
+
+    def __init__(self) -> None:
+        self.got = asyncio.Event()
+        self.at = 0
+        self.expect: bytes | None = None
+        self.received = 0
+        self.mismatches = 0
+
+    def take(self, key: bytes | None, t: int) -> None:
+        self.at = t
+        self.received += 1
+        if key != self.expect:
+            self.mismatches += 1
+        self.got.set()
+
+
+async def change_ping_pong(
+    items: Sequence[tuple[bytes, bytes]],
+    commit: Any,
+    receiver: ChangeReceiver,
+    *,
+    after: Any = None,
+    warmup: int = CHANGE_WARMUP,
+) -> dict[str, float]:
+    """The writer side of the change-latency rows: one commit at a time, each awaited with
+    ``await commit(key, value)``; ``t1 = now_ns()`` right after it returns; then ``after(key,
+    value)`` if given (the anchor's hand-off to its queue, part of what is measured); then wait
+    until the consumer took it, so the next commit starts with nothing queued (latency, not
+    queueing). The first ``warmup`` commits are not recorded.
+
+    Reported, in microseconds: ``p50/p99/max_us`` = consumer's stamp - t1 (negative when the
+    consumer got the commit before the writer resumed), ``from_call_*`` = consumer's stamp -
+    the moment ``commit`` was called, ``put_*`` = commit call to return."""
+    lat: list[int] = []
+    from_call: list[int] = []
+    put_lat: list[int] = []
+    got = receiver.got
+    # One deadline for the whole run (no per-commit timer between t1 and the writer's yield):
+    # a lost change fails the trial instead of hanging it.
+    async with asyncio.timeout(120 + 0.05 * len(items)):
+        for i, (key, value) in enumerate(items):
+            receiver.expect = key
+            got.clear()
+            t0 = now_ns()
+            await commit(key, value)
+            t1 = now_ns()
+            if after is not None:
+                after(key, value)
+            if not got.is_set():
+                await got.wait()
+            if i >= warmup:
+                lat.append(receiver.at - t1)
+                from_call.append(receiver.at - t0)
+                put_lat.append(t1 - t0)
+    return {
+        **latency_summary(lat, ""),
+        "p999_us": percentile(lat, 99.9) / 1e3,
+        "received_before_return": sum(1 for x in lat if x < 0) / len(lat) if lat else float("nan"),
+        **latency_summary(from_call, "from_call_"),
+        **latency_summary(put_lat, "put_"),
+        "commits": len(lat),
+        "mismatches": receiver.mismatches,
+    }
+
+
+def change_items(
+    records: Sequence[tuple[bytes, bytes]], count: int, prefix: bytes, start: int = 0
+) -> list[tuple[bytes, bytes]]:
+    """Single-put commits of the change-bus rows: fresh keys ``prefix + %08d`` numbered from
+    ``start``, the dataset's values (~100 bytes) reused cyclically."""
+    return [(prefix + b"%08d" % (start + i), records[i % len(records)][1]) for i in range(count)]
+
+
 #: A transaction row's value: a 20-digit counter padded to 100 bytes (the size of the dataset's
 #: values), so read-modify-write is "parse, add one, format" on every system.
 TXN_VALUE_PAD = b"." * 80
-
-
-def txn_key(i: int) -> bytes:
-    return TXN_KEY_FORMAT % i
 
 
 def txn_value(counter: int) -> bytes:
     return b"%020d" % counter + TXN_VALUE_PAD
 
 
-def txn_counter(value: bytes) -> int:
+def txn_counter(value: bytes | None) -> int:
+    if value is None:
+        raise ValueError("a transaction row's counter key is missing")
     return int(value[:20])
 
 
-def txn_ops(keys: int, count: int, seed: int) -> list[tuple[bytes, ...]]:
-    """``count`` read-modify-write transactions over ``keys`` keys, the same for every system:
-    each names 1 or 2 distinct keys (half and half), drawn uniformly at random. A transaction
-    reads its keys, then writes each one back with its counter plus one."""
-    rng = random.Random(seed)
-    out: list[tuple[bytes, ...]] = []
-    for _ in range(count):
-        a = rng.randrange(keys)
-        if keys > 1 and rng.random() < 0.5:
-            b = rng.randrange(keys - 1)
-            out.append((txn_key(a), txn_key(b if b < a else b + 1)))
-        else:
-            out.append((txn_key(a),))
+@dataclass(frozen=True)
+class TxnConfig:
+    """One transaction row: ``count`` read-modify-write transactions over ``keys`` counters
+    (keys ``<row name>/%06d``, so rows can share a database), split over ``tasks`` tasks or
+    threads, with ``durability`` ("sync" or "os")."""
+
+    name: str
+    durability: str
+    keys: int
+    tasks: int
+    count: int
+    seed: int
+
+    def key(self, i: int) -> bytes:
+        return b"%s/%06d" % (self.name.encode(), i)
+
+    def all_keys(self) -> list[bytes]:
+        return [self.key(i) for i in range(self.keys)]
+
+    def initial(self) -> list[tuple[bytes, bytes]]:
+        """The preloaded key space: every counter at zero."""
+        return [(self.key(i), txn_value(0)) for i in range(self.keys)]
+
+    def ops(self) -> list[tuple[bytes, ...]]:
+        """The transactions, the same for every system (and, up to the key prefix, for both
+        durabilities and task counts): each names 1 or 2 distinct keys (half and half), drawn
+        uniformly at random; it reads them, then writes each back with its counter plus one.
+        Task ``w`` of ``tasks`` runs ``ops[w::tasks]``."""
+        rng = random.Random(self.seed + self.keys)
+        out: list[tuple[bytes, ...]] = []
+        for _ in range(self.count):
+            a = rng.randrange(self.keys)
+            if self.keys > 1 and rng.random() < 0.5:
+                b = rng.randrange(self.keys - 1)
+                out.append((self.key(a), self.key(b if b < a else b + 1)))
+            else:
+                out.append((self.key(a),))
+        return out
+
+
+def txn_configs(trial: Trial) -> list[TxnConfig]:
+    """The transaction rows this trial runs, in row order."""
+    p = trial.params
+    out = []
+    for durability in ("sync", "os"):
+        for space, keys in (("uniform", p["txn_keys"]), ("hot", p["txn_hot_keys"])):
+            for tasks in (1, 8):
+                name = f"txn_{durability}_{space}_{tasks}"
+                if name in trial.workloads:
+                    count = p[f"txn_count_{durability}"]
+                    out.append(TxnConfig(name, durability, keys, tasks, count, trial.seed))
     return out
-
-
-def txn_initial(keys: int) -> list[tuple[bytes, bytes]]:
-    """The preloaded key space: every counter at zero."""
-    return [(txn_key(i), txn_value(0)) for i in range(keys)]
 
 
 def txn_lost_updates(ops: Sequence[tuple[bytes, ...]], final_values: Sequence[bytes | None]) -> int:
     """Increments that the final state does not account for (must be 0: every committed
     transaction added one to each of its keys, so the counters must sum to the key writes)."""
     expected = sum(len(op) for op in ops)
-    return expected - sum(txn_counter(v) for v in final_values if v is not None)
+    return expected - sum(txn_counter(v) for v in final_values)
 
 
 def txn_metrics(committed: int, elapsed_ns: int, lat: Sequence[int]) -> dict[str, float]:

@@ -5,6 +5,9 @@ cache, ``WITHOUT ROWID``). aiosqlite runs every call on one background thread pe
 each awaited statement pays a thread hop; point reads use ``execute_fetchall`` (one hop per get).
 Because ~100 us a get makes 100k gets slow, the read rows cap aiosqlite at ``aiosqlite_ops``
 operations (default 10k): the per-op number is unaffected, the trial is just shorter.
+
+Change-bus and transaction rows: see ``_latency_run``, ``_fanout`` and ``_txn_run``. Rows that
+QuantaDB runs with ``durability="os"`` use ``synchronous=NORMAL`` instead of ``FULL``.
 """
 
 from __future__ import annotations
@@ -13,13 +16,32 @@ import asyncio
 from typing import Any
 
 import aiosqlite
-from _harness import Trial, latency_summary, now_ns, random_keys
-from sys_sqlite3 import FULL, GET, PRAGMAS, PUT, RANGE, SCHEMA
+from _harness import (
+    CHANGE_WARMUP,
+    ChangeReceiver,
+    LagMonitor,
+    Trial,
+    TxnConfig,
+    change_items,
+    change_ping_pong,
+    fsync_probe,
+    lag_summary,
+    latency_summary,
+    median,
+    now_ns,
+    random_keys,
+    txn_configs,
+    txn_counter,
+    txn_lost_updates,
+    txn_metrics,
+    txn_value,
+)
+from sys_sqlite3 import FULL, GET, PRAGMAS, PRAGMAS_BY_DURABILITY, PRAGMAS_OS, PUT, RANGE, SCHEMA, UPDATE
 
 
-async def connect(path: str) -> aiosqlite.Connection:
+async def connect(path: str, pragmas: tuple[str, ...] = PRAGMAS) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None, timeout=120)
-    for pragma in PRAGMAS:
+    for pragma in pragmas:
         await conn.execute(pragma)
     await conn.execute(SCHEMA)
     return conn
@@ -147,6 +169,120 @@ async def _write_concurrent(trial: Trial) -> dict[str, Any]:
     return {"write_concurrent": {"writes_per_s": len(records) / (elapsed / 1e9), "stored": stored}}
 
 
+# ----------------------------------------------------------------- change bus and transactions
+
+
+async def _latency_run(trial: Trial, durability: str, commits: int) -> dict[str, Any]:
+    """The change-latency anchor: each commit is one autocommit ``INSERT`` (insert + commit)
+    awaited through aiosqlite; when it returns, the writer puts the row into an
+    ``asyncio.Queue`` that a listener task awaits (``change_ping_pong``'s ``after``), so the
+    hand-off to the queue is inside the measured interval, as the bus's delivery is for
+    QuantaDB."""
+    path = trial.fresh_dir(f"aiosqlite-changes-{durability}")
+    conn = await connect(str(path / "db.sqlite"), PRAGMAS_BY_DURABILITY[durability])
+    fsync_us = fsync_probe(str(path)) if durability == "sync" else None
+    queue: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
+    rec = ChangeReceiver()
+
+    async def listener() -> None:
+        while True:
+            key, _value = await queue.get()
+            t = now_ns()
+            rec.take(key, t)
+
+    task = asyncio.create_task(listener())
+    await asyncio.sleep(0)
+    items = change_items(trial.records(), commits + CHANGE_WARMUP, b"c/")
+    out = await change_ping_pong(
+        items,
+        lambda k, v: conn.execute(PUT, (k, v)),
+        rec,
+        after=lambda k, v: queue.put_nowait((k, v)),
+    )
+    task.cancel()
+    await conn.close()
+    if fsync_us is not None:
+        out["fsync_p50_us"] = fsync_us
+    return out
+
+
+async def _changes(trial: Trial) -> dict[str, Any]:
+    """One measurement per durability, reported under both consumer rows (an asyncio.Queue
+    listener is the anchor for the async iterator and for the Rx observer alike)."""
+    out: dict[str, Any] = {}
+    for durability in ("os", "sync"):
+        names = [f"change_latency_{durability}_{face}" for face in ("iter", "rx")]
+        if any(n in trial.workloads for n in names):
+            res = await _latency_run(trial, durability, trial.params[f"change_commits_{durability}"])
+            out.update({n: res for n in names if n in trial.workloads})
+    return out
+
+
+async def _fanout(trial: Trial) -> dict[str, Any]:
+    """The fan-out rows' anchor (0 subscribers): single autocommit ``INSERT``s of the same
+    records, one writer task, ``synchronous=NORMAL`` (no fsync per commit, like
+    ``durability="os"``), a fresh database per round, 100 untimed inserts first, the same
+    1 ms lag ticker running."""
+    p = trial.params
+    commits = p["fanout_aiosqlite_commits"]
+    items = change_items(trial.records(), commits, b"w/")
+    rates: list[float] = []
+    lag: list[int] = []
+    for _ in range(p["fanout_rounds"]):
+        conn = await connect(str(trial.fresh_dir("aiosqlite-fanout") / "db.sqlite"), PRAGMAS_OS)
+        for kv in change_items(trial.records(), 100, b"warmup/"):
+            await conn.execute(PUT, kv)
+        monitor = LagMonitor()
+        ticker = asyncio.create_task(monitor.run())
+        await asyncio.sleep(0.01)
+        t = now_ns()
+        for kv in items:
+            await conn.execute(PUT, kv)
+        elapsed = now_ns() - t
+        monitor.stop()
+        await ticker
+        lag.extend(monitor.samples)
+        await conn.close()
+        rates.append(commits / (elapsed / 1e9))
+    return {"fanout_0": {"commits_per_s": median(rates), **lag_summary(lag, "lag_"), "rounds": len(rates)}}
+
+
+async def _txn_run(trial: Trial, cfg: TxnConfig) -> dict[str, Any]:
+    """``cfg.count`` read-modify-write transactions from ``cfg.tasks`` asyncio tasks sharing ONE
+    connection, serialized by an ``asyncio.Lock`` (aiosqlite runs one connection's statements
+    on one thread, so transactions on it cannot overlap): under the lock ``BEGIN IMMEDIATE``,
+    ``SELECT`` and ``UPDATE`` per key, ``COMMIT``, each awaited (one thread hop each). A fresh
+    database per row."""
+    path = str(trial.fresh_dir(cfg.name) / "db.sqlite")
+    conn = await connect(path, PRAGMAS_BY_DURABILITY[cfg.durability])
+    await _load(conn, cfg.initial())
+    ops = cfg.ops()
+    lock = asyncio.Lock()
+    lat: list[int] = []
+
+    async def worker(w: int) -> None:
+        for op in ops[w :: cfg.tasks]:
+            t = now_ns()
+            async with lock:
+                await conn.execute("BEGIN IMMEDIATE")
+                values = [(await conn.execute_fetchall(GET, (k,)))[0][0] for k in op]  # type: ignore[index]
+                for k, v in zip(op, values, strict=True):
+                    await conn.execute(UPDATE, (txn_value(txn_counter(v) + 1), k))
+                await conn.execute("COMMIT")
+            lat.append(now_ns() - t)
+
+    t = now_ns()
+    await asyncio.gather(*(worker(w) for w in range(cfg.tasks)))
+    elapsed = now_ns() - t
+    final = await _get_many(conn, cfg.all_keys())
+    await conn.close()
+    return {**txn_metrics(len(lat), elapsed, lat), "lost_updates": txn_lost_updates(ops, final)}
+
+
+async def _txn(trial: Trial) -> dict[str, Any]:
+    return {cfg.name: await _txn_run(trial, cfg) for cfg in txn_configs(trial)}
+
+
 def bulk(trial: Trial) -> dict[str, Any]:
     return asyncio.run(_bulk(trial))
 
@@ -163,4 +299,12 @@ def write_concurrent(trial: Trial) -> dict[str, Any]:
     return asyncio.run(_write_concurrent(trial))
 
 
-GROUPS = {"bulk": bulk, "reads": reads, "write_sync": write_sync, "write_concurrent": write_concurrent}
+GROUPS = {
+    "bulk": bulk,
+    "reads": reads,
+    "write_sync": write_sync,
+    "write_concurrent": write_concurrent,
+    "changes": lambda trial: asyncio.run(_changes(trial)),
+    "fanout": lambda trial: asyncio.run(_fanout(trial)),
+    "txn": lambda trial: asyncio.run(_txn(trial)),
+}

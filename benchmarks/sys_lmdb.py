@@ -5,6 +5,10 @@ write transaction is durable at commit), ``map_size`` large enough never to grow
 one long-lived read transaction (LMDB's natural way to do many reads; a transaction per get is
 reported beside it as ``get_us_txn_per_op``). Batches use ``Cursor.putmulti`` in one write
 transaction.
+
+Transaction rows: one write transaction per read-modify-write (``get`` then ``put`` per key),
+from 1 or 8 threads on one environment. Rows that QuantaDB runs with ``durability="os"`` open
+the environment with ``sync=False, metasync=False`` (commits reach the OS, not the disk).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import lmdb
 from _harness import (
     Trial,
+    TxnConfig,
     big_batches,
     big_metrics,
     cpu_ns,
@@ -23,6 +28,11 @@ from _harness import (
     now_ns,
     proc_io,
     random_keys,
+    txn_configs,
+    txn_counter,
+    txn_lost_updates,
+    txn_metrics,
+    txn_value,
     user_bytes,
     vm_rss,
 )
@@ -30,8 +40,8 @@ from _harness import (
 MAP_SIZE = 4 << 30
 
 
-def _open(path: str, map_size: int = MAP_SIZE) -> lmdb.Environment:
-    return lmdb.open(path, map_size=map_size, sync=True, metasync=True, max_dbs=0)
+def _open(path: str, map_size: int = MAP_SIZE, sync: bool = True) -> lmdb.Environment:
+    return lmdb.open(path, map_size=map_size, sync=sync, metasync=sync, max_dbs=0)
 
 
 def bulk(trial: Trial) -> dict[str, Any]:
@@ -209,6 +219,52 @@ def big(trial: Trial) -> dict[str, Any]:
     }
 
 
+def _txn_run(trial: Trial, cfg: TxnConfig) -> dict[str, Any]:
+    """``cfg.count`` read-modify-write transactions split over ``cfg.tasks`` threads on one
+    environment: each is one write transaction, ``get`` then ``put`` per key. LMDB admits one
+    write transaction at a time (the others wait for its lock), so none aborts. A fresh
+    environment per row."""
+    env = _open(str(trial.fresh_dir(cfg.name)), sync=cfg.durability == "sync")
+    with env.begin(write=True) as txn:
+        txn.cursor().putmulti(cfg.initial())
+    ops = cfg.ops()
+    barrier = threading.Barrier(cfg.tasks + 1)
+    errors: list[BaseException] = []
+    lat: list[int] = []
+
+    def worker(w: int) -> None:
+        barrier.wait()
+        try:
+            for op in ops[w :: cfg.tasks]:
+                t = now_ns()
+                with env.begin(write=True) as txn:
+                    values = [txn.get(k) for k in op]
+                    for k, v in zip(op, values, strict=True):
+                        txn.put(k, txn_value(txn_counter(v) + 1))
+                lat.append(now_ns() - t)
+        except BaseException as exc:  # reported, not swallowed
+            errors.append(exc)
+
+    pool = [threading.Thread(target=worker, args=(w,)) for w in range(cfg.tasks)]
+    for th in pool:
+        th.start()
+    barrier.wait()
+    t = now_ns()
+    for th in pool:
+        th.join()
+    elapsed = now_ns() - t
+    if errors:
+        raise errors[0]
+    with env.begin() as txn:
+        final = [txn.get(k) for k in cfg.all_keys()]
+    env.close()
+    return {**txn_metrics(len(lat), elapsed, lat), "lost_updates": txn_lost_updates(ops, final)}
+
+
+def txn(trial: Trial) -> dict[str, Any]:
+    return {cfg.name: _txn_run(trial, cfg) for cfg in txn_configs(trial)}
+
+
 GROUPS = {
     "bulk": bulk,
     "reads": reads,
@@ -216,4 +272,5 @@ GROUPS = {
     "write_concurrent": write_concurrent,
     "reopen": reopen,
     "big": big,
+    "txn": txn,
 }

@@ -12,7 +12,13 @@ says: a "get" row awaits ``db.kv.get(key)`` per key, a scan row iterates ``db.kv
 - reopen row: N individual ``put`` calls with ``durability="os"``, ``close()``, then time
   ``await quanta.open(path)``;
 - loop-lag row: ``durability="os"`` and a small memtable so that flushes and compactions run
-  throughout the write load.
+  throughout the write load;
+- change-latency rows: default options with ``durability="os"`` or ``"sync"``, one database per
+  durability, one subscriber at a time (``db.changes()`` or ``db.observe().subscribe``);
+- fan-out rows: ``durability="os"``, ``memtable_bytes=256 MiB`` (no flush while measuring), one
+  database for every configuration of a trial;
+- transaction rows: default options with ``durability="sync"`` or ``"os"``, one database per
+  durability (each row on its own key prefix), ``db.run_transaction(fn, retries=100)``.
 """
 
 from __future__ import annotations
@@ -20,22 +26,35 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from _harness import (
+    CHANGE_WARMUP,
+    ChangeReceiver,
+    LagMonitor,
     Trial,
+    TxnConfig,
     big_batches,
     big_metrics,
+    change_items,
+    change_ping_pong,
     children_max_rss,
     cpu_ns,
+    fsync_probe,
+    lag_summary,
     latency_summary,
     make_key,
+    median,
     now_ns,
     percentile,
     proc_io,
     random_keys,
+    txn_configs,
+    txn_counter,
+    txn_lost_updates,
+    txn_metrics,
+    txn_value,
     user_bytes,
     vm_rss,
 )
@@ -44,6 +63,8 @@ import quanta
 
 CACHE = 64 << 20
 BIG_MEMTABLE = 256 << 20
+FANOUT_WARMUP = 100  # untimed commits before each fan-out measurement (every configuration alike)
+TXN_RETRIES = 100  # run_transaction retries: the hot rows must not give up (that would fail the trial)
 
 
 async def _open(path: str, **options: Any) -> Any:
@@ -421,6 +442,224 @@ async def _big(trial: Trial) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------------- change bus
+
+
+async def _latency_run(trial: Trial, db: Any, face: str, commits: int) -> dict[str, Any]:
+    """One consumer face: one subscriber to the whole key space (``db.changes()`` read with
+    ``async for``, or ``db.observe().subscribe(on_next)``), then ``commits`` single puts of
+    fresh keys, one at a time (see ``change_ping_pong``); the subscriber is removed after."""
+    rec = ChangeReceiver()
+    task = disposable = stream = None
+    if face == "iter":
+        stream = db.changes()
+
+        async def consume() -> None:
+            async for cs in stream:
+                t = now_ns()
+                rec.take(cs.changes[0].key if len(cs.changes) == 1 else None, t)
+
+        task = asyncio.create_task(consume())
+    else:
+
+        def on_next(cs: Any) -> None:
+            t = now_ns()
+            rec.take(cs.changes[0].key if len(cs.changes) == 1 else None, t)
+
+        disposable = db.observe().subscribe(on_next)
+    await asyncio.sleep(0)
+    items = change_items(trial.records(), commits + CHANGE_WARMUP, b"c/%s/" % face.encode())
+    out = await change_ping_pong(items, db.kv.put, rec)
+    if stream is not None:
+        await stream.aclose()
+    if disposable is not None:
+        disposable.dispose()
+    if task is not None:
+        task.cancel()
+    return out
+
+
+async def _changes(trial: Trial) -> dict[str, Any]:
+    """One database per durability (fresh directory, default options), both consumer faces in
+    turn; with "sync", the fdatasync time of that directory is measured first (``fsync_p50_us``,
+    the median of 100 append + fdatasync) and reported with both faces."""
+    p = trial.params
+    out: dict[str, Any] = {}
+    for durability in ("os", "sync"):
+        names = {face: f"change_latency_{durability}_{face}" for face in ("iter", "rx")}
+        if not any(n in trial.workloads for n in names.values()):
+            continue
+        path = str(trial.fresh_dir(f"quanta-changes-{durability}"))
+        db = await _open(path, durability=durability)
+        fsync_us = fsync_probe(path) if durability == "sync" else None
+        for face, name in names.items():
+            if name in trial.workloads:
+                out[name] = await _latency_run(trial, db, face, p[f"change_commits_{durability}"])
+                if fsync_us is not None:
+                    out[name]["fsync_p50_us"] = fsync_us
+        out.setdefault("_info", {})[f"stats_{durability}"] = await _stats(db)
+        await db.close()
+    return out
+
+
+async def _fanout_run(trial: Trial, db: Any, idle: int, consumed: bool, first: int) -> dict[str, Any]:
+    """One configuration of the fan-out rows: ``idle`` streams on prefixes ``idle/<j>/`` that
+    nobody reads, optionally one consumed stream on the written prefix ``w/``, then
+    ``FANOUT_WARMUP`` untimed puts, then ``fanout_commits`` single puts of fresh keys under
+    ``w/`` (dataset values) from one task that yields (``sleep(0)``) every
+    ``fanout_yield_every`` puts, with a 1 ms lag ticker running. Timed: first put to last put
+    returned and, with a consumer, to the consumer holding every commit. The streams are
+    closed (unsubscribed) after."""
+    p = trial.params
+    commits, every = p["fanout_commits"], p["fanout_yield_every"]
+    streams = [db.changes(prefix=b"idle/%d/" % j) for j in range(idle)]  # held: GC would unsubscribe
+    received = 0
+    done = asyncio.Event()
+    task = None
+    if consumed:
+        stream = db.changes(prefix=b"w/")
+        streams.append(stream)
+
+        async def consume() -> None:
+            nonlocal received
+            async for _cs in stream:
+                received += 1
+                if received == commits:
+                    done.set()
+
+        task = asyncio.create_task(consume())
+    items = change_items(trial.records(), commits, b"w/", first)
+    put = db.kv.put
+    # Untimed, outside every subscribed range: the first commit after subscribing rebuilds
+    # the bus's routing table (a cost of subscribing, not of each commit).
+    for k, v in change_items(trial.records(), FANOUT_WARMUP, b"warmup/", first):
+        await put(k, v)
+    monitor = LagMonitor()
+    ticker = asyncio.create_task(monitor.run())
+    await asyncio.sleep(0.01)
+    before = await _stats(db)
+    t = now_ns()
+    for i, (k, v) in enumerate(items):
+        await put(k, v)
+        if i % every == every - 1:
+            await asyncio.sleep(0)
+    if consumed:
+        await asyncio.wait_for(done.wait(), 60)
+    elapsed = now_ns() - t
+    monitor.stop()
+    await ticker
+    after = await _stats(db)
+    for s in streams:
+        await s.aclose()
+    if task is not None:
+        task.cancel()
+    return {
+        "commits_per_s": commits / (elapsed / 1e9),
+        "lag": monitor.samples,
+        "subscribers": after["change_subscribers"],
+        "published": after["change_sets_published"] - before["change_sets_published"],
+        "received": received,
+        "table_files": after["table_files"],
+    }
+
+
+async def _fanout(trial: Trial) -> dict[str, Any]:
+    """Every configuration, ``fanout_rounds`` times in rotating order, on ONE database
+    (``durability="os"``, ``memtable_bytes=256 MiB``: nothing is flushed while measuring, which
+    ``table_files = 0`` confirms; one database because QuantaDB's close costs ~0.3 s). Each row
+    reports the median over rounds and its ratio to the 0-subscriber median of the same trial."""
+    p = trial.params
+    configs = {"fanout_0": (0, False), "fanout_10": (10, False), "fanout_1000": (1000, False)}
+    configs["fanout_consumed"] = (0, True)
+    # The 0-subscriber baseline always runs: the other rows report their ratio to it.
+    names = [n for n in configs if n in trial.workloads or n == "fanout_0"]
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    db = await _open(str(trial.fresh_dir("quanta-fanout")), durability="os", memtable_bytes=BIG_MEMTABLE)
+    first = 0
+    for r in range(p["fanout_rounds"]):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            runs[name].append(await _fanout_run(trial, db, *configs[name], first))
+            first += p["fanout_commits"]
+    stats = await _stats(db)
+    await db.close()
+    base = median([x["commits_per_s"] for x in runs["fanout_0"]])
+    out: dict[str, Any] = {"_info": {"stats": stats}}
+    for name in names:
+        if name not in trial.workloads:
+            continue
+        rs = runs[name]
+        rate = median([x["commits_per_s"] for x in rs])
+        out[name] = {
+            "commits_per_s": rate,
+            "vs_0_subscribers": rate / base,
+            **lag_summary([s for x in rs for s in x["lag"]], "lag_"),
+            "subscribers": rs[0]["subscribers"],
+            "published": sum(x["published"] for x in rs),
+            "received": sum(x["received"] for x in rs),
+            "table_files": max(x["table_files"] for x in rs),
+            "rounds": len(rs),
+        }
+    return out
+
+
+# -------------------------------------------------------------------------------- transactions
+
+
+async def _rmw(tx: Any, op: tuple[bytes, ...], calls: list[int]) -> None:
+    calls[0] += 1
+    values = [await tx.kv.get(k) for k in op]
+    for k, v in zip(op, values, strict=True):
+        tx.kv.put(k, txn_value(txn_counter(v) + 1))
+
+
+async def _txn_run(db: Any, cfg: TxnConfig) -> dict[str, Any]:
+    """``cfg.count`` read-modify-write transactions through ``db.run_transaction``, split over
+    ``cfg.tasks`` asyncio tasks. The counters are loaded (``put_many``) before timing."""
+    await db.kv.put_many(cfg.initial())
+    ops = cfg.ops()
+    calls = [0]
+    lat: list[int] = []
+
+    async def worker(w: int) -> None:
+        for op in ops[w :: cfg.tasks]:
+            t = now_ns()
+            await db.run_transaction(lambda tx, op=op: _rmw(tx, op, calls), retries=TXN_RETRIES)
+            lat.append(now_ns() - t)
+
+    before = await _stats(db)
+    t = now_ns()
+    await asyncio.gather(*(worker(w) for w in range(cfg.tasks)))
+    elapsed = now_ns() - t
+    after = await _stats(db)
+    final = await db.kv.get_many(cfg.all_keys())
+    committed = after["transactions_committed"] - before["transactions_committed"]
+    conflicts = after["transaction_conflicts"] - before["transaction_conflicts"]
+    return {
+        **txn_metrics(committed, elapsed, lat),
+        "conflicts_per_tx": conflicts / committed,
+        "conflicts": conflicts,
+        "attempts_per_tx": calls[0] / committed,
+        "lost_updates": txn_lost_updates(ops, final),
+    }
+
+
+async def _txn(trial: Trial) -> dict[str, Any]:
+    """One database per durability, shared by that durability's rows (each on its own key
+    prefix): QuantaDB's close starts a worker process to flush (~0.3 s), which a database per
+    row would spend 8 times per trial. The memtable (16 MiB default) never fills here."""
+    out: dict[str, Any] = {}
+    configs = txn_configs(trial)
+    for durability in ("sync", "os"):
+        mine = [c for c in configs if c.durability == durability]
+        if mine:
+            db = await _open(str(trial.fresh_dir(f"quanta-txn-{durability}")), durability=durability)
+            for cfg in mine:
+                out[cfg.name] = await _txn_run(db, cfg)
+            out.setdefault("_info", {})[f"stats_{durability}"] = await _stats(db)
+            await db.close()
+    return out
+
+
 def _sync(fn: Callable[[Trial], Awaitable[dict[str, Any]]]) -> Callable[[Trial], dict[str, Any]]:
     def run(trial: Trial) -> dict[str, Any]:
         return asyncio.run(fn(trial))  # type: ignore[arg-type]
@@ -435,5 +674,8 @@ GROUPS = {
     "write_concurrent": _sync(_write_concurrent),
     "reopen": _sync(_reopen),
     "loop_lag": _sync(_loop_lag),
+    "changes": _sync(_changes),
+    "fanout": _sync(_fanout),
+    "txn": _sync(_txn),
     "big": _sync(_big),
 }

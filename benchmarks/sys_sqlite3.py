@@ -5,6 +5,10 @@ durable row; a 64 MiB page cache; the table ``kv (k BLOB PRIMARY KEY, v BLOB) WI
 rows live in the primary-key B-tree, like a key-value store. Writes are ``INSERT OR REPLACE`` (a
 put is an upsert). Autocommit mode (``isolation_level=None``): batches are explicit
 ``BEGIN``/``COMMIT``. Statements are parameterized, so sqlite3's statement cache reuses them.
+
+Transaction rows: ``BEGIN IMMEDIATE``, ``SELECT`` and ``UPDATE`` per key, ``COMMIT``, from 1 or 8
+threads, each with its own connection. Rows that QuantaDB runs with ``durability="os"`` use
+``synchronous=NORMAL`` (a WAL commit without fsync) instead of ``FULL``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from _harness import (
     Trial,
+    TxnConfig,
     big_batches,
     big_metrics,
     cpu_ns,
@@ -22,6 +27,11 @@ from _harness import (
     now_ns,
     proc_io,
     random_keys,
+    txn_configs,
+    txn_counter,
+    txn_lost_updates,
+    txn_metrics,
+    txn_value,
     user_bytes,
     vm_rss,
 )
@@ -31,12 +41,17 @@ PUT = "INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)"
 GET = "SELECT v FROM kv WHERE k = ?"
 RANGE = "SELECT k, v FROM kv WHERE k >= ? ORDER BY k LIMIT ?"
 FULL = "SELECT k, v FROM kv ORDER BY k"
+UPDATE = "UPDATE kv SET v = ? WHERE k = ?"
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA cache_size=-65536")
+#: The rows QuantaDB runs with ``durability="os"``: ``synchronous=NORMAL``, with which a WAL-mode
+#: commit is not fsynced (it survives a process crash, not a power cut), as in QuantaDB.
+PRAGMAS_OS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA cache_size=-65536")
+PRAGMAS_BY_DURABILITY = {"sync": PRAGMAS, "os": PRAGMAS_OS}
 
 
-def connect(path: str) -> sqlite3.Connection:
+def connect(path: str, pragmas: tuple[str, ...] = PRAGMAS) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=120)
-    for pragma in PRAGMAS:
+    for pragma in pragmas:
         conn.execute(pragma)
     conn.execute(SCHEMA)
     return conn
@@ -226,6 +241,56 @@ def big(trial: Trial) -> dict[str, Any]:
     }
 
 
+def _txn_run(trial: Trial, cfg: TxnConfig) -> dict[str, Any]:
+    """``cfg.count`` read-modify-write transactions split over ``cfg.tasks`` threads, each with
+    its own connection: ``BEGIN IMMEDIATE``, one ``SELECT`` per key, one ``UPDATE`` per key,
+    ``COMMIT``. SQLite admits one writer at a time (the others wait in the busy handler), so a
+    transaction never aborts. A fresh database per row."""
+    path = str(trial.fresh_dir(cfg.name) / "db.sqlite")
+    pragmas = PRAGMAS_BY_DURABILITY[cfg.durability]
+    conn = connect(path, pragmas)
+    _load(conn, cfg.initial())
+    conns = [connect(path, pragmas) for _ in range(cfg.tasks)]
+    ops = cfg.ops()
+    barrier = threading.Barrier(cfg.tasks + 1)
+    errors: list[BaseException] = []
+    lat: list[int] = []
+
+    def worker(w: int) -> None:
+        c = conns[w]
+        barrier.wait()
+        try:
+            for op in ops[w :: cfg.tasks]:
+                t = now_ns()
+                c.execute("BEGIN IMMEDIATE")
+                values = [c.execute(GET, (k,)).fetchone()[0] for k in op]
+                for k, v in zip(op, values, strict=True):
+                    c.execute(UPDATE, (txn_value(txn_counter(v) + 1), k))
+                c.execute("COMMIT")
+                lat.append(now_ns() - t)
+        except BaseException as exc:  # reported, not swallowed
+            errors.append(exc)
+
+    pool = [threading.Thread(target=worker, args=(w,)) for w in range(cfg.tasks)]
+    for th in pool:
+        th.start()
+    barrier.wait()
+    t = now_ns()
+    for th in pool:
+        th.join()
+    elapsed = now_ns() - t
+    if errors:
+        raise errors[0]
+    final = get_many(conn, cfg.all_keys())
+    for c in [conn, *conns]:
+        c.close()
+    return {**txn_metrics(len(lat), elapsed, lat), "lost_updates": txn_lost_updates(ops, final)}
+
+
+def txn(trial: Trial) -> dict[str, Any]:
+    return {cfg.name: _txn_run(trial, cfg) for cfg in txn_configs(trial)}
+
+
 GROUPS = {
     "bulk": bulk,
     "reads": reads,
@@ -233,4 +298,5 @@ GROUPS = {
     "write_concurrent": write_concurrent,
     "reopen": reopen,
     "big": big,
+    "txn": txn,
 }

@@ -258,8 +258,21 @@ FULL_PARAMS: dict[str, Any] = {
     "lag_idle_s": 1.0,
     "big_n": 1_000_000,
     "big_batch": 10_000,
+    # change bus: commits per (durability, consumer); fan-out: commits per configuration and
+    # round (aiosqlite: per round), the writer yields to the loop every `fanout_yield_every`
+    "change_commits_os": 10_000,
+    "change_commits_sync": 5_000,
+    "fanout_commits": 10_000,
+    "fanout_aiosqlite_commits": 5_000,
+    "fanout_rounds": 3,
+    "fanout_yield_every": 10,
+    # transactions: committed transactions per configuration (split over the tasks)
+    "txn_keys": 10_000,
+    "txn_hot_keys": 100,
+    "txn_count_sync": 500,
+    "txn_count_os": 4_000,
     "repeats": 5,
-    "repeats_by_group": {"loop_lag": 3, "big": 1, "floor": 3},
+    "repeats_by_group": {"loop_lag": 3, "big": 1, "floor": 3, "changes": 3, "txn": 3},
     "timeout_s": 900,
 }
 
@@ -274,9 +287,15 @@ QUICK_PARAMS: dict[str, Any] = {
     "lag_puts": 60_000,
     "lag_memtable": 1 << 20,
     "lag_idle_s": 0.5,
+    "change_commits_os": 2_000,
+    "change_commits_sync": 500,
+    "fanout_aiosqlite_commits": 1_500,
+    "fanout_rounds": 2,
+    "txn_count_sync": 200,
+    "txn_count_os": 1_000,
     "repeats": 3,
     # Synced writes are short but at the mercy of other disk traffic: more repeats, cheaply.
-    "repeats_by_group": {"loop_lag": 1, "big": 1, "floor": 1, "write_sync": 5, "write_concurrent": 5},
+    "repeats_by_group": {"loop_lag": 1, "big": 1, "floor": 1, "write_sync": 5, "write_concurrent": 5, "txn": 1},
     "timeout_s": 300,
 }
 

@@ -3,10 +3,12 @@
 A Hypothesis ``RuleBasedStateMachine`` (pebble's ``metamorphic/`` in spirit) drives one
 database and a dict side by side and compares every read: ``get``, ``get_many`` and ``scan``
 with random bounds, prefix, direction and limit. Writes are single puts and deletes,
-``put_many`` and ``batch`` (mixed puts and deletes, repeated keys: the last one wins) and
-concurrent writers. Snapshots remember a copy of the model and must keep reading it while
-later writes, flushes and compactions go on. Reopens (optionally with other block and bloom
-settings) and, with ``durability="sync"``, power losses must keep everything acknowledged.
+``put_many`` and ``batch`` (mixed puts and deletes, repeated keys: the last one wins),
+concurrent writers, and transactions (their reads see their own writes; they commit, roll
+back, or lose to a write made while they were open). Snapshots remember a copy of the model
+and must keep reading it while later writes, flushes and compactions go on. Reopens
+(optionally with other block and bloom settings) and, with ``durability="sync"``, power
+losses must keep everything acknowledged.
 
 Keys are 1-3 bytes over ``b"abc\\x00\\xff"`` so that overwrites and deletes collide and
 ``\\x00``/``\\xff`` probe the edges of prefix and range bounds; a 4 KiB memtable and 256-byte
@@ -206,6 +208,49 @@ class DatabaseMachine(RuleBasedStateMachine):
                 self.model[k] = v
         return multiple(*(k for k, v in ops if v is not None))
 
+    @rule(target=WRITTEN, ops=OPS, probe=KEYS, prefix=PREFIXES, end=st.sampled_from(["commit", "rollback", "conflict"]))
+    def transaction(self, ops: list[tuple[bytes, bytes | None]], probe: bytes, prefix: Any, end: str) -> Any:
+        """Puts and deletes in a transaction, read back inside it (its own writes over its
+        snapshot), then committed atomically on leaving ``async with``, rolled back, or refused
+        because a plain write to the key it read (or wrote) came in between: then only that
+        write lands (a transaction that wrote nothing has nothing to refuse)."""
+
+        async def go() -> None:
+            async with self.db.transaction() as tx:
+                own: dict[bytes, bytes | None] = {}
+                for k, v in ops:
+                    if v is None:
+                        tx.kv.delete(k)
+                    else:
+                        tx.kv.put(k, v)
+                    own[k] = v
+                view = {k: v for k, v in {**self.model, **own}.items() if v is not None}
+                assert await tx.kv.get(probe) == view.get(probe)
+                got = await collect(tx.kv.scan(prefix=prefix))
+                assert got == model_scan(view, None, None, prefix, False, None)
+                if end == "rollback":
+                    await tx.rollback()
+                elif end == "conflict":
+                    await self.db.kv.put(probe, b"interloper")
+                    if own:
+                        with pytest.raises(quanta.ConflictError):
+                            await tx.commit()
+                    else:  # wrote nothing: nothing to commit, nothing to refuse
+                        assert await tx.commit() is None
+
+        self.totals["reads"] += 2
+        self.run(go())
+        if end == "conflict":
+            self.model[probe] = b"interloper"
+            return probe
+        if end == "commit":
+            for k, v in ops:
+                if v is None:
+                    self.model.pop(k, None)
+                else:
+                    self.model[k] = v
+        return multiple(*(k for k, v in ops if v is not None))
+
     @rule(target=WRITTEN, items=st.dictionaries(KEYS, VALUES, max_size=6), probe=KEYS)
     def concurrent_writes_and_a_read(self, items: dict[bytes, bytes], probe: bytes) -> Any:
         """Writers on distinct keys race each other (their order does not matter) and a reader."""
@@ -339,6 +384,9 @@ class DatabaseMachine(RuleBasedStateMachine):
         self.totals["steps"] += 1  # invariants run after __init__ and after every step
         if not self.db.closed:
             assert len(self.db._engine.snapshots) == len(self.snapshots)
+            # ... and no transaction is open: nothing tracked, no append hook
+            assert self.db._engine.on_append is None
+            assert self.db._transactions.tracker.tracked_keys == 0
 
     @invariant()
     def version_invariants(self) -> None:

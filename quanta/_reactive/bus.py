@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
@@ -150,6 +150,8 @@ class Subscription(Generic[T]):
         buf.append(item)
         if len(buf) == 1:
             self.wake()
+        elif len(buf) * 2 > self.capacity:
+            self._hub.backlogged()
 
     def pop(self) -> T | object:
         """The next item, or ``_EMPTY``. A conflating subscription skips an item equal to the
@@ -215,6 +217,10 @@ class Hub:
 
     def _changed(self) -> None:
         pass
+
+    def backlogged(self) -> None:
+        """A subscription's buffer is more than half full: let writers give the loop a turn."""
+        self._engine.yield_writers = True
 
     def close(self, failure: BaseException | None = None) -> None:
         """Complete every subscription (fail them if the database failed)."""
@@ -283,7 +289,7 @@ class ChangeBus(Hub):
         self._dirty = False
         everyone = []
         ranged = []
-        for sub in self._subs:
+        for sub in list(self._subs):  # a copy: a collected stream may unsubscribe meanwhile
             if not sub.lo and sub.hi is None:
                 everyone.append(sub)
             else:
@@ -326,26 +332,26 @@ class ChangeBus(Hub):
             Change(key, "delete", None) if value is None else Change(key, "put", value)
             for key, value in zip(keys, values, strict=True)
         ]
-        with_old: list[Change] | None = None
-        if any(sub.with_old for sub in everyone) or any(sub.with_old for sub in matched):
-            with_old = self._with_old(keys, values, plain, everyone, matched)
+        with_old: list[Change | None] | None = None
+        if any(sub.with_old for sub in everyone):
+            with_old = self._with_old(keys, plain, range(len(keys)), everyone, matched)
+        elif any(sub.with_old for sub in matched):
+            wanted = sorted({i for sub, hits in matched.items() if sub.with_old for i in hits})
+            with_old = self._with_old(keys, plain, wanted, everyone, matched)
         full_plain: tuple[Change, ...] | None = None
         full_old: tuple[Change, ...] | None = None
         for sub in everyone:
             if sub.with_old and with_old is not None:
-                full_old = full_old or tuple(with_old)
+                full_old = full_old or tuple(with_old)  # type: ignore[arg-type]  # all filled
                 self._deliver(sub, ChangeSet(seq, full_old, origin))
             elif not sub.with_old:
                 full_plain = full_plain or tuple(plain)
                 self._deliver(sub, ChangeSet(seq, full_plain, origin))
         for sub, hits in matched.items():
-            if sub.with_old:
-                if with_old is None:
-                    continue  # failed while reading old values
-                source = with_old
-            else:
-                source = plain
-            self._deliver(sub, ChangeSet(seq, tuple(source[i] for i in hits), origin))
+            if not sub.with_old:
+                self._deliver(sub, ChangeSet(seq, tuple(plain[i] for i in hits), origin))
+            elif with_old is not None:  # (None: reading old values failed, and failed `sub`)
+                self._deliver(sub, ChangeSet(seq, tuple(with_old[i] for i in hits), origin))  # type: ignore[misc]
 
     def _deliver(self, sub: Subscription[object], change_set: ChangeSet) -> None:
         self.published += 1
@@ -355,21 +361,24 @@ class ChangeBus(Hub):
     def _with_old(
         self,
         keys: list[bytes],
-        values: list[bytes | None],
         plain: list[Change],
+        wanted: Sequence[int],
         everyone: tuple[Subscription[object], ...],
         matched: dict[Subscription[object], list[int]],
-    ) -> list[Change] | None:
-        """Changes carrying the values before this commit: read now, before the batch is
-        applied (the engine calls ``publish`` just before). A read error fails the
-        subscriptions that asked for old values; it never reaches the engine."""
+    ) -> list[Change | None] | None:
+        """Changes at positions ``wanted`` with the values before this commit, read now,
+        before the batch is applied (the engine calls ``publish`` just before); None at the
+        other positions. A read error fails the subscriptions that asked for old values; it
+        never reaches the engine."""
         try:
-            old = self._engine.get_many(keys)
+            old = self._engine.get_many([keys[i] for i in wanted])
         except QuantaError as exc:
             for sub in [*everyone, *matched]:
                 if sub.with_old:
                     sub.fail(exc)
             return None
-        return [
-            Change(change.key, change.kind, change.value, previous) for change, previous in zip(plain, old, strict=True)
-        ]
+        result: list[Change | None] = [None] * len(plain)
+        for i, previous in zip(wanted, old, strict=True):
+            change = plain[i]
+            result[i] = Change(change.key, change.kind, change.value, previous)
+        return result

@@ -159,6 +159,9 @@ class Engine(Recovery, ReadPath):
         self.on_apply: ApplyHook | None = None
         self.on_event: EventHook | None = None
         self.on_shutdown: list[Callable[[BaseException | None], None]] = []
+        # Set by the change bus when a subscriber's buffer is half full: the next durability="os"
+        # commit yields to the event loop once (such commits otherwise never suspend).
+        self.yield_writers = False
         self._job = 0
         self._sync_future: asyncio.Future[None] | None = None
         self._sync_scheduled = False
@@ -305,9 +308,17 @@ class Engine(Recovery, ReadPath):
                     self.on_apply(seq, keys, values, origin)
                 self.mem.apply(seq, keys, values)
                 self.visible_seq = seq
-                return seq
-            self._pending.append((seq, keys, values, origin))
-            self._schedule_sync()
+                if not self.yield_writers:
+                    return seq
+            else:
+                self._pending.append((seq, keys, values, origin))
+                self._schedule_sync()
+        if not self.sync_commits:
+            # A subscriber's buffer is filling up while this (never suspending) writer runs:
+            # give the loop one turn so consumers can drain. Shielded: the commit is done.
+            self.yield_writers = False
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            return seq
         while self.visible_seq < seq:
             self._check_alive()
             await self._synced.wait()

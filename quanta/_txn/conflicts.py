@@ -72,10 +72,11 @@ class ConflictTracker:
         yet visible (seq > start), which must count as written after it began; only needed
         when tracking was off until now."""
         tx = TxState(start)
-        if not self._open:
+        replay = not self._open
+        self._open[tx] = None  # first: record() ignores batches while no transaction is open
+        if replay:
             for seq, keys in inflight:
                 self.record(seq, keys)
-        self._open[tx] = None
         return tx
 
     def end(self, tx: TxState) -> None:

@@ -61,7 +61,8 @@ class Transactions:
         self.commits = 0
 
     def begin(self, start: int) -> TxState:
-        state = self.tracker.begin(start, self.engine.inflight())
+        tracker = self.tracker
+        state = tracker.begin(start, () if tracker.active else self.engine.inflight())
         self.engine.on_append = self.tracker.record
         return state
 
@@ -124,9 +125,12 @@ class Transaction:
         the transaction wrote nothing: no commit happens). Raises ConflictError if a concurrent
         commit touched what this transaction read, wrote or scanned; nothing is written then.
         A transaction commits at most once, whatever the outcome."""
-        self._check_active()
+        if self._finished:
+            raise TransactionClosedError("this transaction already committed or rolled back; start a new one")
         self._finished = True
         try:
+            if self._engine.closed:
+                raise DatabaseClosedError(f"the database at {self._engine.path} is closed")
             if not self._writes:
                 return None
             state = self._state
@@ -194,9 +198,11 @@ class TransactionKeyValue:
     def _note_read(self, keys: Iterable[bytes]) -> None:
         state = self._tx._state
         if state is not None:
-            state.reads.update(keys)
-            if len(state.reads) > MAX_TX_KEYS:
+            reads = state.reads
+            new = [key for key in keys if key not in reads]
+            if len(reads) + len(set(new)) > MAX_TX_KEYS:
                 raise LimitExceededError(f"a transaction may read at most {MAX_TX_KEYS} distinct keys")
+            reads.update(new)
 
     async def get(self, key: bytes) -> bytes | None:
         """The value of ``key``: this transaction's own write if it made one, else the value
