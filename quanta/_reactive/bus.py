@@ -4,11 +4,12 @@ range it touches; and the event hub that fans out the engine's system events.
 Concurrency rules (read these first):
 
 * Everything runs on the event-loop thread. The engine calls :meth:`ChangeBus.publish` from its
-  apply hook, synchronously, just before a batch becomes visible (after its fsync with
-  ``durability="sync"``), once per batch and in sequence order. ``publish`` never awaits, never
-  blocks and never calls user code: it appends one ``ChangeSet`` to each matching
-  subscription's buffer and wakes that subscription's consumer, which runs later on the loop --
-  by then the batch is applied, so a consumer that reads the store sees the commit.
+  apply hook, synchronously, as soon as a batch is visible (after its fsync with
+  ``durability="sync"``), once per batch and in sequence order. ``publish`` never awaits and
+  never blocks: it appends one ``ChangeSet`` to each matching subscription's buffer and wakes
+  that subscription's consumer (which normally runs later, on the loop; an Rx observer
+  subscribed with an inline scheduler runs at once -- the batch is applied already, and an
+  exception escaping it ends that subscription, never the commit).
 * A subscription starts at ``start_seq``, the last visible sequence number when it was made;
   it receives every matching commit with a greater seq and none before (the registration and
   the read of ``visible_seq`` happen in one synchronous step).
@@ -31,6 +32,7 @@ space skip routing altogether.
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -129,10 +131,11 @@ class Subscription(Generic[T]):
         self.start_seq = 0
         self._last: object = _EMPTY  # conflating subscriptions: the last item handed out
 
-    def push(self, item: T) -> None:
-        """Queue one item (called by the hub). Never blocks, never raises."""
+    def push(self, item: T) -> bool:
+        """Queue one item (called by the hub); False if the subscription ended instead.
+        Never blocks, never raises."""
         if self.done:
-            return
+            return False
         buf = self.buffer
         if self.conflate:
             buf.clear()
@@ -146,12 +149,24 @@ class Subscription(Generic[T]):
                     last_seq=last,
                 )
             )
-            return
+            return False
         buf.append(item)
         if len(buf) == 1:
-            self.wake()
+            self._wake()
         elif len(buf) * 2 > self.capacity:
             self._hub.backlogged()
+        return True
+
+    def _wake(self) -> None:
+        try:
+            self.wake()
+        except Exception as exc:
+            # A consumer run inline (an Rx observer on an immediate scheduler) raised through
+            # its own on_error: end its subscription, report it, and never fail the commit.
+            self.done = True
+            self.buffer.clear()
+            self._hub.remove(self)
+            _report(exc)
 
     def pop(self) -> T | object:
         """The next item, or ``_EMPTY``. A conflating subscription skips an item equal to the
@@ -172,14 +187,14 @@ class Subscription(Generic[T]):
             self.done = True
             self.error = exc
             self._hub.remove(self)
-            self.wake()
+            self._wake()
 
     def finish(self) -> None:
         """End the subscription normally after the buffered items."""
         if not self.done:
             self.done = True
             self._hub.remove(self)
-            self.wake()
+            self._wake()
 
     def cancel(self) -> None:
         """Unsubscribe now, dropping whatever is buffered (the consumer went away)."""
@@ -189,6 +204,14 @@ class Subscription(Generic[T]):
 
 
 EMPTY = _EMPTY
+
+
+def _report(exc: BaseException) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # pragma: no cover - the bus runs on the loop
+        return
+    loop.call_exception_handler({"message": "a change-bus consumer raised; its subscription ended", "exception": exc})
 
 
 class Hub:
@@ -204,6 +227,11 @@ class Hub:
         return len(self._subs)
 
     def _add(self, sub: Subscription[T]) -> Subscription[T]:
+        failure = self._engine._failure
+        if failure is not None:
+            raise DatabaseFailedError(
+                f"the database stopped after a failure: {failure!r}; close and reopen it"
+            ) from failure
         if self._closed or self._engine.closed:
             raise DatabaseClosedError(f"the database at {self._engine.path} is closed")
         sub.start_seq = self._engine.visible_seq
@@ -334,10 +362,10 @@ class ChangeBus(Hub):
         ]
         with_old: list[Change | None] | None = None
         if any(sub.with_old for sub in everyone):
-            with_old = self._with_old(keys, plain, range(len(keys)), everyone, matched)
+            with_old = self._with_old(seq, keys, plain, range(len(keys)), everyone, matched)
         elif any(sub.with_old for sub in matched):
             wanted = sorted({i for sub, hits in matched.items() if sub.with_old for i in hits})
-            with_old = self._with_old(keys, plain, wanted, everyone, matched)
+            with_old = self._with_old(seq, keys, plain, wanted, everyone, matched)
         full_plain: tuple[Change, ...] | None = None
         full_old: tuple[Change, ...] | None = None
         for sub in everyone:
@@ -354,24 +382,27 @@ class ChangeBus(Hub):
                 self._deliver(sub, ChangeSet(seq, tuple(with_old[i] for i in hits), origin))  # type: ignore[misc]
 
     def _deliver(self, sub: Subscription[object], change_set: ChangeSet) -> None:
-        self.published += 1
         mapper = sub.map
-        sub.push(change_set if mapper is None else mapper(change_set))
+        if sub.push(change_set if mapper is None else mapper(change_set)):
+            self.published += 1
 
     def _with_old(
         self,
+        seq: int,
         keys: list[bytes],
         plain: list[Change],
         wanted: Sequence[int],
         everyone: tuple[Subscription[object], ...],
         matched: dict[Subscription[object], list[int]],
     ) -> list[Change | None] | None:
-        """Changes at positions ``wanted`` with the values before this commit, read now,
-        before the batch is applied (the engine calls ``publish`` just before); None at the
-        other positions. A read error fails the subscriptions that asked for old values; it
-        never reaches the engine."""
+        """Changes at positions ``wanted`` with the values before this commit, None at the
+        other positions. They are read at ``seq - 1``: the engine publishes before it applies
+        any later batch, and the newest version older than a key's newest is kept (the
+        memtable's history, or the table holding it) at least until the next flush, which
+        cannot run before this synchronous call returns. A read error fails the
+        subscriptions that asked for old values; it never reaches the engine."""
         try:
-            old = self._engine.get_many([keys[i] for i in wanted])
+            old = self._engine.get_many([keys[i] for i in wanted], seq - 1)
         except QuantaError as exc:
             for sub in [*everyone, *matched]:
                 if sub.with_old:

@@ -57,6 +57,13 @@ class Stream(Generic[T]):
         self._waiter: asyncio.Future[None] | None = None
         self._sub = opener(wake)
 
+    def _stop(self) -> None:
+        """Unsubscribe, and end an ``async for`` waiting in another task."""
+        self._sub.cancel()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     @property
     def start_seq(self) -> int:
         return self._sub.start_seq
@@ -88,12 +95,13 @@ class Stream(Generic[T]):
                 self._waiter = None
 
     async def aclose(self) -> None:
-        """Unsubscribe now; buffered items are dropped."""
-        self._sub.cancel()
+        """Unsubscribe now; buffered items are dropped, and an ``async for`` over this stream
+        (in any task) stops."""
+        self._stop()
 
     def close(self) -> None:
         """``aclose`` without the await."""
-        self._sub.cancel()
+        self._stop()
 
     async def __aenter__(self) -> Stream[T]:
         return self
@@ -101,7 +109,7 @@ class Stream(Generic[T]):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._sub.cancel()
+        self._stop()
 
     def __del__(self) -> None:
         sub = getattr(self, "_sub", None)
@@ -133,6 +141,7 @@ class Feed(Observable[T], Generic[T]):
 
     def _on_subscribe(self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None) -> Disposable:
         scheduled = False
+        ready = False  # `sub` is bound: a wake before that (a watch's first value) waits for it
         loop = asyncio.get_running_loop() if scheduler is None else None
 
         def drain(*_: Any) -> None:
@@ -160,6 +169,8 @@ class Feed(Observable[T], Generic[T]):
             if scheduled:
                 return
             scheduled = True
+            if not ready:
+                return  # woken again below, once `sub` exists
             if loop is not None:
                 loop.call_soon(drain)
             else:
@@ -167,4 +178,8 @@ class Feed(Observable[T], Generic[T]):
                 scheduler.schedule(drain)
 
         sub = self._opener(wake)  # an opener may queue a first item (a watch's current value)
+        ready = True
+        if scheduled:
+            scheduled = False
+            wake()
         return Disposable(sub.cancel)

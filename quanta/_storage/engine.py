@@ -89,9 +89,9 @@ Pending = tuple[int, list[bytes], list[bytes | None], str]
 AppendHook = Callable[[int, list[bytes]], None]
 """``(seq, keys)``: called under the write lock as each batch is appended, in seq order."""
 ApplyHook = Callable[[int, list[bytes], list[bytes | None], str], None]
-"""``(seq, keys, values, origin)``: called just before a batch becomes visible, in seq order
-(after its fsync with durability="sync"). Reads made inside the hook see the state before the
-batch; nothing awaits between the hook and the apply. Must not raise."""
+"""``(seq, keys, values, origin)``: called as soon as a batch has become visible, in seq order
+(after its fsync with durability="sync"), before any later batch is applied: a read at
+``seq - 1`` inside the hook sees the state just before the batch. Must not raise."""
 EventHook = Callable[[SystemEvent], None]
 
 
@@ -238,10 +238,20 @@ class Engine(Recovery, ReadPath):
         if self._failure is None:
             self._failure = exc
             self._failure_background = background
-            self._emit(SystemEvent("database_failed", error=repr(exc)))
+            self._emit(SystemEvent("database_failed", error=repr(exc), time=time.time()))
+        self._end_after_failure()
         self._notify()
         ev, self._synced = self._synced, asyncio.Event()
         ev.set()  # committers waiting for an fsync that will not come see the failure
+
+    def _end_after_failure(self) -> None:
+        """After a failure no new commit becomes visible, except the group whose fsync is
+        already running (it completes and is acknowledged). Once that one is published, run
+        the shutdown hooks (they end the subscriptions) instead of waiting for close()."""
+        if self._failure is not None and self._sync_future is None and self.on_shutdown:
+            hooks, self.on_shutdown = self.on_shutdown, []
+            for hook in hooks:
+                hook(self._failure)
 
     def _emit(self, event: SystemEvent) -> None:
         if self.on_event is not None:
@@ -304,10 +314,10 @@ class Engine(Recovery, ReadPath):
             if self.on_append is not None:
                 self.on_append(seq, keys)
             if not self.sync_commits:
-                if self.on_apply is not None:
-                    self.on_apply(seq, keys, values, origin)
                 self.mem.apply(seq, keys, values)
                 self.visible_seq = seq
+                if self.on_apply is not None:
+                    self.on_apply(seq, keys, values, origin)
                 if not self.yield_writers:
                     return seq
             else:
@@ -350,14 +360,15 @@ class Engine(Recovery, ReadPath):
             apply = self.mem.apply
             hook = self.on_apply
             for seq, keys, values, origin in group:
-                if hook is not None:
-                    hook(seq, keys, values, origin)
                 apply(seq, keys, values)
                 self.visible_seq = seq
+                if hook is not None:
+                    hook(seq, keys, values, origin)
         ev, self._synced = self._synced, asyncio.Event()
         ev.set()
         if self._pending and exc is None:
             self._schedule_sync()
+        self._end_after_failure()
 
     def _schedule_sync(self) -> None:
         """Start the next group's fsync at the end of this turn of the event loop, not at
