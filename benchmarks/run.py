@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/run.py                    # full run (6-8 min on 2 cores), includes 1M keys
+    python benchmarks/run.py                    # full run (9-11 min on 2 cores), includes 1M keys
     python benchmarks/run.py --quick            # N=20k, fewer repeats, no 1M row (~1 min)
     python benchmarks/run.py --only get,scan    # rows by name or name prefix
     python benchmarks/run.py --json out.json --markdown out.md
