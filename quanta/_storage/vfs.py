@@ -246,10 +246,21 @@ class OSFileSystem:
             os.close(fd)
 
     def lock(self, path: str, *, shared: bool = False) -> FileLock:
+        cloexec = getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | cloexec, 0o644)
         except OSError as exc:
-            raise _io_error(exc, "open lock file", path) from exc
+            if not shared or exc.errno not in (_errno.EROFS, _errno.EACCES, _errno.EPERM):
+                raise _io_error(exc, "open lock file", path) from exc
+            # A read-only open on a read-only mount (or a directory it may not write): a
+            # shared lock needs no write access (flock works on a read-only descriptor); and
+            # with no LOCK file at all nobody can be writing here, so none is needed.
+            try:
+                fd = os.open(path, os.O_RDONLY | cloexec)
+            except FileNotFoundError:
+                return _NoLock()
+            except OSError as exc2:
+                raise _io_error(exc2, "open lock file", path) from exc2
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -259,6 +270,11 @@ class OSFileSystem:
             os.close(fd)
             raise _io_error(exc, "lock", path) from exc
         return _OSLock(fd)
+
+
+class _NoLock:
+    def release(self) -> None:
+        pass
 
 
 # --------------------------------------------------------------------------- memory files
