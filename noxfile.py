@@ -43,20 +43,23 @@ def tests(session: nox.Session) -> None:
     )
 
 
+# Model-style modules whose QUANTA_LONG=1 form is simply more (and longer) examples.
+LONG_MODELS = [
+    "tests/test_model.py",
+    "tests/test_metamorphic.py",
+    "tests/test_tx_model.py",
+    "tests/test_linearizability.py",
+]
+
+
 @nox.session(python=PYTHON)
 def crash(session: nox.Session) -> None:
-    """Long crash, kill -9 and corruption runs."""
+    """Long crash, kill -9 and corruption runs, then the long forms of the model-based,
+    metamorphic, transaction-model and linearizability tests."""
     session.install("-e", ".[test]")
-    session.run(
-        "python",
-        "-m",
-        "pytest",
-        "-m",
-        "slow",
-        "-q",
-        *session.posargs,
-        env={"QUANTA_INVARIANTS": "1", "QUANTA_LONG": "1"},
-    )
+    env = {"QUANTA_INVARIANTS": "1", "QUANTA_LONG": "1"}
+    session.run("python", "-m", "pytest", "-m", "slow", "-q", *session.posargs, env=env)
+    session.run("python", "-m", "pytest", "-q", *LONG_MODELS, *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)
