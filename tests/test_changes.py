@@ -576,9 +576,7 @@ async def test_an_overflowing_stream_yields_everything_buffered_then_raises(db: 
 
 
 @pytest.mark.parametrize("face", ["stream", "observer"])
-async def test_a_writer_loop_that_never_waits_does_not_starve_its_consumers(
-    db_factory: OpenFn, face: str
-) -> None:
+async def test_a_writer_loop_that_never_waits_does_not_starve_its_consumers(db_factory: OpenFn, face: str) -> None:
     """durability="os" commits never suspend on their own, so a loop of puts would keep every
     consumer from running and overflow it. Once a buffer is half full, the next commit yields
     to the loop once: 5,000 commits through a 100-change-set buffer all arrive."""
