@@ -10,7 +10,9 @@ Usage::
 Rows (for ``--only``): floor, bulk_insert, get, get_reopen, get_many, get_many_reopen,
 scan_range, scan_range_reopen, scan_full, scan_full_reopen, write_sync, write_concurrent,
 reopen, loop_lag, change_latency_{os,sync}_{iter,rx}, fanout_{0,10,1000,consumed},
-txn_{sync,os}_{uniform,hot}_{1,8}, big (prefixes work: ``--only change_latency,fanout,txn``).
+txn_{sync,os}_{uniform,hot}_{1,8}, entity_bulk, entity_get, entity_get_many, entity_range_query,
+entity_composite, entity_in, entity_scan_filter, big (prefixes work: ``--only change_latency,fanout,txn``
+or ``--only entity``).
 Exit status: 0, or 1 if a trial failed or answered wrongly, or 2 with ``--strict`` when a
 (non-stretch) target FAILs.
 

@@ -18,7 +18,15 @@ says: a "get" row awaits ``db.kv.get(key)`` per key, a scan row iterates ``db.kv
 - fan-out rows: ``durability="os"``, ``memtable_bytes=256 MiB`` (no flush while measuring), one
   database for every configuration of a trial;
 - transaction rows: default options with ``durability="sync"`` or ``"os"``, one database per
-  durability (each row on its own key prefix), ``db.run_transaction(fn, retries=100)``.
+  durability (each row on its own key prefix), ``db.run_transaction(fn, retries=100)``;
+- entity rows (``entities_model.py``): ``durability="sync"``. ``entity_bulk``: default options,
+  ``BulkUser`` objects built before timing, then ONE ``await users.put_many(objs)`` (one atomic
+  batch, records and index entries), then ``close()`` (untimed). Read rows: ``User`` entities
+  loaded with one ``put_many``, then ``flush()`` and ``compact()`` (every record and index
+  entry in tables, the memtable empty), ``block_cache_bytes=64 MiB``, and an untimed warm-up (see
+  ``_entity_reads``); each operation is the public call awaited as the row says
+  (``await users.get(pk)`` per id; one ``get_many``; ``await users.where(...)...all()`` per
+  query, building the query included).
 """
 
 from __future__ import annotations
@@ -27,8 +35,9 @@ import asyncio
 import os
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
+import entities_model as em
 from _harness import (
     CHANGE_WARMUP,
     ChangeReceiver,
@@ -50,6 +59,7 @@ from _harness import (
     percentile,
     proc_io,
     random_keys,
+    suppress_gc_freeze,
     txn_configs,
     txn_counter,
     txn_lost_updates,
@@ -60,6 +70,7 @@ from _harness import (
 )
 
 import quanta
+from quanta import Index, PrimaryKey, between, in_
 
 CACHE = 64 << 20
 BIG_MEMTABLE = 256 << 20
@@ -660,6 +671,167 @@ async def _txn(trial: Trial) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------------------------ entities
+# The same users and indexes as the sqlite3 anchor's ``users`` table (entities_model.py).
+
+
+@quanta.entity
+class BulkUser:
+    """``entity_bulk``: one secondary index, on ``city``."""
+
+    id: Annotated[int, PrimaryKey()]
+    email: str
+    name: str
+    city: Annotated[str, Index()]
+    age: int
+
+
+@quanta.entity(indexes=[Index("city", "age")])
+class User:
+    """The read rows: an index on ``age`` and a composite one on ``(city, age)``."""
+
+    id: Annotated[int, PrimaryKey()]
+    email: str
+    name: str
+    city: str
+    age: Annotated[int, Index()]
+
+
+async def _entity_bulk(trial: Trial) -> dict[str, Any]:
+    rows = em.user_rows(trial.records())
+    objs = [BulkUser(id=i, email=e, name=n, city=c, age=a) for i, e, n, c, a in rows]
+    with suppress_gc_freeze():  # the inputs are not the system's garbage (the anchor's trial alike)
+        db = await _open(str(trial.fresh_dir("quanta")), durability="sync")
+        users = db.collection(BulkUser)
+        t, c = now_ns(), cpu_ns()
+        await users.put_many(objs)
+        elapsed, cpu = now_ns() - t, cpu_ns() - c
+        stats = await _stats(db)
+        stored = await users.count()
+        city = rows[0][3]
+        by_city = await users.where(BulkUser.city == city).count()
+        t = now_ns()
+        await db.close()
+        close_ms = (now_ns() - t) / 1e6
+    if stored != len(rows) or by_city != sum(1 for r in rows if r[3] == city):
+        raise em.WrongResult(f"entity_bulk: {stored} users stored ({by_city} in {city})")
+    return {
+        "entity_bulk": {
+            "total_ms": elapsed / 1e6,
+            "us_per_entity": elapsed / 1e3 / len(rows),
+            "cpu_ms": cpu / 1e6,
+            "stored": stored,
+            "close_ms": close_ms,
+        },
+        "_info": {"stats_after_put_many": stats},
+    }
+
+
+async def _entity_query_row(
+    name: str, ops: list[tuple[Callable[[], Any], str, list[em.Row]]], *, ordered: bool
+) -> dict[str, Any]:
+    """Time each query (building it, then ``await query.all()``); check it after its timing."""
+    elapsed = cpu = entities = 0
+    for build, what, expected in ops:
+        t, c = now_ns(), cpu_ns()
+        got = await build().all()
+        elapsed += now_ns() - t
+        cpu += cpu_ns() - c
+        entities += len(got)
+        em.check(name, what, got, expected, ordered=ordered)
+    return em.query_metrics(elapsed, cpu, len(ops), entities)
+
+
+async def _entity_reads(trial: Trial) -> dict[str, Any]:
+    """Load the users, ``flush()`` + ``compact()``, warm up, then each row in turn.
+
+    Warm-up (untimed, the anchor's alike): ``get_many`` of every id (every record read once),
+    then the first query of each query row. (A whole untimed round of the range and composite
+    queries was tried: the timed round after it was no faster.) The rows then run in order:
+    ``entity_get``, ``entity_get_many``, ``entity_range_query``, ``entity_composite``,
+    ``entity_in``, ``entity_scan_filter``."""
+    rows = em.user_rows(trial.records())
+    objs = [User(id=i, email=e, name=n, city=c, age=a) for i, e, n, c, a in rows]
+    q = em.queries(rows, trial.params, trial.seed)
+    ref = em.Reference(rows)
+    wl = set(trial.workloads)
+    out: dict[str, Any] = {}
+    limit = q.range_len
+    ranges = [
+        (
+            lambda lo=lo, hi=hi: users.where(between(User.age, lo, hi)).order_by(User.age, User.id).limit(limit),
+            f"between(age, {lo}, {hi}) order by age, id limit {limit}",
+            ref.range(lo, hi, limit),
+        )
+        for lo, hi in q.ranges
+    ]
+    composite = [
+        (lambda c=c, y=y: users.where(User.city == c, User.age >= y), f"city == {c!r}, age >= {y}", ref.composite(c, y))
+        for c, y in q.composite
+    ]
+    ins = [(lambda cs=cs: users.where(in_(User.city, cs)), f"in_(city, {cs})", ref.in_(cs)) for cs in q.in_sets]
+    scans = [(lambda n=n: users.where(User.name == n), f"name == {n!r}", ref.scan(n)) for n in q.scan_names]
+    with suppress_gc_freeze():  # the inputs and answers are not the system's garbage
+        db = await _open(str(trial.fresh_dir("quanta")), durability="sync", block_cache_bytes=CACHE)
+        users = db.collection(User)
+        t = now_ns()
+        await users.put_many(objs)
+        load_ms = (now_ns() - t) / 1e6
+        del objs
+        await db.flush()
+        await db.compact()
+        stats = await _stats(db)
+        await users.get_many([r[0] for r in rows])  # warm-up
+        for build, _what, _exp in (ranges[0], composite[0], ins[0], scans[0]):
+            await build().all()
+        if "entity_get" in wl:
+            pks = q.get_pks
+            get = users.get
+            got: list[Any] = []
+            t, c = now_ns(), cpu_ns()
+            for pk in pks:
+                got.append(await get(pk))
+            elapsed, cpu = now_ns() - t, cpu_ns() - c
+            em.check_gets("entity_get", got, pks, ref)
+            out["entity_get"] = {
+                "us_per_op": elapsed / 1e3 / len(pks),
+                "cpu_us_per_op": cpu / 1e3 / len(pks),
+                "ops": len(pks),
+            }
+            del got
+        if "entity_get_many" in wl:
+            pks = q.get_pks
+            t, c = now_ns(), cpu_ns()
+            many = await users.get_many(pks)
+            elapsed, cpu = now_ns() - t, cpu_ns() - c
+            em.check_gets("entity_get_many", many, pks, ref)
+            out["entity_get_many"] = {
+                "us_per_entity": elapsed / 1e3 / len(pks),
+                "cpu_us_per_entity": cpu / 1e3 / len(pks),
+                "returned": len(many),
+            }
+            del many
+        if "entity_range_query" in wl:
+            out["entity_range_query"] = await _entity_query_row("entity_range_query", ranges, ordered=True)
+        if "entity_composite" in wl:
+            out["entity_composite"] = await _entity_query_row("entity_composite", composite, ordered=False)
+        if "entity_in" in wl:
+            out["entity_in"] = await _entity_query_row("entity_in", ins, ordered=False)
+        if "entity_scan_filter" in wl:
+            out["entity_scan_filter"] = await _entity_query_row("entity_scan_filter", scans, ordered=False)
+        end = await _stats(db)
+        plans = {what: build().explain() for build, what, _ in (ranges[0], composite[0], ins[0], scans[0])}
+        await db.close()
+    out["_info"] = {
+        "load_ms": load_ms,
+        "stats_after_compact": stats,
+        "tables_after_compact": _table_count(stats),
+        "stats_end": end,
+        "query_plans": plans,
+    }
+    return out
+
+
 def _sync(fn: Callable[[Trial], Awaitable[dict[str, Any]]]) -> Callable[[Trial], dict[str, Any]]:
     def run(trial: Trial) -> dict[str, Any]:
         return asyncio.run(fn(trial))  # type: ignore[arg-type]
@@ -678,4 +850,6 @@ GROUPS = {
     "fanout": _sync(_fanout),
     "txn": _sync(_txn),
     "big": _sync(_big),
+    "entity_bulk": _sync(_entity_bulk),
+    "entity_reads": _sync(_entity_reads),
 }

@@ -9,14 +9,23 @@ put is an upsert). Autocommit mode (``isolation_level=None``): batches are expli
 Transaction rows: ``BEGIN IMMEDIATE``, ``SELECT`` and ``UPDATE`` per key, ``COMMIT``, from 1 or 8
 threads, each with its own connection. Rows that QuantaDB runs with ``durability="os"`` use
 ``synchronous=NORMAL`` (a WAL commit without fsync) instead of ``FULL``.
+
+Entity rows (``entities_model.py``): the table ``users (id INTEGER PRIMARY KEY, email TEXT, name
+TEXT, city TEXT, age INTEGER)`` (all ``NOT NULL``; a rowid table keyed by ``id``, SQLite's fastest
+layout for integer keys) with the same secondary indexes as QuantaDB's entity class, the same
+pragmas (``synchronous=FULL``) and ``INSERT OR REPLACE`` (QuantaDB's ``put`` is an upsert too).
+Every read builds a :class:`~entities_model.UserRow` dataclass per returned row, as QuantaDB
+builds an entity object.
 """
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import threading
 from typing import Any
 
+import entities_model as em
 from _harness import (
     Trial,
     TxnConfig,
@@ -27,6 +36,7 @@ from _harness import (
     now_ns,
     proc_io,
     random_keys,
+    suppress_gc_freeze,
     txn_configs,
     txn_counter,
     txn_lost_updates,
@@ -291,6 +301,171 @@ def txn(trial: Trial) -> dict[str, Any]:
     return {cfg.name: _txn_run(trial, cfg) for cfg in txn_configs(trial)}
 
 
+# ------------------------------------------------------------------------------------- entities
+
+USERS = (
+    "CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, email TEXT NOT NULL, name TEXT NOT NULL, "
+    "city TEXT NOT NULL, age INTEGER NOT NULL)"
+)
+#: The same secondary indexes as QuantaDB's entity classes (sys_quanta.py): one per group.
+BULK_INDEXES = ("CREATE INDEX IF NOT EXISTS users_city ON users (city)",)
+READ_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS users_age ON users (age)",
+    "CREATE INDEX IF NOT EXISTS users_city_age ON users (city, age)",
+)
+PUT_USER = "INSERT OR REPLACE INTO users (id, email, name, city, age) VALUES (?, ?, ?, ?, ?)"
+_COLS = "SELECT id, email, name, city, age FROM users"
+GET_USER = _COLS + " WHERE id = ?"
+RANGE_USERS = _COLS + " WHERE age BETWEEN ? AND ? ORDER BY age, id LIMIT ?"
+COMPOSITE_USERS = _COLS + " WHERE city = ? AND age >= ?"
+SCAN_USERS = _COLS + " WHERE name = ?"
+_fields = operator.attrgetter(*em.FIELDS)
+
+
+def _users_db(path: str, indexes: tuple[str, ...]) -> sqlite3.Connection:
+    conn = connect(path)
+    conn.execute(USERS)
+    for sql in indexes:
+        conn.execute(sql)
+    return conn
+
+
+def _put_users(conn: sqlite3.Connection, users: list[em.UserRow]) -> None:
+    """The bulk load: one transaction, ``executemany`` over the objects' field values."""
+    conn.execute("BEGIN")
+    conn.executemany(PUT_USER, map(_fields, users))
+    conn.execute("COMMIT")
+
+
+def entity_bulk(trial: Trial) -> dict[str, Any]:
+    rows = em.user_rows(trial.records())
+    users = [em.UserRow(*r) for r in rows]
+    with suppress_gc_freeze():  # the inputs are not the system's garbage (QuantaDB's trial alike)
+        conn = _users_db(str(trial.fresh_dir("sqlite") / "db.sqlite"), BULK_INDEXES)
+        t, c = now_ns(), cpu_ns()
+        _put_users(conn, users)
+        elapsed, cpu = now_ns() - t, cpu_ns() - c
+    stored = conn.execute("SELECT count(*) FROM users").fetchone()[0]
+    city = rows[0][3]
+    by_city = conn.execute("SELECT count(*) FROM users WHERE city = ?", (city,)).fetchone()[0]
+    conn.close()
+    if stored != len(rows) or by_city != sum(1 for r in rows if r[3] == city):
+        raise em.WrongResult(f"entity_bulk: {stored} users stored ({by_city} in {city})")
+    return {
+        "entity_bulk": {
+            "total_ms": elapsed / 1e6,
+            "us_per_entity": elapsed / 1e3 / len(rows),
+            "cpu_ms": cpu / 1e6,
+            "stored": stored,
+        }
+    }
+
+
+def _get_users(conn: sqlite3.Connection, pks: list[int], chunk: int = 500) -> list[em.UserRow | None]:
+    """``get_many``: ``WHERE id IN (...)`` per chunk of ids, objects in the asked order."""
+    out: list[em.UserRow | None] = []
+    sql = f"{_COLS} WHERE id IN ({','.join('?' * chunk)})"
+    for i in range(0, len(pks), chunk):
+        part = pks[i : i + chunk]
+        q = sql if len(part) == chunk else f"{_COLS} WHERE id IN ({','.join('?' * len(part))})"
+        found = {r[0]: em.UserRow(*r) for r in conn.execute(q, part)}
+        out.extend(found.get(pk) for pk in part)
+    return out
+
+
+def _users(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[em.UserRow]:
+    return [em.UserRow(*r) for r in conn.execute(sql, args)]
+
+
+def _in_sql(cities: tuple[str, ...]) -> str:
+    return f"{_COLS} WHERE city IN ({','.join('?' * len(cities))})"
+
+
+def _entity_query_row(
+    name: str,
+    conn: sqlite3.Connection,
+    ops: list[tuple[str, tuple[Any, ...], list[em.Row]]],
+    *,
+    ordered: bool,
+) -> dict[str, Any]:
+    """Time each query (statement to list of objects); check it after its timing."""
+    elapsed = cpu = entities = 0
+    for sql, args, expected in ops:
+        t, c = now_ns(), cpu_ns()
+        got = _users(conn, sql, args)
+        elapsed += now_ns() - t
+        cpu += cpu_ns() - c
+        entities += len(got)
+        em.check(name, f"{sql} {args}", got, expected, ordered=ordered)
+    return em.query_metrics(elapsed, cpu, len(ops), entities)
+
+
+def entity_reads(trial: Trial) -> dict[str, Any]:
+    """Load the users (one transaction), checkpoint the WAL into the database file (as QuantaDB
+    flushes and compacts: every row in its final structure), warm up, then each row in turn
+    (see sys_quanta's ``_entity_reads`` for the warm-up, which is the same here)."""
+    rows = em.user_rows(trial.records())
+    users = [em.UserRow(*r) for r in rows]
+    q = em.queries(rows, trial.params, trial.seed)
+    ref = em.Reference(rows)
+    wl = set(trial.workloads)
+    out: dict[str, Any] = {}
+    ranges = [(RANGE_USERS, (lo, hi, q.range_len), ref.range(lo, hi, q.range_len)) for lo, hi in q.ranges]
+    composite = [(COMPOSITE_USERS, (c, y), ref.composite(c, y)) for c, y in q.composite]
+    in_ = [(_in_sql(cs), cs, ref.in_(cs)) for cs in q.in_sets]
+    scans = [(SCAN_USERS, (n,), ref.scan(n)) for n in q.scan_names]
+    with suppress_gc_freeze():  # the inputs and answers are not the system's garbage
+        conn = _users_db(str(trial.fresh_dir("sqlite") / "db.sqlite"), READ_INDEXES)
+        _put_users(conn, users)
+        del users
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        _get_users(conn, [r[0] for r in rows])  # warm-up (untimed): every user once
+        for sql, args, _exp in (ranges[0], composite[0], in_[0], scans[0]):
+            _users(conn, sql, args)
+        if "entity_get" in wl:
+            pks = q.get_pks
+            got: list[em.UserRow | None] = []
+            t, c = now_ns(), cpu_ns()
+            for pk in pks:
+                row = conn.execute(GET_USER, (pk,)).fetchone()
+                got.append(None if row is None else em.UserRow(*row))
+            elapsed, cpu = now_ns() - t, cpu_ns() - c
+            em.check_gets("entity_get", got, pks, ref)
+            out["entity_get"] = {
+                "us_per_op": elapsed / 1e3 / len(pks),
+                "cpu_us_per_op": cpu / 1e3 / len(pks),
+                "ops": len(pks),
+            }
+            del got
+        if "entity_get_many" in wl:
+            pks = q.get_pks
+            t, c = now_ns(), cpu_ns()
+            many = _get_users(conn, pks)
+            elapsed, cpu = now_ns() - t, cpu_ns() - c
+            em.check_gets("entity_get_many", many, pks, ref)
+            out["entity_get_many"] = {
+                "us_per_entity": elapsed / 1e3 / len(pks),
+                "cpu_us_per_entity": cpu / 1e3 / len(pks),
+                "returned": len(many),
+            }
+            del many
+        if "entity_range_query" in wl:
+            out["entity_range_query"] = _entity_query_row("entity_range_query", conn, ranges, ordered=True)
+        if "entity_composite" in wl:
+            out["entity_composite"] = _entity_query_row("entity_composite", conn, composite, ordered=False)
+        if "entity_in" in wl:
+            out["entity_in"] = _entity_query_row("entity_in", conn, in_, ordered=False)
+        if "entity_scan_filter" in wl:
+            out["entity_scan_filter"] = _entity_query_row("entity_scan_filter", conn, scans, ordered=False)
+    plans = {
+        sql: [d for *_, d in conn.execute("EXPLAIN QUERY PLAN " + sql, args)]
+        for sql, args, _ in (ranges[0], composite[0], in_[0], scans[0])
+    }
+    conn.close()
+    out["_info"] = {"query_plans": plans}
+    return out
+
+
 GROUPS = {
     "bulk": bulk,
     "reads": reads,
@@ -299,4 +474,6 @@ GROUPS = {
     "reopen": reopen,
     "big": big,
     "txn": txn,
+    "entity_bulk": entity_bulk,
+    "entity_reads": entity_reads,
 }

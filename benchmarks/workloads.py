@@ -224,6 +224,74 @@ WORKLOADS: tuple[Workload, ...] = (
         for space, label in (("uniform", "10k keys"), ("hot", "100 hot keys"))
         for tasks in (1, 8)
     ),
+    # Entity rows (entities_model.py): the same users, indexes and queries in QuantaDB
+    # (@quanta.entity, db.collection) and in a sqlite3 table; reads return objects on both sides.
+    Workload(
+        "entity_bulk",
+        "entity_bulk",
+        "Entities: bulk insert of N users, one secondary index, one put_many, durable",
+        "total_ms",
+        "ms",
+        (QUANTA, "sqlite3"),
+        (Target(820.0), Target(1.0, "sqlite3")),
+    ),
+    Workload(
+        "entity_get",
+        "entity_reads",
+        "Entities: get by primary key, warm (tables, cached)",
+        "us_per_op",
+        "us/op",
+        (QUANTA, "sqlite3"),
+        (Target(5.0),),
+        cpu_metric="cpu_us_per_op",
+    ),
+    Workload(
+        "entity_get_many",
+        "entity_reads",
+        "Entities: get_many of N random primary keys",
+        "us_per_entity",
+        "us/entity",
+        (QUANTA, "sqlite3"),
+        (Target(2.0), Target(0.8, stretch=True)),
+        cpu_metric="cpu_us_per_entity",
+    ),
+    Workload(
+        "entity_range_query",
+        "entity_reads",
+        "Entities: indexed range query (age BETWEEN, by age), 1,000 entities",
+        "ms_per_query",
+        "ms/query",
+        (QUANTA, "sqlite3"),
+        (Target(4.2), Target(1.5, "sqlite3")),
+        cpu_metric="cpu_ms_per_query",
+    ),
+    Workload(
+        "entity_composite",
+        "entity_reads",
+        "Entities: composite-index query (city == c and age >= y), ~N/100 entities",
+        "ms_per_query",
+        "ms/query",
+        (QUANTA, "sqlite3"),
+        cpu_metric="cpu_ms_per_query",
+    ),
+    Workload(
+        "entity_in",
+        "entity_reads",
+        "Entities: in_ query over 3 cities (index on city, age), ~N/3 entities",
+        "ms_per_query",
+        "ms/query",
+        (QUANTA, "sqlite3"),
+        cpu_metric="cpu_ms_per_query",
+    ),
+    Workload(
+        "entity_scan_filter",
+        "entity_reads",
+        "Entities: non-indexed filter (name == x), full scan of N, ~N/90 entities",
+        "ms_per_query",
+        "ms/query",
+        (QUANTA, "sqlite3"),
+        cpu_metric="cpu_ms_per_query",
+    ),
 )
 
 _CPU = {"us_per_op": "cpu_us_per_op", "us_per_key": "cpu_us_per_key", "us_per_scan": "cpu_us_per_scan"}
@@ -240,6 +308,8 @@ GROUP_ORDER = (
     "changes",
     "fanout",
     "txn",
+    "entity_bulk",
+    "entity_reads",
     "big",
 )
 
@@ -271,6 +341,12 @@ FULL_PARAMS: dict[str, Any] = {
     "txn_hot_keys": 100,
     "txn_count_sync": 500,
     "txn_count_os": 4_000,
+    # entity rows: queries per row (entity_get and entity_get_many use get_ops ids)
+    "entity_range_len": 1_000,
+    "entity_range_queries": 100,
+    "entity_composite_queries": 100,
+    "entity_in_queries": 5,
+    "entity_scan_queries": 5,
     "repeats": 5,
     "repeats_by_group": {"loop_lag": 3, "big": 1, "floor": 3, "changes": 3, "txn": 3},
     "timeout_s": 900,
@@ -293,6 +369,10 @@ QUICK_PARAMS: dict[str, Any] = {
     "fanout_rounds": 2,
     "txn_count_sync": 200,
     "txn_count_os": 1_000,
+    "entity_range_queries": 50,
+    "entity_composite_queries": 50,
+    "entity_in_queries": 3,
+    "entity_scan_queries": 3,
     "repeats": 3,
     # Synced writes are short but at the mercy of other disk traffic: more repeats, cheaply.
     "repeats_by_group": {"loop_lag": 1, "big": 1, "floor": 1, "write_sync": 5, "write_concurrent": 5, "txn": 1},

@@ -14,10 +14,13 @@ implementation and may change without notice.
 
 from __future__ import annotations
 
+from ._collection import Collection, Query
 from ._db import Database, open
 from ._kv import Batch, KeyValue, Snapshot
 from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, Options
+from ._query import asc, between, contains, desc, in_
 from ._reactive import Change, ChangeSet, Feed, Stream
+from ._schema import Index, PrimaryKey, Unique, entity, field
 from ._storage import SystemEvent
 from ._txn import MAX_TX_KEYS, MAX_TX_RANGES, Transaction, TransactionKeyValue
 from .errors import (
@@ -34,10 +37,13 @@ from .errors import (
     LimitExceededError,
     NotADatabaseError,
     QuantaError,
+    QueryError,
     ReadOnlyError,
+    SchemaError,
     StorageIOError,
     SubscriberOverflowError,
     TransactionClosedError,
+    UniqueViolationError,
 )
 
 __version__ = "0.1.0"
@@ -52,6 +58,7 @@ __all__ = [
     "Batch",
     "Change",
     "ChangeSet",
+    "Collection",
     "ConflictError",
     "CorruptionError",
     "Database",
@@ -61,14 +68,19 @@ __all__ = [
     "DatabaseLockedError",
     "DatabaseNotFoundError",
     "Feed",
+    "Index",
     "InvalidArgumentError",
     "InvalidTypeError",
     "KeyValue",
     "LimitExceededError",
     "NotADatabaseError",
     "Options",
+    "PrimaryKey",
     "QuantaError",
+    "Query",
+    "QueryError",
     "ReadOnlyError",
+    "SchemaError",
     "Snapshot",
     "StorageIOError",
     "Stream",
@@ -77,8 +89,17 @@ __all__ = [
     "Transaction",
     "TransactionClosedError",
     "TransactionKeyValue",
+    "Unique",
+    "UniqueViolationError",
     "__version__",
+    "asc",
+    "between",
+    "contains",
+    "desc",
+    "entity",
     "errors",
+    "field",
+    "in_",
     "open",
 ]
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from ._collection import Collection, _Sequences, entity_info_of
 from ._kv import KeyValue, Snapshot, check_buffer, check_flag
 from ._options import Options
 from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, EventHub, Feed, Stream, Subscription
@@ -26,6 +27,7 @@ from .errors import InvalidArgumentError, InvalidTypeError
 __all__ = ["Database", "open"]
 
 R = TypeVar("R")
+E = TypeVar("E")
 
 
 class Database:
@@ -37,6 +39,7 @@ class Database:
         self._bus = ChangeBus(engine)
         self._events = EventHub(engine)
         self._transactions = Transactions(engine)
+        self._transactions.sequences = _Sequences()
         self.kv = KeyValue(engine, self._bus)
 
     @property
@@ -80,6 +83,22 @@ class Database:
         attempts = check_retries(retries)
         check_flag("read_only", read_only)
         return await run_transaction(lambda: self.transaction(read_only=read_only), fn, attempts)
+
+    # ------------------------------------------------------------------ entities
+
+    def collection(self, cls: type[E]) -> Collection[E]:
+        """The records of entity class ``cls`` (declared with ``@quanta.entity``): ``put``,
+        ``get``, ``delete``, ``count``, ``where(...)`` queries. Each write is one atomic
+        transaction; each read runs at one snapshot. Inside a transaction use
+        ``tx.collection(cls)``."""
+        self._engine.check_open()
+        return Collection(
+            entity_info_of(cls),
+            sequences=self._transactions.sequences,
+            run=self.run_transaction,
+            reader=self.kv,
+            snapshot=self.snapshot,
+        )
 
     # ------------------------------------------------------------------ the change bus
 

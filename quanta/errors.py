@@ -20,6 +20,9 @@ QuantaError
 ├── ConflictError                       a transaction lost to a concurrent commit; retry it
 ├── TransactionClosedError              a transaction used after it committed or rolled back
 ├── SubscriberOverflowError             a subscriber fell too far behind the change bus
+├── SchemaError (TypeError)             a bad entity declaration (names class and field)
+├── QueryError (ValueError)             an ill-typed or impossible query, raised when built
+├── UniqueViolationError                a put would give a unique index a duplicate value
 ├── StorageIOError                      an operating-system I/O call failed (errno kept)
 └── DatabaseFailedError                 a fatal failure stopped writes; reopen to recover
     └── BackgroundError                 ... and it happened in background flush/compaction
@@ -44,8 +47,11 @@ __all__ = [
     "QuantaError",
     "ReadOnlyError",
     "StorageIOError",
+    "QueryError",
+    "SchemaError",
     "SubscriberOverflowError",
     "TransactionClosedError",
+    "UniqueViolationError",
 ]
 
 
@@ -141,6 +147,32 @@ class SubscriberOverflowError(QuantaError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return _rebuild, (type(self), self.args, {"last_seq": self.last_seq})
+
+
+class SchemaError(QuantaError, TypeError):
+    """An entity class is declared wrongly (a missing or duplicate primary key, an index on a
+    field that cannot be ordered, ``auto=True`` on a non-int key, ...). Raised when the
+    class is decorated; the message names the class and the field."""
+
+
+class QueryError(QuantaError, ValueError):
+    """A query is ill-typed or impossible (a comparison with a value of the wrong type, an
+    unknown field, ``contains`` on a field that is not a collection, ...). Raised when the
+    query is built, not when it runs."""
+
+
+class UniqueViolationError(QuantaError):
+    """A write would give a unique index two records with the same value. Nothing of the
+    write was made. ``entity``, ``index`` and ``value`` say which."""
+
+    def __init__(self, message: str, *, entity: str = "", index: str = "", value: object = None) -> None:
+        super().__init__(message)
+        self.entity = entity
+        self.index = index
+        self.value = value
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self), self.args, {"entity": self.entity, "index": self.index, "value": self.value})
 
 
 class StorageIOError(QuantaError):

@@ -106,6 +106,8 @@ DEMO_LINES = [
     r"7\. flush \+ compaction in \d+ ms -> L\d: \d+ file\(s\).*",
     r"8\. reopened in .* ms: config:motd=b'hello from a batch', user:00000003=None, {users} users",
     r"9\. verify: \d+ table\(s\), {entries} entries, all checksums good",
+    r"10\. entities: {people} Person records with a unique and a composite index in \d+ ms; Oslo aged 30-39, "
+    r"oldest first: \[\d+, \d+, \d+\] via index_range on city_age in .* ms",
     r"Done\. Run `python -m quanta stats {path}` to look inside\.",
 ]
 
@@ -122,6 +124,7 @@ def check_demo_output(out: str, path: Path, records: int) -> None:
         "half_end": f"{records // 2 + 999:08d}",
         "users": f"{records - 10:,}",  # the batch deleted ten
         "entries": f"{records - 9:,}",  # ... and added config:motd
+        "people": f"{min(records, 20_000):,}",
     }
     for line, pattern in zip(lines, DEMO_LINES, strict=True):
         for name, value in fmt.items():

@@ -1072,10 +1072,10 @@ async def test_a_committed_transaction_publishes_one_change_set(db: quanta.Datab
         change_set = await next_change_set(stream)
         assert change_set.seq == tx.commit_seq
         assert change_set.origin == "transaction"
-        assert change_set.changes == (
+        assert change_set.changes == (  # in the order of each key's first write
+            quanta.Change(b"c", "put", b"1", None),
             quanta.Change(b"a", "put", b"2", None),
             quanta.Change(b"b", "delete", None, b"0"),
-            quanta.Change(b"c", "put", b"1", None),
         )
         await db.kv.put(b"sentinel", b"1")
         after = await next_change_set(stream)  # nothing else came in between

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import random
 import warnings
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from sortedcontainers import SortedDict
 
 from .._kv import batch_size_check, check_key, check_value, key_range, scan, scan_args
+from .._options import MAX_KEY_BYTES
 from .._storage import Engine
 from ..errors import (
     ConflictError,
@@ -48,6 +49,10 @@ MAX_TX_RANGES = 10_000
 """Scans one transaction may run (each is remembered for the conflict check)."""
 
 R = TypeVar("R")
+E = TypeVar("E")
+
+if TYPE_CHECKING:
+    from .._collection import Collection
 
 
 class Transactions:
@@ -59,6 +64,7 @@ class Transactions:
         self.tracker = ConflictTracker()
         self.conflicts = 0  # commits refused (for stats)
         self.commits = 0
+        self.sequences: Any = None  # the entity layer's auto-increment counters (set by Database)
 
     def begin(self, start: int) -> TxState:
         tracker = self.tracker
@@ -83,6 +89,7 @@ class Transaction:
         "_engine",
         "_finished",
         "_manager",
+        "_sorted",
         "_state",
         "_writes",
         "commit_seq",
@@ -98,7 +105,8 @@ class Transaction:
         self.read_only = read_only
         self.seq = engine.acquire_snapshot()
         self._state: TxState | None = None if read_only else manager.begin(self.seq)
-        self._writes: SortedDict = SortedDict()  # key -> value, None for a delete
+        self._writes: dict[bytes, bytes | None] = {}  # key -> value, None for a delete
+        self._sorted: list[bytes] | None = None  # the written keys in order, built when a scan needs it
         self._bytes = 0
         self._finished = False
         self.commit_seq: int | None = None
@@ -107,6 +115,12 @@ class Transaction:
     @property
     def finished(self) -> bool:
         return self._finished
+
+    def collection(self, cls: type[E]) -> Collection[E]:
+        """The records of entity class ``cls``, read and written inside this transaction."""
+        from .._collection import Collection, entity_info_of  # the layer above: imported on use
+
+        return Collection(entity_info_of(cls), sequences=self._manager.sequences, tx=self)
 
     def _check_active(self) -> None:
         if self._finished:
@@ -212,7 +226,7 @@ class TransactionKeyValue:
         tx._check_active()
         writes = tx._writes
         if key in writes:
-            return writes[key]  # type: ignore[no-any-return]
+            return writes[key]
         self._note_read((key,))
         return tx._engine.get(key, tx.seq)
 
@@ -254,7 +268,15 @@ class TransactionKeyValue:
             if len(state.ranges) >= MAX_TX_RANGES:
                 raise LimitExceededError(f"a transaction may run at most {MAX_TX_RANGES} scans")
             state.ranges.append((lo or b"", hi))
-        own = [(k, tx._writes[k]) for k in tx._writes.irange(lo, hi, inclusive=(True, False), reverse=reverse)]
+        order = tx._sorted
+        if order is None:
+            order = tx._sorted = sorted(tx._writes)
+        i = 0 if lo is None else bisect_left(order, lo)
+        j = len(order) if hi is None else bisect_left(order, hi)
+        keys = order[i:j]
+        if reverse:
+            keys.reverse()
+        own = [(k, tx._writes[k]) for k in keys]
         return _merged_scan(tx, lo, hi, reverse, limit, own)
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -274,16 +296,41 @@ class TransactionKeyValue:
         if tx.read_only:
             raise ReadOnlyError("this transaction was started with read_only=True")
         writes = tx._writes
-        previous = writes.get(key, _ABSENT)
-        before = 0 if previous is _ABSENT else len(key) + len(previous or b"")
-        if previous is _ABSENT and len(writes) >= MAX_TX_KEYS:
+        present = key in writes
+        before = len(key) + len(writes[key] or b"") if present else 0
+        if not present and len(writes) >= MAX_TX_KEYS:
             raise LimitExceededError(f"a transaction may write at most {MAX_TX_KEYS} distinct keys")
         batch_size_check(tx._bytes - before + size)
         tx._bytes += size - before
+        if not present:
+            tx._sorted = None
         writes[key] = value
 
-
-_ABSENT = object()
+    def _put_generated(self, keys: list[bytes], values: list[bytes | None]) -> None:
+        """Buffer many writes of keys the layer above generated (the entity layer's records
+        and index entries): checked at C speed over whole columns, one dict update. The same
+        limits as ``put``/``delete``; nothing is buffered if one is crossed."""
+        tx = self._tx
+        tx._check_active()
+        if tx.read_only:
+            raise ReadOnlyError("this transaction was started with read_only=True")
+        if not keys:
+            return
+        if min(map(len, keys)) == 0 or max(map(len, keys)) > MAX_KEY_BYTES:
+            for key in keys:
+                check_key(key)  # names the bad one
+        writes = tx._writes
+        replaced = [k for k in keys if k in writes]
+        before = sum(len(k) + len(writes[k] or b"") for k in set(replaced))
+        fresh = dict(zip(keys, values, strict=True))
+        size = sum(map(len, fresh)) + sum(len(v) for v in fresh.values() if v is not None)
+        if len(writes) + len(fresh) - len(set(replaced)) > MAX_TX_KEYS:
+            raise LimitExceededError(f"a transaction may write at most {MAX_TX_KEYS} distinct keys")
+        batch_size_check(tx._bytes - before + size)
+        tx._bytes += size - before
+        if len(replaced) != len(fresh):
+            tx._sorted = None
+        writes.update(fresh)
 
 
 async def _merged_scan(

@@ -1,0 +1,41 @@
+"""Entity code that must NOT type-check: each bad line ends with ``# E: <error code>``, and
+tests/test_typing.py asserts mypy reports exactly those codes on exactly those lines."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from quanta._schema import Index, PrimaryKey, entity, field
+
+
+@entity
+class User:
+    id: Annotated[int, PrimaryKey(auto=True)] = 0
+    email: str
+    name: Annotated[str, Index()]
+    age: int = 0
+    tags: list[str] = field(default_factory=list)
+
+
+ok = User(email="a@x.io", name="Ann")
+
+User(email=1, name="Ann")  # E: arg-type
+User(email="a@x.io", name="Ann", unknown=1)  # E: call-arg
+User(email="a@x.io")  # E: call-arg
+User(1, "a@x.io", "Ann")  # E: call-arg
+User(email="a@x.io", name="Ann", tags=[1, 2])  # E: list-item
+too_old = User.age > "x"  # E: operator
+nope = User.nickname  # E: attr-defined
+ok.age = "old"  # E: assignment
+numbers: list[int] = ok.tags  # E: assignment
+
+
+@entity
+class Bad:
+    id: Annotated[int, PrimaryKey()]
+    n: int = field(default="zero")  # E: assignment
+
+
+@entity(indexs=[])  # E: call-overload
+class Typo:
+    id: Annotated[int, PrimaryKey()]
