@@ -28,7 +28,7 @@ from ._codec import decode_tuple, encode_key, encode_tuple
 from ._query import Expr, Field, Order, Plan, and_, as_order, plan
 from ._schema import EntityInfo, IndexInfo
 from ._schema.keyspace import EntityKeys, record_key, record_prefix
-from .errors import InvalidTypeError, QueryError, UniqueViolationError
+from .errors import InvalidArgumentError, InvalidTypeError, QueryError, UniqueViolationError
 
 if TYPE_CHECKING:
     from ._kv import _Reader
@@ -134,13 +134,15 @@ class Collection(Generic[E]):
             async with lock:
                 if name not in seq.next:
                     seq.next[name] = await self._largest_key() + 1
+        explicit = {value for obj in items if (value := getattr(obj, pk))}
+        counter = seq.next[name]
         for obj in items:
-            value = getattr(obj, pk)
-            if not value:  # 0 or None: not assigned yet
-                value = seq.next[name]
-                object.__setattr__(obj, pk, value)
-            if value >= seq.next[name]:
-                seq.next[name] = value + 1
+            if not getattr(obj, pk):  # 0 or None: not assigned yet
+                while counter in explicit:  # never a key another object of this batch gives
+                    counter += 1
+                object.__setattr__(obj, pk, counter)
+                counter += 1
+        seq.next[name] = max(counter, max(explicit, default=0) + 1)
 
     async def _largest_key(self) -> int:
         start, stop = record_prefix(self._info.name)
@@ -160,24 +162,31 @@ class Collection(Generic[E]):
         many existed."""
         if isinstance(pks, (str, bytes)) or not isinstance(pks, Iterable):
             raise InvalidTypeError("delete_many takes an iterable of primary keys")
-        keys = [self._pk_key(pk) for pk in pks]
+        keys = list(dict.fromkeys(self._pk_key(pk) for pk in pks))  # a key given twice counts once
         if not keys:
             return 0
         info = self._info
         return await self._write(lambda kv: _delete_records(info, kv, keys))
 
     def _pk_key(self, pk: Any) -> bytes:
+        keys = _keys(self._info)
+        if type(pk) is keys.pk_type:  # the common case: exactly the declared type
+            return keys.record(pk)
         info = self._info
-        fi = info.pk_field
-        kt = fi.key_type
+        kt = info.pk_field.key_type
         if kt is float and type(pk) is int:
-            pk = float(pk)
+            try:
+                pk = float(pk)
+            except OverflowError:
+                raise InvalidArgumentError(
+                    f"{info.name}.{info.primary_key}: {pk} is too large for a float key"
+                ) from None
         if kt is None or not isinstance(pk, kt) or (kt is int and isinstance(pk, bool)):
             raise InvalidTypeError(
                 f"{info.name}.{info.primary_key}: a primary key is a {getattr(kt, '__name__', kt)}, "
                 f"got {type(pk).__name__}"
             )
-        return _keys(info).record(pk)
+        return keys.record(pk)
 
     # ------------------------------------------------------------------ reads
 
@@ -189,7 +198,8 @@ class Collection(Generic[E]):
 
     async def get(self, pk: Any) -> E | None:
         """The record with primary key ``pk``, or None."""
-        data = await self._read_view().get(self._pk_key(pk))
+        view = self._tx.kv if self._tx is not None else self._reader
+        data = await view.get(self._pk_key(pk))  # type: ignore[union-attr]
         return None if data is None else self._info.decode(data)
 
     async def get_many(self, pks: Iterable[Any]) -> list[E | None]:
@@ -229,6 +239,7 @@ def _keys(info: EntityInfo) -> EntityKeys:
     keys: EntityKeys | None = info.cls.__dict__.get("__quanta_keys__")
     if keys is None:
         keys = EntityKeys(info.name, [idx.name for idx in info.indexes])
+        keys.pk_type = info.pk_field.key_type
         type.__setattr__(info.cls, "__quanta_keys__", keys)
     return keys
 
@@ -247,6 +258,8 @@ def _entries(info: EntityInfo, keys: EntityKeys, obj: Any, pk: Any) -> dict[byte
             continue
         values = tuple([getattr(obj, f) for f in idx.fields])
         if idx.unique:
+            if any(type(v) is float and v == 0.0 for v in values):
+                values = tuple(0.0 if type(v) is float and v == 0.0 else v for v in values)  # -0.0 == 0.0
             if None not in values:
                 out[keys.unique(idx.name, values)] = encode_key(pk)
         else:
@@ -296,7 +309,7 @@ async def _put_records(info: EntityInfo, kv: TransactionKeyValue, items: list[An
         for k, v in new.items():
             if k in before:
                 continue
-            if v:  # a unique entry (its value holds the pk)
+            if k[2] == 0x75:  # a unique entry (kind byte b"u")
                 other = claims.get(k, _NONE)
                 if other is not _NONE and other != pk:
                     _violation(info, k)
@@ -511,7 +524,18 @@ class Query(Generic[E]):
 
     async def distinct(self, field: Any) -> list[Any]:
         """The distinct values of ``field`` among the matches, in result order."""
-        return list(dict.fromkeys(await self._values(field)))
+        out: list[Any] = []
+        seen: set[Any] = set()
+        for value in await self._values(field):
+            try:
+                if value in seen:
+                    continue
+                seen.add(value)
+            except TypeError:  # unhashable (a list field): compare by equality
+                if value in out:
+                    continue
+            out.append(value)
+        return out
 
     async def delete(self) -> int:
         """Delete every match (with its index entries) in one atomic batch; return how many."""
@@ -537,6 +561,8 @@ async def _execute(p: Plan, info: EntityInfo, reader: Any) -> AsyncIterator[Any]
     residual = p.residual
     matches = residual.evaluate if residual is not None else None
     source = _records(p, info, reader)
+    if p.limit == 0:
+        return
     if p.sorted_by_access:
         skip, stop = p.offset, p.stop_after
         n = 0

@@ -242,14 +242,14 @@ def test_entity_options_and_field_infos() -> None:
         level: Annotated[Level, Index()]
         mood: Annotated[Mood | None, Index()] = None
         sensor: Annotated[str, Index(name="by_sensor")] = ""
-        codes: Annotated[frozenset[int], Index(multi=True, unique=True)] = frozenset()
+        codes: Annotated[frozenset[int], Index(multi=True)] = frozenset()
         raw: Annotated[bytes, "user metadata is ignored"] = b""
 
     info = entity_info(Reading)
     assert [f.key_type for f in info.fields] == [datetime, Level, Mood, str, None, bytes]
     assert info.field("mood").optional and info.field("mood").base is Mood
     assert [i.name for i in info.indexes] == ["level", "mood", "by_sensor", "codes"]
-    assert info.indexes[-1] == IndexInfo("codes", ("codes",), unique=True, multi=True)
+    assert info.indexes[-1] == IndexInfo("codes", ("codes",), unique=False, multi=True)
 
 
 def test_field_annotations_lose_their_metadata() -> None:

@@ -390,6 +390,11 @@ def _check_indexes(
                 f"{', '.join(ii.fields)}); give one a name=..."
             )
         seen[ii.name] = ii
+        if ii.multi and ii.unique:
+            raise SchemaError(
+                f"{where}: a multi-entry index cannot be unique (uniqueness of elements across records "
+                "is not supported); drop unique=True"
+            )
         if ii.multi:
             if len(ii.fields) != 1:
                 raise SchemaError(f"{where}: a multi=True index covers exactly one collection field, not {ii.fields}")

@@ -79,7 +79,7 @@ class EntityKeys:
     tuple encoding concatenates its elements, so a key is a prefix plus the rest): the hot
     path of every write of the entity layer."""
 
-    __slots__ = ("entity", "index_prefixes", "record_prefix", "unique_prefixes")
+    __slots__ = ("entity", "index_prefixes", "pk_type", "record_prefix", "unique_prefixes")
 
     def __init__(self, entity: str, indexes: Sequence[str]) -> None:
         self.entity = entity
@@ -87,6 +87,7 @@ class EntityKeys:
         self.record_prefix = NS + RECORD + head
         self.index_prefixes = {name: NS + INDEX + head + encode_key(name) for name in indexes}
         self.unique_prefixes = {name: NS + UNIQUE + head + encode_key(name) for name in indexes}
+        self.pk_type: type | None = None  # the primary key's declared type (set by the collection)
 
     def record(self, pk: Any) -> bytes:
         return self.record_prefix + encode_key(pk)

@@ -320,15 +320,15 @@ class TransactionKeyValue:
             for key in keys:
                 check_key(key)  # names the bad one
         writes = tx._writes
-        replaced = [k for k in keys if k in writes]
-        before = sum(len(k) + len(writes[k] or b"") for k in set(replaced))
         fresh = dict(zip(keys, values, strict=True))
+        replaced = [k for k in fresh if k in writes]
+        before = sum(len(k) + len(writes[k] or b"") for k in replaced)
         size = sum(map(len, fresh)) + sum(len(v) for v in fresh.values() if v is not None)
-        if len(writes) + len(fresh) - len(set(replaced)) > MAX_TX_KEYS:
+        if len(writes) + len(fresh) - len(replaced) > MAX_TX_KEYS:
             raise LimitExceededError(f"a transaction may write at most {MAX_TX_KEYS} distinct keys")
         batch_size_check(tx._bytes - before + size)
         tx._bytes += size - before
-        if len(replaced) != len(fresh):
+        if len(replaced) != len(fresh):  # a key not written before: the sorted view is stale
             tx._sorted = None
         writes.update(fresh)
 
