@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
+from reactive_helpers import TIMEOUT, Recorder, rest, subscribers, take
 from reactivex.scheduler import ImmediateScheduler
 from reactivex.testing import TestScheduler
 
@@ -31,73 +32,8 @@ from quanta._storage.vfs import MemoryFileSystem
 OpenFn = Callable[..., Awaitable[quanta.Database]]
 T = TypeVar("T")
 
-#: A delivery that has not happened after this long is a hang, not a slow machine.
-TIMEOUT = 30.0
-
 
 # =============================================================================== helpers
-
-
-async def take(stream: AsyncIterator[T], n: int) -> list[T]:
-    """The next ``n`` items (fails, rather than hangs, if they do not come)."""
-
-    async def go() -> list[T]:
-        return [await anext(stream) for _ in range(n)]
-
-    return await asyncio.wait_for(go(), TIMEOUT)
-
-
-async def rest(stream: AsyncIterator[T]) -> list[T]:
-    """Every item until the stream ends (fails if it does not end)."""
-
-    async def go() -> list[T]:
-        return [item async for item in stream]
-
-    return await asyncio.wait_for(go(), TIMEOUT)
-
-
-class Recorder:
-    """An Rx observer that writes down what it receives."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.error: Exception | None = None
-        self.completed = False
-        self._poke = asyncio.Event()
-
-    @property
-    def ended(self) -> bool:
-        return self.completed or self.error is not None
-
-    def on_next(self, item: Any) -> None:
-        assert not self.ended, "on_next after the end"
-        self.items.append(item)
-        self._poke.set()
-
-    def on_error(self, error: Exception) -> None:
-        assert not self.ended, "a second terminal notification"
-        self.error = error
-        self._poke.set()
-
-    def on_completed(self) -> None:
-        assert not self.ended, "a second terminal notification"
-        self.completed = True
-        self._poke.set()
-
-    async def _wait(self, condition: Callable[[], bool]) -> None:
-        async def go() -> None:
-            while not condition():
-                self._poke.clear()
-                await self._poke.wait()
-
-        await asyncio.wait_for(go(), TIMEOUT)
-
-    async def until(self, n: int) -> None:
-        """Wait until ``n`` items arrived or the subscription ended (fails after TIMEOUT)."""
-        await self._wait(lambda: len(self.items) >= n or self.ended)
-
-    async def until_ended(self) -> None:
-        await self._wait(lambda: self.ended)
 
 
 def values(scheduler_messages: list[Any]) -> list[Any]:
@@ -105,10 +41,6 @@ def values(scheduler_messages: list[Any]) -> list[Any]:
     nothing else)."""
     assert all(m.value.kind == "N" for m in scheduler_messages), scheduler_messages
     return [m.value.value for m in scheduler_messages]
-
-
-async def subscribers(db: quanta.Database) -> int:
-    return int((await db.stats())["change_subscribers"])
 
 
 def put(key: bytes, value: bytes, old: bytes | None = None) -> Change:
