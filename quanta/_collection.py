@@ -7,7 +7,7 @@ database runs each call as its own transaction (``run_transaction``, so a confli
 concurrent writer, e.g. on a unique value, is retried). A record and all its index entries
 are always one atomic batch. Reads of a database collection run at one snapshot per call.
 
-Storage layout: ``quanta/_schema/keyspace.py``. Per record: the record under ``record_key``;
+Storage layout: ``quanta/_schema/keyspace.py``. Per record: the record under its record key;
 per non-unique index one entry per record (``index_key``: the values then the primary key; a
 multi-entry index one per distinct element); per unique index one entry per record whose
 values are all non-None (``unique_key``: the values). Every entry's value is the encoded
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from ._codec import decode_tuple, encode_key, encode_tuple
 from ._query import Expr, Field, Order, Plan, and_, as_order, plan
 from ._schema import EntityInfo, IndexInfo
-from ._schema.keyspace import EntityKeys, record_key, record_prefix
+from ._schema.keyspace import EntityKeys, record_prefix
 from .errors import InvalidArgumentError, InvalidTypeError, QueryError, UniqueViolationError
 
 if TYPE_CHECKING:
@@ -544,9 +544,7 @@ class Query(Generic[E]):
         query_plan = self.plan()
 
         async def op(kv: TransactionKeyValue) -> int:
-            keys = [
-                record_key(info.name, getattr(obj, info.primary_key)) async for obj in _execute(query_plan, info, kv)
-            ]
+            keys = [_keys(info).record(getattr(obj, info.primary_key)) async for obj in _execute(query_plan, info, kv)]
             return await _delete_records(info, kv, keys) if keys else 0
 
         return await coll._write(op)

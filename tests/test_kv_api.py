@@ -17,10 +17,11 @@ import contextlib
 import gc
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from kv_model import collect, model_scan
 
 import quanta
 from quanta._storage.vfs import MemoryFileSystem
@@ -35,32 +36,6 @@ SMALL = {
     "l1_target_bytes": 8192,
     "target_file_bytes": 4096,
 }
-
-
-async def collect(it: AsyncIterator[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    return [item async for item in it]
-
-
-def model_scan(
-    model: dict[bytes, bytes],
-    start: bytes | None = None,
-    stop: bytes | None = None,
-    *,
-    prefix: bytes | None = None,
-    reverse: bool = False,
-    limit: int | None = None,
-) -> list[tuple[bytes, bytes]]:
-    """What ``db.kv.scan`` must return, computed from a plain dict (the reference model)."""
-    keys = sorted(
-        k
-        for k in model
-        if (start is None or k >= start) and (stop is None or k < stop) and (prefix is None or k.startswith(prefix))
-    )
-    if reverse:
-        keys.reverse()
-    if limit is not None:
-        keys = keys[:limit]
-    return [(k, model[k]) for k in keys]
 
 
 async def level_files(db: quanta.Database) -> tuple[int, int, int]:

@@ -25,7 +25,7 @@ import asyncio
 import os
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any, ClassVar, TypeVar
 
 import pytest
@@ -33,6 +33,7 @@ from helpers_crash import LONG, LONG_MARKS, write_summary
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, precondition, rule
+from kv_model import collect, model_scan
 
 import quanta
 from quanta._storage.vfs import MemoryFileSystem
@@ -96,29 +97,6 @@ def report(request: pytest.FixtureRequest) -> Iterator[None]:
                 f"{c['power_losses']} power losses, {c['reads']} reads checked, deepest level L{c['deepest']}"
             )
     write_summary(request, lines)
-
-
-def model_scan(
-    model: dict[bytes, bytes],
-    start: bytes | None,
-    stop: bytes | None,
-    prefix: bytes | None,
-    reverse: bool,
-    limit: int | None,
-) -> list[tuple[bytes, bytes]]:
-    """What ``scan`` must return, computed the obvious way."""
-    items = [
-        (k, v)
-        for k, v in sorted(model.items())
-        if (start is None or k >= start) and (stop is None or k < stop) and (prefix is None or k.startswith(prefix))
-    ]
-    if reverse:
-        items.reverse()
-    return items if limit is None else items[:limit]
-
-
-async def collect(it: AsyncIterator[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    return [kv async for kv in it]
 
 
 class DatabaseMachine(RuleBasedStateMachine):

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from kv_model import collect, model_scan
 
 import quanta
 import quanta._txn.transaction as txmod
@@ -40,32 +41,8 @@ SMALL = {
 }
 
 
-async def collect(it: AsyncIterator[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    return [item async for item in it]
-
-
 async def state(db: quanta.Database) -> dict[bytes, bytes]:
     return dict(await collect(db.kv.scan()))
-
-
-def model_scan(
-    model: dict[bytes, bytes],
-    start: bytes | None = None,
-    stop: bytes | None = None,
-    *,
-    prefix: bytes | None = None,
-    reverse: bool = False,
-    limit: int | None = None,
-) -> list[tuple[bytes, bytes]]:
-    """What a scan must return, computed from a plain dict (the reference model)."""
-    keys = sorted(
-        k
-        for k in model
-        if (start is None or k >= start) and (stop is None or k < stop) and (prefix is None or k.startswith(prefix))
-    )
-    if reverse:
-        keys.reverse()
-    return [(k, model[k]) for k in (keys if limit is None else keys[:limit])]
 
 
 def assert_idle(db: quanta.Database) -> None:
