@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import entities_model as em
+import live_model
 from _harness import (
     CHANGE_WARMUP,
     ChangeReceiver,
@@ -852,4 +853,5 @@ GROUPS = {
     "big": _sync(_big),
     "entity_bulk": _sync(_entity_bulk),
     "entity_reads": _sync(_entity_reads),
+    "live": lambda trial: live_model.run(trial, _open),
 }

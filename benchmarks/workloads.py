@@ -294,6 +294,43 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
 )
 
+# Live-query rows (live_model.py): QuantaDB's live queries and the naive strategy (re-run
+# every query on each commit), QuantaDB only, in one trial.
+WORKLOADS += (
+    *(
+        Workload(
+            f"live_latency_{q}",
+            "live",
+            f"Live queries: commit -> observer latency p99, {q:,} live quer{'y' if q == 1 else 'ies'} open",
+            "p99_us",
+            "us",
+            (QUANTA,),
+            {1: (), 100: (Target(1000.0),), 10_000: (Target(5000.0),)}[q],
+        )
+        for q in (1, 100, 10_000)
+    ),
+    Workload(
+        "live_write_10000",
+        "live",
+        "Live queries: cost of a write with 10,000 live queries open (one affected), vs none",
+        "us_per_write",
+        "us/write",
+        (QUANTA,),
+        (Target(2.0, metric="vs_no_live_queries"),),
+    ),
+    *(
+        Workload(
+            f"live_naive_{q}",
+            "live",
+            f"Naive strategy (re-run every query per commit): latency p99, {q:,} quer{'y' if q == 1 else 'ies'}",
+            "p99_us",
+            "us",
+            (QUANTA,),
+        )
+        for q in (1, 100, 10_000)
+    ),
+)
+
 _CPU = {"us_per_op": "cpu_us_per_op", "us_per_key": "cpu_us_per_key", "us_per_scan": "cpu_us_per_scan"}
 WORKLOADS = tuple(replace(w, cpu_metric=_CPU.get(w.metric, "cpu_ms")) if w.group == "reads" else w for w in WORKLOADS)
 BY_NAME = {w.name: w for w in WORKLOADS}
@@ -310,6 +347,7 @@ GROUP_ORDER = (
     "txn",
     "entity_bulk",
     "entity_reads",
+    "live",
     "big",
 )
 
@@ -347,8 +385,18 @@ FULL_PARAMS: dict[str, Any] = {
     "entity_composite_queries": 100,
     "entity_in_queries": 5,
     "entity_scan_queries": 5,
+    # live queries: ping-pong commits per latency row, the naive strategy's (fewer where slow),
+    # writes per round and rounds of the write-cost row
+    "live_items": 20_000,
+    "live_owners": 10_000,
+    "live_commits": 10_000,
+    "live_naive_commits_1": 10_000,
+    "live_naive_commits_100": 1_000,
+    "live_naive_commits_10000": 20,
+    "live_write_ops": 5_000,
+    "live_write_rounds": 4,
     "repeats": 5,
-    "repeats_by_group": {"loop_lag": 3, "big": 1, "floor": 3, "changes": 3, "txn": 3},
+    "repeats_by_group": {"loop_lag": 3, "big": 1, "floor": 3, "changes": 3, "txn": 3, "live": 3},
     "timeout_s": 900,
 }
 
@@ -373,9 +421,23 @@ QUICK_PARAMS: dict[str, Any] = {
     "entity_composite_queries": 50,
     "entity_in_queries": 3,
     "entity_scan_queries": 3,
+    "live_commits": 2_000,
+    "live_naive_commits_1": 2_000,
+    "live_naive_commits_100": 200,
+    "live_naive_commits_10000": 5,
+    "live_write_ops": 2_000,
+    "live_write_rounds": 2,
     "repeats": 3,
     # Synced writes are short but at the mercy of other disk traffic: more repeats, cheaply.
-    "repeats_by_group": {"loop_lag": 1, "big": 1, "floor": 1, "write_sync": 5, "write_concurrent": 5, "txn": 1},
+    "repeats_by_group": {
+        "loop_lag": 1,
+        "big": 1,
+        "floor": 1,
+        "write_sync": 5,
+        "write_concurrent": 5,
+        "txn": 1,
+        "live": 1,
+    },
     "timeout_s": 300,
 }
 

@@ -14,13 +14,33 @@ implementation and may change without notice.
 
 from __future__ import annotations
 
-from ._collection import Collection, Query
+from ._catalog import SchemaProgress, migration
+from ._collection import Collection
 from ._db import Database, open
 from ._kv import Batch, KeyValue, Snapshot
+from ._live import LiveFeed, LiveStream, ResultDiff
 from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, Options
+from ._queries import Query
 from ._query import asc, between, contains, desc, in_
 from ._reactive import Change, ChangeSet, Feed, Stream
-from ._schema import Index, PrimaryKey, Unique, entity, field
+from ._schema import (
+    Backlink,
+    Index,
+    Length,
+    Link,
+    Links,
+    OneOf,
+    Pattern,
+    PrimaryKey,
+    Range,
+    Unique,
+    backlink,
+    entity,
+    field,
+    link,
+    links,
+    validator,
+)
 from ._storage import SystemEvent
 from ._txn import MAX_TX_KEYS, MAX_TX_RANGES, Transaction, TransactionKeyValue
 from .errors import (
@@ -32,6 +52,7 @@ from .errors import (
     DatabaseFailedError,
     DatabaseLockedError,
     DatabaseNotFoundError,
+    IntegrityError,
     InvalidArgumentError,
     InvalidTypeError,
     LimitExceededError,
@@ -40,10 +61,13 @@ from .errors import (
     QueryError,
     ReadOnlyError,
     SchemaError,
+    SchemaMismatchError,
     StorageIOError,
     SubscriberOverflowError,
     TransactionClosedError,
     UniqueViolationError,
+    ValidationError,
+    Violation,
 )
 
 __version__ = "0.1.0"
@@ -55,6 +79,7 @@ __all__ = [
     "MAX_TX_RANGES",
     "MAX_VALUE_BYTES",
     "BackgroundError",
+    "Backlink",
     "Batch",
     "Change",
     "ChangeSet",
@@ -69,18 +94,30 @@ __all__ = [
     "DatabaseNotFoundError",
     "Feed",
     "Index",
+    "IntegrityError",
     "InvalidArgumentError",
     "InvalidTypeError",
     "KeyValue",
+    "Length",
     "LimitExceededError",
+    "Link",
+    "Links",
+    "LiveFeed",
+    "LiveStream",
     "NotADatabaseError",
+    "OneOf",
     "Options",
+    "Pattern",
     "PrimaryKey",
     "QuantaError",
     "Query",
     "QueryError",
+    "Range",
     "ReadOnlyError",
+    "ResultDiff",
     "SchemaError",
+    "SchemaMismatchError",
+    "SchemaProgress",
     "Snapshot",
     "StorageIOError",
     "Stream",
@@ -91,8 +128,11 @@ __all__ = [
     "TransactionKeyValue",
     "Unique",
     "UniqueViolationError",
+    "ValidationError",
+    "Violation",
     "__version__",
     "asc",
+    "backlink",
     "between",
     "contains",
     "desc",
@@ -100,7 +140,11 @@ __all__ = [
     "errors",
     "field",
     "in_",
+    "link",
+    "links",
+    "migration",
     "open",
+    "validator",
 ]
 
 from . import errors

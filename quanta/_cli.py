@@ -1,10 +1,14 @@
-"""``python -m quanta`` / ``quanta``: demo, stats, verify and dump.
+"""``python -m quanta`` / ``quanta``: demo, stats, verify, dump, schema and migrate.
 
 ```
 quanta demo [PATH]          the guided tour (default PATH: ./quanta-demo.db)
 quanta stats PATH           levels, files, sizes, counters of a database (opened read-only)
 quanta verify PATH          read and check every table, the manifest and the WAL
 quanta dump FILE            a WAL segment, SSTable or MANIFEST in readable form
+quanta schema PATH          the stored entity schemas, index states, unfinished jobs, history
+quanta migrate PATH --autogenerate MODULE
+                            diff MODULE's entity classes against the stored schemas and
+                            write a migration skeleton (opened read-only)
 ```
 Exit status: 0 on success, 1 when the database is damaged or cannot be opened, 2 on usage
 errors. Long work shows a progress bar on stderr (when it is a terminal, or with --progress).
@@ -14,14 +18,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
+import importlib
+import importlib.util
 import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any, TextIO
 
 from . import _db
+from ._catalog.autogen import EntityReport, render, to_version_for
+from ._catalog.format import StoredSchema
+from ._schema import EntityInfo
 from ._storage import (
     MANIFEST_MAGIC,
     SSTABLE_MAGIC,
@@ -33,7 +44,7 @@ from ._storage import (
     replay_manifest,
     replay_wal,
 )
-from .errors import QuantaError
+from .errors import InvalidArgumentError, QuantaError
 
 __all__ = ["main"]
 
@@ -163,7 +174,8 @@ async def demo(path: str, records: int = 100_000, out: TextIO = sys.stdout) -> N
 
 
 async def _demo_entities(db: _db.Database, n: int, say: Callable[[str], None]) -> None:
-    """Step 10: the same people as entities, with indexes and a planned query."""
+    """Steps 10 and 11: the same people as entities, with indexes, a planned query and a live
+    query."""
     from typing import Annotated
 
     from . import _query, _schema
@@ -192,6 +204,23 @@ async def _demo_entities(db: _db.Database, n: int, say: Callable[[str], None]) -
     say(
         f"10. entities: {n:,} Person records with a unique and a composite index in {load_ms:.0f} ms; "
         f"Oslo aged 30-39, oldest first: {[p.age for p in rows]} via {plan.access} on {index} in {query_ms:.1f} ms"
+    )
+
+    # Step 11: the three oldest in Oslo as a live query; commits that change it arrive as diffs.
+    await people.delete_many([n, n + 1, n + 2])  # left by an earlier run of the demo
+    oldest = people.where(Person.city == "Oslo").order_by(_query.desc(Person.age), Person.id).limit(3)
+    async with oldest.watch_diff().stream() as diffs:
+        await anext(diffs)  # the current result, as a diff from nothing
+        await people.put(Person(id=n + 1, email="young@example.com", name="young", city="Oslo", age=1))
+        await people.put(Person(id=n + 2, email="far@example.com", name="far away", city="Rome", age=120))
+        t = time.perf_counter()
+        await people.put(Person(id=n, email="new@example.com", name="newcomer", city="Oslo", age=99))
+        diff = await anext(diffs)  # nothing came for the two commits that did not change the top 3
+        live_ms = (time.perf_counter() - t) * 1e3
+    say(
+        f"11. live query (3 oldest in Oslo): two commits that did not change it emitted nothing; a 99-year-old "
+        f"arrived as a diff in {live_ms:.1f} ms: inserted at {[i for i, _ in diff.inserted]}, "
+        f"removed from {[i for i, _ in diff.removed]}"
     )
 
 
@@ -293,6 +322,171 @@ def _header_number(path: str) -> int:
     return int.from_bytes(head[16:24], "little")
 
 
+# ---------------------------------------------------------------------------- schema / migrate
+
+
+def _when(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def schema(path: str, out: TextIO = sys.stdout, as_json: bool = False) -> None:
+    """Print the stored schemas, their index states, unfinished jobs and version history."""
+    async with _db.open(path, read_only=True, create_if_missing=False) as db:
+        catalog = db._catalog
+        schemas = sorted(catalog.schemas.values(), key=lambda s: s.name)
+        with_records = await catalog.record_entities()
+        record_jobs = dict(catalog.record_jobs)
+        index_jobs = dict(catalog.index_jobs)
+    untracked = [n for n in with_records if n not in catalog.schemas]
+    if as_json:
+        doc = {
+            "entities": [s.to_map() for s in schemas],
+            "jobs": [
+                {"entity": n, "kind": j.kind, "to": j.to_version, "phase": j.phase, "done": j.done, "moved": j.moved}
+                for n, j in sorted(record_jobs.items())
+            ]
+            + [
+                {"entity": n, "kind": j.kind, "index": i, "done": j.done, "total": j.total}
+                for (n, i), j in sorted(index_jobs.items())
+            ],
+            "untracked": untracked,
+        }
+        print(json.dumps(doc, indent=2, default=repr), file=out)
+        return
+    if not schemas and not untracked:
+        print(f"no entity schemas are stored in {path}", file=out)
+        return
+    for i, s in enumerate(schemas):
+        if i:
+            print(file=out)
+        _print_schema(s, record_jobs.get(s.name), index_jobs, out)
+    for name in untracked:
+        print(f"\n{name}  records stored, no schema yet (declare the class at open to record it)", file=out)
+
+
+def _print_schema(s: StoredSchema, job: Any, index_jobs: dict[tuple[str, str], Any], out: TextIO) -> None:
+    def say(line: str) -> None:
+        print(line, file=out)
+
+    say(f"{s.name}  version {s.version}  class {s.cls}")
+    say(f"  key       {s.primary_key}{' (auto)' if s.auto else ''}")
+    width = max(len(f.name) for f in s.fields)
+    tw = max(len(f.type_label) for f in s.fields)
+    for i, f in enumerate(s.fields):
+        notes = ", ".join(n for n, on in (("optional", f.optional), ("default", f.default)) if on)
+        say(f"  {'fields' if i == 0 else '':<8}  {f.name:<{width}}  {f.type_label:<{tw}}  {notes}".rstrip())
+    if s.indexes:
+        iw = max(len(x.name) for x in s.indexes)
+        defs = [f"{'unique ' if x.unique else 'multi ' if x.multi else ''}({', '.join(x.fields)})" for x in s.indexes]
+        dw = max(map(len, defs))
+        for i, (idx, text) in enumerate(zip(s.indexes, defs, strict=True)):
+            state = idx.state
+            ij = index_jobs.get((s.name, idx.name))
+            if ij is not None and ij.kind == "build" and ij.total:
+                state += f" {ij.done:,}/{ij.total:,}"
+            say(f"  {'indexes' if i == 0 else '':<8}  {idx.name:<{iw}}  {text:<{dw}}  {state}")
+    if s.validators:
+        say(f"  validators {', '.join(s.validators)}")
+    if job is not None:
+        say(
+            f"  pending   {job.kind} to version {job.to_version}: {job.phase}, {job.done:,} converted, "
+            f"{job.moved:,}/{job.staged:,} moved (finishes at the next writable open with the class)"
+        )
+    for i, h in enumerate(s.history):
+        records = f"  ({h.records:,} records)" if h.records else ""
+        say(f"  {'history' if i == 0 else '':<8}  v{h.version}  {_when(h.time)}  {h.event:<13} {h.detail}{records}")
+
+
+def _import_module(spec: str) -> ModuleType:
+    """Import MODULE (a dotted name, found from the current directory too) or a .py file."""
+    try:
+        if spec.endswith(".py") or os.sep in spec:
+            file = os.path.abspath(spec)
+            name = os.path.splitext(os.path.basename(file))[0]
+            sys.path.insert(0, os.path.dirname(file))
+            loader_spec = importlib.util.spec_from_file_location(name, file)
+            if loader_spec is None or loader_spec.loader is None:
+                raise ImportError(f"not a Python file: {file}")
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[name] = module
+            loader_spec.loader.exec_module(module)
+            return module
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        return importlib.import_module(spec)
+    except QuantaError:
+        raise
+    except Exception as exc:
+        raise InvalidArgumentError(f"cannot import {spec}: {type(exc).__name__}: {exc}") from exc
+
+
+def _entity_classes(module: ModuleType) -> list[type]:
+    out: dict[str, type] = {}
+    for value in vars(module).values():
+        if not isinstance(value, type):
+            continue
+        info = getattr(value, "__quanta_entity__", None)
+        if isinstance(info, EntityInfo) and info.cls is value:
+            out.setdefault(info.name, value)
+    return [out[name] for name in sorted(out)]
+
+
+def migrate(
+    path: str, module: str, output: str | None = None, out: TextIO = sys.stdout, now: float | None = None
+) -> str | None:
+    """Diff MODULE's entity classes against the stored schemas; write a migration skeleton
+    for the classes that need one. Returns the file written (None if none was needed)."""
+    mod = _import_module(module)
+    classes = _entity_classes(mod)
+    if not classes:
+        raise InvalidArgumentError(f"{module} declares no @quanta.entity classes")
+    reports = asyncio.run(_migration_reports(path, classes))
+    for r in reports:
+        print(r.line, file=out)
+    if not any(r.status == "needs_migration" for r in reports):
+        print("nothing to write: no class needs a migration", file=out)
+        return None
+    stamp = datetime.datetime.fromtimestamp(time.time() if now is None else now)
+    target = output or f"quanta_migration_{stamp:%Y%m%d_%H%M%S}.py"
+    if os.path.exists(target):
+        raise InvalidArgumentError(f"{target} exists; choose another name with --output")
+    name = os.path.splitext(os.path.basename(module))[0] if module.endswith(".py") else module
+    source = render(name, reports, path=path, when=f"{stamp:%Y-%m-%d %H:%M:%S}")
+    compile(source, target, "exec")  # a skeleton is valid Python, whatever its TODOs
+    with open(target, "x", encoding="utf-8") as f:
+        f.write(source)
+    print(f"wrote {target}: fill in its TODOs, then import it before opening the database with the classes", file=out)
+    return target
+
+
+async def _migration_reports(path: str, classes: list[type]) -> list[EntityReport]:
+    reports = []
+    async with _db.open(path, read_only=True, create_if_missing=False) as db:
+        for cls in classes:
+            action, stored, declared, decision, hint = await db._catalog.preview(cls)
+            reports.append(_entity_report(cls, action, stored, declared, decision, hint))
+    return reports
+
+
+def _entity_report(
+    cls: type, action: str, stored: StoredSchema | None, declared: StoredSchema, decision: Any, hint: str
+) -> EntityReport:
+    name = cls.__qualname__
+    if stored is None:
+        return EntityReport(name, declared.name, "new", None, declared)
+    if action == "none":
+        return EntityReport(name, declared.name, "same", stored, declared)
+    if action == "migrate":
+        return EntityReport(name, declared.name, "covered", stored, declared, decision)
+    if action != "mismatch" or decision is None:
+        return EntityReport(name, declared.name, "automatic", stored, declared, decision)
+    if declared.version < stored.version:
+        return EntityReport(name, declared.name, "downgrade", stored, declared, decision)
+    return EntityReport(
+        name, declared.name, "needs_migration", stored, declared, decision, to_version_for(stored, declared)
+    )
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -311,6 +505,15 @@ def _parser() -> argparse.ArgumentParser:
     u = sub.add_parser("dump", help="print a WAL, SSTable or MANIFEST file")
     u.add_argument("file")
     u.add_argument("--limit", type=int, default=None, help="stop after N lines")
+    c = sub.add_parser("schema", help="print the stored entity schemas and their version history")
+    c.add_argument("path")
+    c.add_argument("--json", action="store_true")
+    m = sub.add_parser("migrate", help="write a migration skeleton from MODULE's entity classes")
+    m.add_argument("path")
+    m.add_argument(
+        "--autogenerate", metavar="MODULE", required=True, help="module (or .py file) declaring the entity classes"
+    )
+    m.add_argument("--output", metavar="FILE", default=None, help="the file to write (default: a timestamped name)")
     return p
 
 
@@ -324,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
         "stats": lambda: asyncio.run(stats(args.path, as_json=args.json)),
         "verify": lambda: asyncio.run(verify(args.path, progress=args.progress)),
         "dump": lambda: dump(args.file, limit=args.limit),
+        "schema": lambda: asyncio.run(schema(args.path, as_json=args.json)),
+        "migrate": lambda: migrate(args.path, args.autogenerate, args.output),
     }
     try:
         commands[args.command]()

@@ -1,5 +1,5 @@
-"""Collections and queries: typed entity storage on top of transactions, and the executor that
-runs the planner's plans.
+"""Collections: typed entity storage on top of transactions (queries and their executor are in
+``quanta/_queries.py``).
 
 ``db.collection(User)`` and ``tx.collection(User)`` return a :class:`Collection`. Writes go
 through a transaction: a collection of a transaction buffers them in it; a collection of the
@@ -13,6 +13,12 @@ multi-entry index one per distinct element); per unique index one entry per reco
 values are all non-None (``unique_key``: the values). Every entry's value is the encoded
 primary key, so a query reaches the record by concatenation, without decoding the entry.
 
+Links (``quanta/_relations.py``): for an entity with link fields, ``put``/``put_many`` first
+check that every target exists (``IntegrityError``); deletes of an entity that links point to
+apply their ``on_delete`` rules through the graph in the same batch; objects of a class with
+links or backlinks are bound to the collection's database or transaction (what their links
+load through). Any other entity runs exactly the code paths described above.
+
 Concurrency rules: event-loop thread only. Auto-increment keys come from a counter per entity
 (per open database), seeded from the largest stored key on first use; a key handed out is
 never reused, even if its transaction rolls back.
@@ -21,25 +27,27 @@ never reused, even if its transaction rolls back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._codec import decode_tuple, encode_key, encode_tuple
-from ._query import Expr, Field, Order, Plan, and_, as_order, plan
+from . import _relations
+from ._codec import decode_tuple, encode_key, encode_keys, encode_tuple, successor
 from ._schema import EntityInfo, IndexInfo
+from ._schema import relations as _links
 from ._schema.keyspace import EntityKeys, record_prefix
-from .errors import InvalidArgumentError, InvalidTypeError, QueryError, UniqueViolationError
+from .errors import InvalidArgumentError, InvalidTypeError, UniqueViolationError
 
 if TYPE_CHECKING:
+    from ._catalog import Catalog
     from ._kv import _Reader
+    from ._queries import Query
     from ._txn import Transaction, TransactionKeyValue
 
-__all__ = ["Collection", "Query", "entity_info_of"]
+__all__ = ["Collection", "entity_info_of"]
 
 E = TypeVar("E")
 R = TypeVar("R")
-
-_GET_BATCH = 512  # index scans fetch records in batches of this many primary keys
 
 
 def entity_info_of(cls: object) -> EntityInfo:
@@ -47,21 +55,27 @@ def entity_info_of(cls: object) -> EntityInfo:
     if not isinstance(info, EntityInfo) or info.cls is not cls:
         name = getattr(cls, "__name__", type(cls).__name__)
         raise InvalidTypeError(f"{name} is not an entity class: declare it with @quanta.entity")
+    if _links.has_pending() and info.relations is not None:
+        info.relations.require()  # forward references resolve at first use (SchemaError if they cannot)
     return info
 
 
 class _Sequences:
-    """Auto-increment counters, one per entity, shared by every collection of one database."""
+    """Auto-increment counters, one per entity, shared by every collection of one database
+    (which also reach the database's schema catalog through it: ``catalog``)."""
 
     def __init__(self) -> None:
         self.next: dict[str, int] = {}
         self.locks: dict[str, asyncio.Lock] = {}
+        # The schema catalog (quanta/_catalog), set by the database: it admits the classes
+        # collections are made for and hides incomplete indexes from the planner.
+        self.catalog: Catalog | None = None
 
 
 class Collection(Generic[E]):
     """The records of one entity class. See the module docstring."""
 
-    __slots__ = ("_info", "_reader", "_run", "_sequences", "_snapshot", "_tx")
+    __slots__ = ("_bind", "_info", "_keys", "_reader", "_run", "_sequences", "_snapshot", "_tx")
 
     def __init__(
         self,
@@ -73,7 +87,13 @@ class Collection(Generic[E]):
         reader: _Reader | None = None,
         snapshot: Callable[[], Any] | None = None,
     ) -> None:
+        if sequences.catalog is not None:
+            sequences.catalog.admit(info)  # SchemaMismatchError for a class the stored schema cannot read
         self._info = info
+        self._keys = _keys(info)
+        # Objects of a class with links or backlinks are bound to this collection's source
+        # (quanta/_schema/relations.py, "Binding"); for any other class nothing is done.
+        self._bind = info.relations is not None and info.relations.bind
         self._sequences = sequences
         self._tx = tx
         self._run = run
@@ -83,6 +103,12 @@ class Collection(Generic[E]):
     @property
     def entity(self) -> type[E]:
         return self._info.cls
+
+    @property
+    def _source(self) -> Any:
+        """What objects of this collection load their links through: the transaction, or
+        the database (whose ``run_transaction`` runs this collection's writes)."""
+        return self._tx if self._tx is not None else getattr(self._run, "__self__", None)
 
     def __repr__(self) -> str:
         where = "transaction" if self._tx is not None else "database"
@@ -123,6 +149,8 @@ class Collection(Generic[E]):
             await self._assign_keys(items)
         pks = [getattr(obj, info.primary_key) for obj in items]
         await self._write(lambda kv: _put_records(info, kv, items, pks))
+        if self._bind:
+            _relations.bind(items, self._source)
         return pks
 
     async def _assign_keys(self, items: list[Any]) -> None:
@@ -168,10 +196,56 @@ class Collection(Generic[E]):
         info = self._info
         return await self._write(lambda kv: _delete_records(info, kv, keys))
 
+    async def rekey(self, old_pk: Any, new_pk: Any) -> bool:
+        """Move the record with primary key ``old_pk`` to ``new_pk`` and make every link to it
+        (from any entity) point to ``new_pk``, in one atomic batch ("cascade update"). False
+        if there is no record ``old_pk``; ``IntegrityError`` if ``new_pk`` is taken (nothing
+        is written then). ``put`` of an object under a new key adds a record; this moves one."""
+        old_key, new_key = self._pk_key(old_pk), self._pk_key(new_pk)
+        info = self._info
+        if info.pk_field.key_type is float and type(new_pk) is int:
+            new_pk = float(new_pk)
+        moved: bool = await self._write(lambda kv: _relations.rekey(info, kv, old_key, new_key, new_pk))
+        if moved and info.auto and type(new_pk) is int:
+            seq = self._sequences.next
+            if info.name in seq and new_pk >= seq[info.name]:
+                seq[info.name] = new_pk + 1
+        return moved
+
+    async def load_links(self, objs: Iterable[E], *paths: str) -> None:
+        """Load the links and backlinks named by ``paths`` for every object of ``objs``, level
+        by level, with one batched read per link step (``get_many``) and one index query per
+        backlink step, however many objects: ``await posts.load_links(rows, "author",
+        "author.posts", "tags")``. Afterwards ``row.author.target`` (and attribute access
+        through it), ``await row.author.load()`` and ``await row.author.posts.all()`` answer
+        without reading. Objects read once are shared; all are bound to this collection's
+        database or transaction. Raises ``InvalidArgumentError`` for a path that names no
+        link or backlink."""
+        if isinstance(objs, (str, bytes)) or not isinstance(objs, Iterable):
+            raise InvalidTypeError(f"load_links takes an iterable of {self._info.name} objects")
+        items = list(objs)
+        info = self._info
+        for obj in items:
+            if type(obj) is not info.cls:
+                raise InvalidTypeError(f"load_links: expected {info.name} objects, got {type(obj).__name__}")
+        tree = _relations.parse_paths(info, paths)
+        if not items or not tree:
+            return
+        source = self._source
+        if self._tx is not None:
+            await _relations.load_paths(self._tx.kv, source, info, items, tree)
+            return
+        assert self._snapshot is not None
+        snap = self._snapshot()
+        try:
+            await _relations.load_paths(snap.kv, source, info, items, tree)
+        finally:
+            snap.release()
+
     def _pk_key(self, pk: Any) -> bytes:
-        keys = _keys(self._info)
+        keys = self._keys
         if type(pk) is keys.pk_type:  # the common case: exactly the declared type
-            return keys.record(pk)
+            return keys.record_prefix + encode_key(pk)  # type: ignore[arg-type]
         info = self._info
         kt = info.pk_field.key_type
         if kt is float and type(pk) is int:
@@ -198,17 +272,34 @@ class Collection(Generic[E]):
 
     async def get(self, pk: Any) -> E | None:
         """The record with primary key ``pk``, or None."""
+        keys = self._keys
+        key = keys.record_prefix + encode_key(pk) if type(pk) is keys.pk_type else self._pk_key(pk)  # type: ignore[arg-type]
         view = self._tx.kv if self._tx is not None else self._reader
-        data = await view.get(self._pk_key(pk))  # type: ignore[union-attr]
-        return None if data is None else self._info.decode(data)
+        data = await view.get(key)  # type: ignore[union-attr]
+        if data is None:
+            return None
+        obj = self._info.decode(data)
+        if self._bind:
+            obj.__dict__[_links.SOURCE] = self._source
+        return obj  # type: ignore[no-any-return]
 
     async def get_many(self, pks: Iterable[Any]) -> list[E | None]:
         """Records for ``pks``, in the same order (None where absent)."""
         if isinstance(pks, (str, bytes)) or not isinstance(pks, Iterable):
             raise InvalidTypeError("get_many takes an iterable of primary keys")
-        keys = [self._pk_key(pk) for pk in pks]
+        pks = list(pks)
+        entity_keys = self._keys
+        pk_type = entity_keys.pk_type
+        if all(type(pk) is pk_type for pk in pks):  # the common case: no per-key checks needed
+            prefix = entity_keys.record_prefix
+            keys = [prefix + e for e in encode_keys(pks)]
+        else:
+            keys = [self._pk_key(pk) for pk in pks]
         decode = self._info.decode
-        return [None if v is None else decode(v) for v in await self._read_view().get_many(keys)]
+        out = [None if v is None else decode(v) for v in await self._read_view().get_many(keys)]
+        if self._bind:
+            _relations.bind(filter(None, out), self._source)
+        return out
 
     async def count(self) -> int:
         """How many records the collection holds (a scan of the records: O(n))."""
@@ -217,6 +308,8 @@ class Collection(Generic[E]):
     # ------------------------------------------------------------------ queries
 
     def query(self) -> Query[E]:
+        from ._queries import Query  # the module above this one: imported on use
+
         """Every record (refine with ``where``, ``order_by``, ``limit``, ``offset``)."""
         return Query(self, None, (), None, 0)
 
@@ -229,6 +322,27 @@ class Collection(Generic[E]):
 
     def __aiter__(self) -> AsyncIterator[E]:
         return self.query().__aiter__()
+
+    # ------------------------------------------------------------------ live (quanta/_live)
+
+    if TYPE_CHECKING:
+        from ._live import Coalesce, LiveFeed
+
+    def watch_object(self, pk: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[E | None]:
+        """The record with primary key ``pk`` (None while absent) now, then after each commit
+        that changes it: a ``reactivex`` Observable, also async-iterable (docs/live.md).
+        ``coalesce``: at most one emission per that many seconds; ``buffer``: emissions that
+        may wait for a slow consumer (default 10,000) before ``SubscriberOverflowError``."""
+        from ._live import watch_object
+
+        return watch_object(self, pk, coalesce=coalesce, buffer=buffer)
+
+    def watch_lazy(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[None]:
+        """None after each commit that changes a record of this collection (no current value
+        first; nothing is decoded): "something here changed, look again"."""
+        from ._live import watch_lazy
+
+        return watch_lazy(self, coalesce=coalesce, buffer=buffer)
 
 
 # ---------------------------------------------------------------------- writing records
@@ -247,16 +361,18 @@ def _keys(info: EntityInfo) -> EntityKeys:
 def _entries(info: EntityInfo, keys: EntityKeys, obj: Any, pk: Any) -> dict[bytes, bytes]:
     """Every index entry of ``obj`` (key -> value)."""
     out: dict[bytes, bytes] = {}
+    rel = info.relations
+    get = _links.index_value if rel is not None and rel.links else _getattr  # links index their keys
     for idx in info.indexes:
         if idx.multi:
-            elements = getattr(obj, idx.fields[0])
+            elements = get(obj, idx.fields[0])
             if elements:
                 prefix = keys.index_prefixes[idx.name]
                 epk = encode_key(pk)
                 for element in set(elements):
                     out[prefix + encode_key(element) + epk] = epk
             continue
-        values = tuple([getattr(obj, f) for f in idx.fields])
+        values = tuple([get(obj, f) for f in idx.fields])
         if idx.unique:
             if any(type(v) is float and v == 0.0 for v in values):
                 values = tuple(0.0 if type(v) is float and v == 0.0 else v for v in values)  # -0.0 == 0.0
@@ -278,25 +394,32 @@ def _unique_index(info: EntityInfo, key: bytes) -> IndexInfo:
 async def _put_records(info: EntityInfo, kv: TransactionKeyValue, items: list[Any], pks: list[Any]) -> None:
     keys = _keys(info)
     prefix = keys.record_prefix
-    epks = [encode_key(pk) for pk in pks]
-    latest = {prefix + e: (obj, pk, e) for obj, pk, e in zip(items, pks, epks, strict=True)}  # later wins
+    epks = encode_keys(pks)
+    rkeys = [prefix + e for e in epks]
+    if len(set(rkeys)) != len(rkeys):  # a key given twice: the later object wins
+        latest = {k: (obj, pk, e) for k, obj, pk, e in zip(rkeys, items, pks, epks, strict=True)}
+        rkeys = list(latest)
+        items = [obj for obj, _, _ in latest.values()]
+        pks = [pk for _, pk, _ in latest.values()]
+        epks = [e for _, _, e in latest.values()]
+    if info.relations is not None and info.relations.links:
+        await _relations.check_targets(info, kv, items, rkeys)  # IntegrityError before any write
     encode, decode = info.encode, info.decode
-    rkeys = list(latest)
-    records = [encode(obj) for obj, _, _ in latest.values()]
+    records = list(map(encode, items))
     if not info.indexes:
         kv._put_generated(rkeys, records)  # type: ignore[arg-type]
         return
-    olds = await kv.get_many(rkeys)  # also makes a concurrent change of these records a conflict
+    olds = await _old_records(kv, rkeys)
     if all(old is None for old in olds) and not any(idx.unique for idx in info.indexes):
         # Only new records and no unique index (a bulk load): index keys column by column.
-        entry_keys, entry_values = _new_entries(info, keys, [(obj, e) for obj, _, e in latest.values()])
+        entry_keys, entry_values = _new_entries(info, keys, items, epks)
         kv._put_generated([*entry_keys, *rkeys], [*entry_values, *records])
         return
     removed: set[bytes] = set()
     added: dict[bytes, bytes] = {}
     claims: dict[bytes, Any] = {}  # unique entry -> pk claiming it in this batch
     unique = any(idx.unique for idx in info.indexes)
-    for (obj, pk, _), old in zip(latest.values(), olds, strict=True):
+    for obj, pk, old in zip(items, pks, olds, strict=True):
         new = _entries(info, keys, obj, pk)
         if old is None:
             before: dict[bytes, bytes] = {}
@@ -330,34 +453,55 @@ async def _put_records(info: EntityInfo, kv: TransactionKeyValue, items: list[An
 
 
 _NONE = object()
+_getattr = getattr
+_PROBE_FROM = 256  # put_many of at least this many records first probes their key range
+
+
+async def _old_records(kv: TransactionKeyValue, rkeys: list[bytes]) -> list[bytes | None]:
+    """The stored records under ``rkeys`` (None where new). Reading them also makes a
+    concurrent change of one a conflict. A big batch first asks whether any record at all
+    lies between its smallest and largest key (one seek; a bulk load into an empty
+    collection, or past its last key, ends there): the range read makes any concurrent write
+    in it a conflict, which covers every key of the batch."""
+    if len(rkeys) >= _PROBE_FROM:
+        lo, hi = min(rkeys), max(rkeys)
+        async with aclosing(kv._scan_chunks(lo, successor(hi), False, 1)) as chunks:
+            async for _ in chunks:
+                break
+            else:
+                return [None] * len(rkeys)
+    return await kv.get_many(rkeys)
 
 
 def _new_entries(
-    info: EntityInfo, keys: EntityKeys, objs: list[tuple[Any, bytes]]
+    info: EntityInfo, keys: EntityKeys, objs: list[Any], epks: list[bytes]
 ) -> tuple[list[bytes], list[bytes | None]]:
-    """Keys and values of every non-unique index entry of ``objs`` (``(obj, encoded pk)``
-    pairs): ``_entries`` for a bulk insert, one index at a time (an entry is the index prefix,
-    the encoded values, then the encoded primary key; its value is the encoded primary key)."""
+    """Keys and values of every non-unique index entry of ``objs`` (whose encoded primary
+    keys are ``epks``): ``_entries`` for a bulk insert, one index at a time, a column at a
+    time (an entry is the index prefix, the encoded values, then the encoded primary key;
+    its value is the encoded primary key)."""
     out: list[bytes] = []
     values: list[bytes | None] = []
+    rel = info.relations
+    get = _links.index_value if rel is not None and rel.links else _getattr  # links index their keys
     for idx in info.indexes:
         p = keys.index_prefixes[idx.name]
         if idx.multi:
             f = idx.fields[0]
-            for obj, e in objs:
-                elements = getattr(obj, f)
+            for obj, e in zip(objs, epks, strict=True):
+                elements = get(obj, f)
                 if elements:
                     distinct = set(elements)
                     out += [p + encode_key(el) + e for el in distinct]
                     values += [e] * len(distinct)
             continue
         if len(idx.fields) == 1:
-            f = idx.fields[0]
-            out += [p + encode_key(getattr(obj, f)) + e for obj, e in objs]
+            column = encode_keys([get(obj, idx.fields[0]) for obj in objs])
+            out += [p + v + e for v, e in zip(column, epks, strict=True)]
         else:
             fields = idx.fields
-            out += [p + encode_tuple([getattr(obj, f) for f in fields]) + e for obj, e in objs]
-        values += [e for _, e in objs]
+            out += [p + encode_tuple([get(obj, f) for f in fields]) + e for obj, e in zip(objs, epks, strict=True)]
+        values += epks
     return out, values
 
 
@@ -375,6 +519,12 @@ def _violation(info: EntityInfo, key: bytes) -> None:
 
 
 async def _delete_records(info: EntityInfo, kv: TransactionKeyValue, keys: list[bytes]) -> int:
+    rel = info.relations
+    if rel is not None:
+        if _links.has_pending():
+            _links.resolve_pending()
+        if rel.incoming:  # links point here: apply their on_delete rules (quanta/_relations.py)
+            return await _relations.delete_graph(info, kv, keys)
     olds = await kv.get_many(keys)
     decode = info.decode
     entity_keys = _keys(info)
@@ -389,239 +539,3 @@ async def _delete_records(info: EntityInfo, kv: TransactionKeyValue, keys: list[
         gone.append(key)
     kv._put_generated(gone, [None] * len(gone))
     return n
-
-
-# ---------------------------------------------------------------------- queries
-
-
-class Query(Generic[E]):
-    """A query over one collection. Built with ``where``, ``order_by``, ``limit``, ``offset``
-    (each returns a new query; a query is immutable); run with ``all``, ``first``, ``count``,
-    ``exists``, ``async for``, the aggregates, or ``delete``. ``explain()`` shows the plan.
-
-    Ill-typed or impossible queries raise ``QueryError`` when built, not when run.
-    """
-
-    __slots__ = ("_coll", "_limit", "_offset", "_order", "_plan", "_where")
-
-    def __init__(
-        self, coll: Collection[E], where: Expr | None, order: tuple[Order, ...], limit: int | None, offset: int
-    ) -> None:
-        self._coll = coll
-        self._where = where
-        self._order = order
-        self._limit = limit
-        self._offset = offset
-        self._plan: Plan | None = None
-        self._plan = self.plan()  # plan now: a bad query fails when built
-
-    def _replace(self, **changes: Any) -> Query[E]:
-        args: dict[str, Any] = {
-            "where": self._where,
-            "order": self._order,
-            "limit": self._limit,
-            "offset": self._offset,
-        }
-        args.update(changes)
-        return Query(self._coll, args["where"], args["order"], args["limit"], args["offset"])
-
-    def where(self, *conditions: Any) -> Query[E]:
-        for c in conditions:
-            if not isinstance(c, Expr):
-                raise QueryError(
-                    f"where() takes conditions such as User.age >= 30, got {c!r:.60} "
-                    "(a plain bool: was a comparison evaluated too early?)"
-                )
-        parts = ([self._where] if self._where is not None else []) + list(conditions)
-        if not parts:
-            return self
-        return self._replace(where=parts[0] if len(parts) == 1 else and_(*parts))
-
-    def order_by(self, *keys: Any) -> Query[E]:
-        orders = []
-        for k in keys:
-            if not isinstance(k, (Field, Order)):
-                raise QueryError(f"order_by() takes fields or quanta.desc(field), got {k!r:.60}")
-            orders.append(as_order(k))
-        return self._replace(order=self._order + tuple(orders))
-
-    def limit(self, n: int | None) -> Query[E]:
-        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
-            raise QueryError(f"limit must be a non-negative int or None, got {n!r}")
-        return self._replace(limit=n)
-
-    def offset(self, n: int) -> Query[E]:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise QueryError(f"offset must be a non-negative int, got {n!r}")
-        return self._replace(offset=n)
-
-    def plan(self) -> Plan:
-        if self._plan is None:
-            self._plan = plan(self._coll._info, self._where, self._order, self._limit, self._offset)
-        return self._plan
-
-    def explain(self) -> str:
-        """The chosen access path, index, key ranges, residual filter, sort and window."""
-        return self.plan().explain()
-
-    # ------------------------------------------------------------------ running
-
-    async def all(self) -> list[E]:
-        return [obj async for obj in self]
-
-    async def first(self) -> E | None:
-        async for obj in self.limit(1 if self._limit is None else min(self._limit, 1)):
-            return obj
-        return None
-
-    async def exists(self) -> bool:
-        return await self.first() is not None
-
-    async def count(self) -> int:
-        n = 0
-        async for _ in self._replace(order=()):
-            n += 1
-        return n
-
-    def __aiter__(self) -> AsyncIterator[E]:
-        return self._run()
-
-    async def _run(self) -> AsyncIterator[E]:
-        coll = self._coll
-        if coll._tx is not None:
-            async for obj in _execute(self.plan(), coll._info, coll._tx.kv):
-                yield obj
-            return
-        assert coll._snapshot is not None
-        snap = coll._snapshot()
-        try:
-            async for obj in _execute(self.plan(), coll._info, snap.kv):
-                yield obj
-        finally:
-            snap.release()
-
-    async def _values(self, field: Any) -> list[Any]:
-        if not isinstance(field, Field) or field.owner is not self._coll._info.cls:
-            raise QueryError(f"expected a field of {self._coll._info.name}, got {field!r:.60}")
-        name = field.name
-        return [getattr(obj, name) async for obj in self]
-
-    async def min(self, field: Any) -> Any:
-        """The smallest non-None value of ``field`` among the matches (None if none)."""
-        values = [v for v in await self._values(field) if v is not None]
-        return min(values) if values else None
-
-    async def max(self, field: Any) -> Any:
-        values = [v for v in await self._values(field) if v is not None]
-        return max(values) if values else None
-
-    async def sum(self, field: Any) -> Any:
-        return sum(v for v in await self._values(field) if v is not None)
-
-    async def avg(self, field: Any) -> float | None:
-        values = [v for v in await self._values(field) if v is not None]
-        return sum(values) / len(values) if values else None
-
-    async def distinct(self, field: Any) -> list[Any]:
-        """The distinct values of ``field`` among the matches, in result order."""
-        out: list[Any] = []
-        seen: set[Any] = set()
-        for value in await self._values(field):
-            try:
-                if value in seen:
-                    continue
-                seen.add(value)
-            except TypeError:  # unhashable (a list field): compare by equality
-                if value in out:
-                    continue
-            out.append(value)
-        return out
-
-    async def delete(self) -> int:
-        """Delete every match (with its index entries) in one atomic batch; return how many."""
-        coll = self._coll
-        info = coll._info
-        query_plan = self.plan()
-
-        async def op(kv: TransactionKeyValue) -> int:
-            keys = [_keys(info).record(getattr(obj, info.primary_key)) async for obj in _execute(query_plan, info, kv)]
-            return await _delete_records(info, kv, keys) if keys else 0
-
-        return await coll._write(op)
-
-    def __repr__(self) -> str:
-        return f"<quanta.Query {self._coll._info.name} where {self._where!r}>"
-
-
-async def _execute(p: Plan, info: EntityInfo, reader: Any) -> AsyncIterator[Any]:
-    """Run plan ``p`` against ``reader`` (a snapshot's or a transaction's ``kv``); the
-    contract is in ``quanta/_query/planner.py``."""
-    residual = p.residual
-    matches = residual.evaluate if residual is not None else None
-    source = _records(p, info, reader)
-    if p.limit == 0:
-        return
-    if p.sorted_by_access:
-        skip, stop = p.offset, p.stop_after
-        n = 0
-        async for obj in source:
-            if matches is not None and not matches(obj):
-                continue
-            n += 1
-            if n <= skip:
-                continue
-            yield obj
-            if stop is not None and n >= stop:
-                return
-        return
-    found = [obj async for obj in source if matches is None or matches(obj)]
-    ordered = p.sort(found)
-    end = None if p.limit is None else p.offset + p.limit
-    for obj in ordered[p.offset : end]:
-        yield obj
-
-
-async def _records(p: Plan, info: EntityInfo, reader: Any) -> AsyncIterator[Any]:
-    decode = info.decode
-    prefix = _keys(info).record_prefix
-    if p.access in ("pk_get", "unique_get"):
-        keys = [start for start, _ in p.ranges]
-        if p.reverse:  # the lookups, like ranges, in the plan's direction
-            keys.reverse()
-        values = await reader.get_many(keys)
-        if p.access == "pk_get":
-            for v in values:
-                if v is not None:
-                    yield decode(v)
-            return
-        # A unique entry's value is its record's encoded primary key.
-        for v in await reader.get_many([prefix + v for v in values if v is not None]):
-            if v is not None:
-                yield decode(v)
-        return
-    ranges: Sequence[tuple[bytes, bytes | None]] = p.ranges[::-1] if p.reverse else p.ranges
-    if p.access in ("pk_range", "full_scan"):
-        for start, stop in ranges:
-            async for _, v in reader.scan(start, stop, reverse=p.reverse):
-                yield decode(v)
-        return
-    seen: set[bytes] | None = set() if p.dedupe else None
-    batch: list[bytes] = []
-    for start, stop in ranges:
-        async for _, v in reader.scan(start, stop, reverse=p.reverse):
-            # Every index entry's value is its record's encoded primary key (canonical: equal
-            # bytes, equal keys), so the record key needs no decoding.
-            if seen is not None:
-                if v in seen:
-                    continue
-                seen.add(v)
-            batch.append(prefix + v)
-            if len(batch) >= _GET_BATCH:
-                for data in await reader.get_many(batch):
-                    if data is not None:
-                        yield decode(data)
-                batch = []
-    if batch:
-        for data in await reader.get_many(batch):
-            if data is not None:
-                yield decode(data)

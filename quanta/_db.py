@@ -10,19 +10,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 
+from ._catalog import Catalog, SchemaProgress, check_entities
 from ._collection import Collection, _Sequences, entity_info_of
 from ._kv import KeyValue, Snapshot, check_buffer, check_flag
 from ._options import Options
 from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, EventHub, Feed, Stream, Subscription
 from ._storage import Engine, SystemEvent
 from ._txn import Transaction, Transactions, check_retries, run_transaction
-from .errors import InvalidArgumentError, InvalidTypeError
+from .errors import InvalidArgumentError, InvalidTypeError, QuantaError
 
 __all__ = ["Database", "open"]
 
@@ -40,6 +42,8 @@ class Database:
         self._events = EventHub(engine)
         self._transactions = Transactions(engine)
         self._transactions.sequences = _Sequences()
+        self._catalog = Catalog(engine, self._transactions)  # stored schemas (quanta/_catalog)
+        self._transactions.sequences.catalog = self._catalog
         self.kv = KeyValue(engine, self._bus)
 
     @property
@@ -218,8 +222,16 @@ class Database:
             "change_sets_published": self._bus.published,
         }
 
+    async def indexes_ready(self) -> None:
+        """Wait until every index being built in the background (one added to a declared
+        class, see docs/migrations.md) is complete; queries use an index only once it is.
+        Raises the failure of a build that failed."""
+        self._engine.check_open()
+        await self._catalog.indexes_ready()
+
     async def close(self) -> None:
         """Flush, finish background work and release the directory. Idempotent."""
+        await self._catalog.aclose()  # index builds stop here and resume on the next open
         await self._engine.close()
 
     async def __aenter__(self) -> Database:
@@ -243,14 +255,33 @@ class Database:
 class _Opening:
     """What :func:`open` returns: await it for a Database, or use it with ``async with``."""
 
-    def __init__(self, path: str, opts: Options) -> None:
+    def __init__(
+        self,
+        path: str,
+        opts: Options,
+        entities: list[type] | None = None,
+        on_progress: Callable[[SchemaProgress], None] | None = None,
+    ) -> None:
         self._path = path
         self._opts = opts
+        self._entities = entities or []
+        self._on_progress = on_progress
         self._db: Database | None = None
 
     async def _open(self) -> Database:
         engine = await Engine.open(self._path, self._opts)
-        return Database(engine)
+        db = Database(engine)
+        try:
+            # Compare, apply or migrate the declared classes before anyone can use the data.
+            await db._catalog.open(self._entities, self._on_progress)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await db.close()
+                except QuantaError:
+                    pass  # the first error is the one to report
+            raise
+        return db
 
     def __await__(self) -> Generator[Any, None, Database]:
         return self._open().__await__()
@@ -264,15 +295,30 @@ class _Opening:
             await self._db.close()
 
 
-def open(path: str | os.PathLike[str], **options: Any) -> _Opening:
+def open(
+    path: str | os.PathLike[str],
+    *,
+    entities: Iterable[type] = (),
+    on_progress: Callable[[SchemaProgress], None] | None = None,
+    **options: Any,
+) -> _Opening:
     """Open (creating if needed) the database in directory ``path``.
 
     ``db = await quanta.open(path, durability="sync")`` or ``async with quanta.open(path) as db``.
     Options are checked here, before anything touches the disk; see :class:`quanta.Options`.
+
+    ``entities=[User, Post]``: the entity classes the program uses. Each is compared with the
+    schema stored for it before the database is returned: additive changes are applied, new
+    indexes built, pending ``@quanta.migration`` steps run; anything else raises
+    ``SchemaMismatchError`` with the data untouched (docs/migrations.md). ``on_progress``
+    receives a :class:`quanta.SchemaProgress` per chunk of those jobs.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidTypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = os.fspath(path)
     if not isinstance(path, str) or not path:
         raise InvalidArgumentError("path must be a non-empty directory path")
-    return _Opening(path, Options.from_kwargs(options))
+    if on_progress is not None and not callable(on_progress):
+        raise InvalidTypeError(f"on_progress must be callable, got {type(on_progress).__name__}")
+    declared = check_entities(entities)
+    return _Opening(path, Options.from_kwargs(options), declared, on_progress)

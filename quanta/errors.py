@@ -8,7 +8,9 @@ written; the classes below say what went wrong, never how the engine happens to 
 QuantaError
 ├── InvalidArgumentError (ValueError)   bad option, empty key, ...
 │   ├── InvalidTypeError (TypeError)    a str where bytes are required, ...
-│   └── LimitExceededError              key, value or batch over the documented limits
+│   ├── LimitExceededError              key, value or batch over the documented limits
+│   └── ValidationError                 an entity breaks its constraints or validators
+│                                       (lists every violation)
 ├── CorruptionError                     a checksum or structure check failed (names file, offset)
 ├── DatabaseLockedError                 another process or open() holds the directory
 ├── DatabaseClosedError                 the database was closed
@@ -21,15 +23,25 @@ QuantaError
 ├── TransactionClosedError              a transaction used after it committed or rolled back
 ├── SubscriberOverflowError             a subscriber fell too far behind the change bus
 ├── SchemaError (TypeError)             a bad entity declaration (names class and field)
+├── SchemaMismatchError                 declared entity classes differ from the stored schemas
+│                                       and no migration covers it (lists each difference)
 ├── QueryError (ValueError)             an ill-typed or impossible query, raised when built
-├── UniqueViolationError                a put would give a unique index a duplicate value
+├── IntegrityError                      a write would break a relationship or uniqueness rule
+│   └── UniqueViolationError            a put would give a unique index a duplicate value
 ├── StorageIOError                      an operating-system I/O call failed (errno kept)
 └── DatabaseFailedError                 a fatal failure stopped writes; reopen to recover
     └── BackgroundError                 ... and it happened in background flush/compaction
 ```
+
+``Violation`` (one broken rule: entity, field, reason, value) is the record a
+``ValidationError`` lists; it is data, not an error, so it is not in ``__all__`` here (the
+``quanta`` facade exports it).
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
 
 __all__ = [
     "BackgroundError",
@@ -40,6 +52,7 @@ __all__ = [
     "DatabaseFailedError",
     "DatabaseLockedError",
     "DatabaseNotFoundError",
+    "IntegrityError",
     "InvalidArgumentError",
     "InvalidTypeError",
     "LimitExceededError",
@@ -49,9 +62,11 @@ __all__ = [
     "StorageIOError",
     "QueryError",
     "SchemaError",
+    "SchemaMismatchError",
     "SubscriberOverflowError",
     "TransactionClosedError",
     "UniqueViolationError",
+    "ValidationError",
 ]
 
 
@@ -72,6 +87,69 @@ class LimitExceededError(InvalidArgumentError):
 
     The limits are ``quanta.MAX_KEY_BYTES``, ``MAX_VALUE_BYTES`` and ``MAX_BATCH_BYTES``.
     """
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken rule of one entity object, as listed by :class:`ValidationError`.
+
+    ``entity``: the entity's stored name; ``field``: the field (None for an entity-level,
+    cross-field rule); ``reason``: what the rule asks (``must be between 0 and 150``);
+    ``value``: the offending value (the element, for a rule on the elements of a collection;
+    None for an entity-level rule); ``key``: the object's primary key, when it has one yet
+    (None for an auto key not assigned yet). ``str()`` reads
+    ``User[7].age: must be between 0 and 150 (got 200)``.
+
+    A validator may raise ``ValidationError([Violation(field="end", reason="...")])`` to
+    report several violations or to name the field of a cross-field rule; ``entity`` and
+    ``key`` left empty are filled in.
+    """
+
+    entity: str = ""
+    field: str | None = None
+    reason: str = ""
+    value: object = None
+    key: object = None
+
+    def __str__(self) -> str:
+        where = self.entity if self.key is None else f"{self.entity}[{self.key!r}]"
+        if self.field is not None:
+            where = f"{where}.{self.field}"
+        shown = "" if self.field is None else f" (got {_short_repr(self.value)})"
+        return f"{where}: {self.reason}{shown}"
+
+
+def _short_repr(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class ValidationError(InvalidArgumentError):
+    """An entity object breaks its declared constraints (``Range``, ``Length``, ``Pattern``,
+    ``OneOf``) or its validators. ``violations`` lists every one (entity, field, reason,
+    value); ``str()`` shows them, one per line. Raised before anything is written: a batch
+    with one invalid object writes nothing."""
+
+    _SHOWN = 20  # violations written out in the message; all are in ``violations``
+
+    def __init__(self, violations: Iterable[Violation], message: str | None = None) -> None:
+        self.violations: list[Violation] = list(violations)
+        if message is None:
+            message = _violations_message(self.violations, self._SHOWN)
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self), (self.violations, self.args[0]), {})
+
+
+def _violations_message(violations: list[Violation], shown: int) -> str:
+    if len(violations) == 1:
+        return str(violations[0])
+    lines = [f"{len(violations)} violations:"]
+    lines += [f"  {v}" for v in violations[:shown]]
+    if len(violations) > shown:
+        lines.append(f"  ... and {len(violations) - shown} more")
+    return "\n".join(lines)
 
 
 class CorruptionError(QuantaError):
@@ -161,7 +239,28 @@ class QueryError(QuantaError, ValueError):
     query is built, not when it runs."""
 
 
-class UniqueViolationError(QuantaError):
+class SchemaMismatchError(QuantaError):
+    """The entity classes a program declares differ from the schemas stored in the database
+    in a way no automatic step applies (a type change, a rename, a removed field that holds
+    data, a new required field without a default) and no migration covers it. Raised when the
+    database is opened; the data is untouched. ``differences`` lists each difference (its
+    ``str()`` is shown in the message)."""
+
+    def __init__(self, message: str, *, differences: Iterable[object] = ()) -> None:
+        super().__init__(message)
+        self.differences: tuple[object, ...] = tuple(differences)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self), self.args, {"differences": self.differences})
+
+
+class IntegrityError(QuantaError):
+    """A write would break a rule between records: a duplicate value in a unique index
+    (:class:`UniqueViolationError`), a link to a record that does not exist, a delete that an
+    ``on_delete="restrict"`` link forbids. Nothing of the write was made."""
+
+
+class UniqueViolationError(IntegrityError):
     """A write would give a unique index two records with the same value. Nothing of the
     write was made. ``entity``, ``index`` and ``value`` say which."""
 

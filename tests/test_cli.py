@@ -108,6 +108,8 @@ DEMO_LINES = [
     r"9\. verify: \d+ table\(s\), {entries} entries, all checksums good",
     r"10\. entities: {people} Person records with a unique and a composite index in \d+ ms; Oslo aged 30-39, "
     r"oldest first: \[\d+, \d+, \d+\] via index_range on city_age in .* ms",
+    r"11\. live query \(3 oldest in Oslo\): two commits that did not change it emitted nothing; a 99-year-old "
+    r"arrived as a diff in .* ms: inserted at \[0\], removed from \[2\]",
     r"Done\. Run `python -m quanta stats {path}` to look inside\.",
 ]
 

@@ -31,6 +31,7 @@ from quanta._codec import (
     decode_key,
     decode_tuple,
     encode_key,
+    encode_keys,
     encode_tuple,
     prefix_end,
     prefix_range,
@@ -695,3 +696,26 @@ def test_facade_exports_exactly_all() -> None:
     public = {n for n in vars(quanta._codec) if not n.startswith("_") and n not in ("keys", "annotations")}
     assert public == set(quanta._codec.__all__)
     assert set(keysmod.__all__) == set(quanta._codec.__all__)
+
+
+@given(
+    st.one_of(
+        st.lists(VALUES, max_size=80),
+        st.lists(st.sampled_from([0, 1, -1, 255, 256, 2**63, -(2**64), 7]), max_size=200),  # ints: one comprehension
+        st.lists(st.sampled_from(["Oslo", "Rome", "", None, b"Oslo", 1, True, 1.0, -0.0, 0.0, 0]), max_size=200),
+    )
+)
+@example([True, 1, 1.0] * 30)  # equal values of different types never share an encoding
+@example([0.0, -0.0] * 40)
+@example(["a", b"a", None] * 30)
+def test_encode_keys_is_encode_key_of_each(values: list[Any]) -> None:
+    """``encode_keys`` (the entity layer's column encoder: a fast path for small ints, a
+    cache for repeated values) gives exactly ``encode_key`` of every value."""
+    assert encode_keys(values) == [encode_key(v) for v in values]
+
+
+def test_encode_keys_names_a_bad_value_like_encode_key() -> None:
+    with pytest.raises(InvalidTypeError, match="object"):
+        encode_keys(["a"] * 100 + [object()])
+    with pytest.raises(InvalidArgumentError):
+        encode_keys([1.0] * 10 + [math.nan])

@@ -15,7 +15,7 @@ from .expr import (
     not_,
     or_,
 )
-from .planner import MAX_RANGES, Access, Plan, order_records, plan, sort_key
+from .planner import MAX_RANGES, Access, Plan, check, order_records, plan, sort_key
 
 __all__ = [
     "MAX_RANGES",
@@ -28,6 +28,7 @@ __all__ = [
     "as_order",
     "asc",
     "between",
+    "check",
     "contains",
     "desc",
     "in_",

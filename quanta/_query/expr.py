@@ -536,6 +536,36 @@ class Field:
     def __ge__(self, value: Any) -> Compare:
         return self._compare(">=", value)
 
+    def _in(self, values: Iterable[Any], what: str) -> In:
+        """``in_(self, values)`` (``values`` checked to be a collection); link fields override."""
+        fi = self.info
+        out: list[Any] = []
+        for v in values:
+            if v is None:
+                if not fi.optional:
+                    raise QueryError(
+                        f"{what}: {self!r} is declared {_type_name(fi.annotation)}, not optional; None never matches"
+                    )
+                out.append(None)
+            else:
+                out.append(_coerce(fi.base, v, what))
+        return In(self, tuple(out))
+
+    def _contains(self, value: Any, what: str) -> Contains:
+        """``contains(self, value)``; link fields override."""
+        fi = self.info
+        elem = _element_type(fi.base)
+        if elem is None:
+            raise QueryError(
+                f"{what}: contains() needs a list, set or tuple field; {self!r} is {_type_name(fi.annotation)}"
+            )
+        elem_type, elem_optional = elem
+        if value is None:
+            if not elem_optional:
+                raise QueryError(f"{what}: the elements of {self!r} ({_type_name(fi.annotation)}) are never None")
+            return Contains(self, None)
+        return Contains(self, _coerce(elem_type, value, what))
+
     def startswith(self, prefix: str | bytes) -> StartsWith:
         """Values starting with ``prefix`` (a str for a str field, bytes for a bytes field)."""
         fi = self.info
@@ -567,6 +597,11 @@ class Field:
 
 
 def _require_orderable(field: Field, fi: FieldInfo, what: str) -> None:
+    if fi.link_kind is not None:
+        raise QueryError(
+            f"{field!r} is a link: it has no order, so {what} does not apply to it; only ==, !=, in_, contains "
+            "and has(...) do"
+        )
     if fi.key_type is None:
         raise QueryError(
             f"{field!r} ({_type_name(fi.annotation)}) cannot be ordered, so {what} does not apply to it; "
@@ -602,39 +637,18 @@ def in_(field: Any, values: Iterable[Any]) -> In:
     """``field`` equals one of ``values``. An empty collection is a valid, always-false
     predicate (a query with it returns nothing)."""
     f = _field(field, "in_")
-    fi = f.info
     what = f"in_({f!r}, {values!r})"
     if isinstance(values, str | bytes | bytearray | memoryview) or not isinstance(values, Iterable):
         raise QueryError(
             f"{what}: in_() takes a collection of values (a list, tuple or set), got {type(values).__name__}"
         )
-    out: list[Any] = []
-    for v in values:
-        if v is None:
-            if not fi.optional:
-                raise QueryError(
-                    f"{what}: {f!r} is declared {_type_name(fi.annotation)}, not optional; None never matches"
-                )
-            out.append(None)
-        else:
-            out.append(_coerce(fi.base, v, what))
-    return In(f, tuple(out))
+    return f._in(values, what)
 
 
 def contains(field: Any, value: Any) -> Contains:
     """The collection field ``field`` (list, set, frozenset or tuple) holds ``value``."""
     f = _field(field, "contains")
-    fi = f.info
-    what = f"contains({f!r}, {value!r})"
-    elem = _element_type(fi.base)
-    if elem is None:
-        raise QueryError(f"{what}: contains() needs a list, set or tuple field; {f!r} is {_type_name(fi.annotation)}")
-    elem_type, elem_optional = elem
-    if value is None:
-        if not elem_optional:
-            raise QueryError(f"{what}: the elements of {f!r} ({_type_name(fi.annotation)}) are never None")
-        return Contains(f, None)
-    return Contains(f, _coerce(elem_type, value, what))
+    return f._contains(value, f"contains({f!r}, {value!r})")
 
 
 def _combine(kind: type[_Junction], exprs: tuple[Any, ...]) -> Expr:

@@ -52,6 +52,7 @@ from .._codec import KeyTag, decode_key, encode_key, prefix_end
 from .._schema.info import EntityInfo, FieldInfo
 from ..errors import CorruptionError
 from .expr import Between, Compare, Contains, Expr, In, IsNone, Leaf, Not, Or, StartsWith, _Junction
+from .links import LinksAny
 
 __all__ = [
     "Bound",
@@ -344,14 +345,20 @@ def compile_scalar(e: Expr, info: EntityInfo) -> tuple[str, KeySet] | None:
 
 def compile_exists(e: Expr, info: EntityInfo) -> tuple[str, KeySet] | None:
     """``(field name, key set of elements)`` when ``e`` says the collection field holds an
-    element in the set: ``contains(f, v)``, or an ``|`` of such on one field. (``&`` of two
-    ``contains`` is not one element set, and ``~`` is not an element set at all.)"""
+    element in the set: ``contains(f, v)``, a ``LinksAny`` (``quanta/_query/links.py``), or
+    an ``|`` of such on one field. (``&`` of two ``contains`` is not one element set, and
+    ``~`` is not an element set at all.)"""
     if isinstance(e, Contains):
         fi = info.field(e.field.name)
         if fi.element_key_type is None:
             return None
         dom = domain(fi.element_key_type, True)
         return fi.name, intersect(dom, (point(e.value),))
+    if isinstance(e, LinksAny):  # a Links field holds one of several keys (what has(...) becomes)
+        fi = info.field(e.field.name)
+        if fi.element_key_type is None:  # pragma: no cover - a resolved link has its key type
+            return None
+        return fi.name, intersect(domain(fi.element_key_type, True), normalize(point(v) for v in e.values))
     if isinstance(e, Or):
         parts = [compile_exists(c, info) for c in e.items]
         first = parts[0]

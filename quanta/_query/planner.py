@@ -2,7 +2,7 @@
 
 ``plan(info, where, order_by, limit, offset) -> Plan`` is a pure function of the entity's
 :class:`~quanta._schema.info.EntityInfo` and the query: no I/O, no statistics, no event
-loop. The executor (``quanta/_collection.py``) runs the plan against a snapshot.
+loop. The executor (``quanta/_queries.py``) runs the plan against a snapshot.
 
 The plan contract (what an executor does with a :class:`Plan`)
 ---------------------------------------------------------------
@@ -460,6 +460,19 @@ def _check(info: EntityInfo, where: Expr | None, order_by: Sequence[Any], limit:
     if type(offset) is not int or offset < 0:
         raise QueryError(f"offset must be a non-negative int, got {offset!r}")
     return orders
+
+
+def check(
+    info: EntityInfo,
+    where: Expr | None,
+    order_by: Sequence[Order] = (),
+    limit: int | None = None,
+    offset: int = 0,
+) -> None:
+    """Raise the ``QueryError`` that ``plan`` would raise for this query, without planning:
+    a query is checked when it is built and planned when it first runs (every error the
+    planner can raise is one of these checks)."""
+    _check(info, where, order_by, limit, offset)
 
 
 def plan(

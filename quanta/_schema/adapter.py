@@ -15,12 +15,14 @@ Record layout (one msgpack array)::
 field ``i`` in declaration order (``FieldInfo.position == i``, so it sits at array index
 ``i + 1``). Values are msgpack-native where msgpack has the type (None, bool, int within 64
 bits, float as binary64, str as UTF-8 with lone surrogates passed through, bytes as ``bin``,
-list, tuple as an array, dict as a map) and extension types otherwise (table below). Enum
+list, tuple as an array, dict as a map) and extension types otherwise (``msgpack_ext.py``). Enum
 members are stored by value and decoded into the declared Enum class; dataclasses and
 embedded entities are stored inline as arrays of their fields (no version of their own) and
 decoded into the declared class; tuples are decoded as tuples where a tuple is declared.
 Where the type is ``Any`` nothing is converted on decode: arrays come back as lists, enums
-as their values.
+as their values. A link field (``quanta.Link[T]``) is stored as the target's primary key, as
+that key's type is stored (None for an empty optional link), and a ``quanta.Links[T]`` field
+as an array of them; decode makes ``Link`` objects of them (``relations.py``).
 
 Worked example: the issue's ``User`` (``id``, ``email``, ``name``, ``city``, ``age``,
 ``tags``), version 1, ``User(id=7, email="a@x.io", name="A", city="Oslo", age=30,
@@ -35,67 +37,44 @@ tags=["x"])``, is 21 bytes::
     1e                      age 30
     91 a1 78                tags ["x"]
 
-Extension types (msgpack ``ExtType(code, payload)``; integers big-endian)::
+Values of types msgpack does not have (datetimes, Decimal, UUID, sets, big ints, ...) are
+extension types, specified in ``msgpack_ext.py``. **The record layout above and the
+extension table there are part of the on-disk format.** Every stored record is written with
+them; a change needs a new :class:`RecordFormat` and a migration that rewrites the records.
 
-    code  type                payload
-    1     int beyond 64 bits  two's complement, minimal length (msgpack ints stop at
-                              -2**63 .. 2**64-1)
-    2     datetime, naive     >HBBBBBI year month day hour minute second microsecond,
-                              then one byte fold=1 only when fold is set
-    3     datetime, aware     the 11 wall-clock bytes of code 2, u8 fold, i64 utcoffset in
-                              microseconds, u8 zone kind, zone text (UTF-8, may be empty)
-    4     date                >HBB year month day
-    5     time, naive         >BBBI hour minute second microsecond, then fold=1 if set
-    6     time, aware         the 7 bytes of code 5, u8 fold, i64 offset (us), u8 zone kind,
-                              zone text
-    7     timedelta           >iII days seconds microseconds
-    8     Decimal             ASCII ``str(d)`` (exact: sign, digits, exponent, NaN, sNaN, inf)
-    9     UUID                16 bytes (UUID.bytes)
-    10    set                 a msgpack array of the elements in a canonical order, so equal
-                              sets encode alike: by value when all are int, all str or all
-                              bytes; otherwise by their encoded bytes
-    11    frozenset           as 10
-
-Zone kinds: 0 ``datetime.timezone(offset)`` (text empty); 1 ``zoneinfo.ZoneInfo(text)``,
-whose offset is stored too (0 for a ``time``, which has no offset in a zone), so that if
-the key is missing from the reader's time-zone database a fixed offset keeps the instant;
-2 ``timezone(offset, text)``. Any other tzinfo is stored as kind 0 with the offset it gives
-at that moment.
-
-**The record layout, the extension codes and their payloads are part of the on-disk format.**
-Every stored record is written with them; a change needs a new :class:`RecordFormat` and a
-migration that rewrites the records.
-
-Validation (``check``): top-level field values must have their declared type exactly
-(``bool`` is not an ``int``; ``date`` excludes ``datetime``; an ``int`` in a ``float`` field
-is converted in place). Elements of lists, tuples, sets and dicts are checked with one C
-pass over their types; only when that finds something unexpected does a Python walk
-convert ints to floats or name the offending element (``User.tags[3]: expected str, got
-int``). Dataclass-typed fields are walked field by field.
+Where the parts live: ``typenode.py`` parses declared types into :class:`TypeNode` trees and
+holds the slow path of the type check (``coerce``); ``msgpack_ext.py`` the extension types and
+the per-thread packers; this module generates and compiles the per-class functions. The
+generated ``check`` tests types (the fast path calls ``coerce`` only for a suspect value) and
+then, for a class that declares constraints or validators, runs the lines ``validation.py``
+generates; for a class without them it is exactly the type check.
 
 Concurrency: everything is pure; the generated functions share no mutable state except one
-msgpack ``Packer`` per thread (a packer is not safe to share: its ``default`` hook runs
-Python code mid-pack, where another thread could enter the same packer).
+msgpack ``Packer`` per thread (see ``msgpack_ext.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import linecache
-import struct
-import threading
-import types
-import typing
-import uuid
 from collections.abc import Callable
-from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
-from decimal import Decimal
 from enum import Enum, IntEnum
 from typing import Any, NamedTuple, NoReturn
 
 import msgpack
 
 from ..errors import CorruptionError, InvalidTypeError, QuantaError, SchemaError
+from .msgpack_ext import (
+    _RECORD,
+    ExtCode,
+    _ext_hook,
+    _object_new,
+    _object_setattr,
+    _packers,
+    _set_ext,
+    decode_value,
+    encode_value,
+)
+from .typenode import _NONE, TypeNode, UnsupportedType, coerce, parse_type, type_label
 
 __all__ = [
     "Codec",
@@ -104,6 +83,7 @@ __all__ = [
     "TypeNode",
     "UnsupportedType",
     "build_codec",
+    "coerce",
     "decode_value",
     "encode_value",
     "parse_type",
@@ -112,612 +92,10 @@ __all__ = [
 
 
 class RecordFormat(IntEnum):
-    """Versions of the record encoding (the layout and extension table above)."""
+    """Versions of the record encoding (the layout above and the extension table in
+    ``msgpack_ext.py``)."""
 
     V1 = 1  # first release: [version, *fields], extension codes 1..11
-
-
-class ExtCode(IntEnum):
-    """msgpack extension type codes (part of the on-disk format)."""
-
-    BIGINT = 1
-    DATETIME = 2
-    DATETIME_TZ = 3
-    DATE = 4
-    TIME = 5
-    TIME_TZ = 6
-    TIMEDELTA = 7
-    DECIMAL = 8
-    UUID = 9
-    SET = 10
-    FROZENSET = 11
-
-
-class UnsupportedType(Exception):
-    """A declared type the codec cannot store; the entity layer turns it into a SchemaError
-    naming the class and field."""
-
-
-_RECORD = "<record>"  # the CorruptionError path: a record is not a file
-
-# ---------------------------------------------------------------------------------------------
-# Types: the declared annotation, normalised to a small tree the generators walk.
-
-SCALAR_TYPES: tuple[type, ...] = (int, float, str, bytes, bool, datetime, date, time, timedelta, Decimal, uuid.UUID)
-_ENUM_VALUE_TYPES = (*SCALAR_TYPES, type(None))
-_NONE = type(None)
-
-
-@dataclasses.dataclass(eq=False, slots=True)
-class TypeNode:
-    """One node of a parsed type.
-
-    ``kind``: ``any``, ``scalar`` (``py`` is the type), ``enum`` (``py`` the Enum class),
-    ``optional`` (``args[0]`` the non-None type), ``list``, ``vtuple`` (``tuple[T, ...]``),
-    ``tuple`` (fixed, one arg per element), ``set``, ``frozenset``, ``dict`` (key, value),
-    ``dataclass`` (``py`` the class; ``fields`` its ``(name, node)`` pairs, filled after the
-    node is registered so that recursive dataclasses terminate).
-    """
-
-    kind: str
-    py: Any = None
-    args: tuple[TypeNode, ...] = ()
-    fields: tuple[tuple[str, TypeNode], ...] = ()
-
-    @property
-    def label(self) -> str:
-        return type_label(self)
-
-
-def type_label(node: TypeNode) -> str:
-    """How messages name a type: ``int``, ``list[str]``, ``Color | None``, ``Address``."""
-    k = node.kind
-    if k == "any":
-        return "Any"
-    if k in ("scalar", "enum", "dataclass"):
-        return str(node.py.__qualname__)
-    if k == "optional":
-        return f"{type_label(node.args[0])} | None"
-    if k == "vtuple":
-        return f"tuple[{type_label(node.args[0])}, ...]"
-    inner = ", ".join(type_label(a) for a in node.args) if node.args else "()"
-    return f"{k}[{inner}]"
-
-
-_ANY = TypeNode("any")
-_CONTAINERS: dict[Any, str] = {list: "list", set: "set", frozenset: "frozenset", tuple: "tuple", dict: "dict"}
-_SUPPORTED = (
-    "int, float, str, bytes, bool, datetime, date, time, timedelta, Decimal, UUID, Enum, "
-    "dataclasses, Any, X | None, list[T], tuple[...], set[T], frozenset[T], dict[K, V]"
-)
-
-
-def strip_annotated(tp: Any) -> tuple[Any, tuple[Any, ...]]:
-    """``(type, metadata)`` of a possibly ``Annotated`` type (the outer metadata only)."""
-    if typing.get_origin(tp) is typing.Annotated:
-        args = typing.get_args(tp)
-        return args[0], tuple(args[1:])
-    return tp, ()
-
-
-def parse_type(tp: Any, localns: dict[str, Any] | None = None, _seen: dict[type, TypeNode] | None = None) -> TypeNode:
-    """Parse a declared (resolved) type; raise :class:`UnsupportedType` if the codec cannot
-    store it. Dataclasses are parsed field by field (their string annotations resolved in
-    their module, then in ``localns``)."""
-    seen: dict[type, TypeNode] = {} if _seen is None else _seen
-    tp, _ = strip_annotated(tp)
-    if isinstance(tp, typing.NewType):
-        return parse_type(tp.__supertype__, localns, seen)
-    if tp is Any or tp is object:
-        return _ANY
-    if tp in SCALAR_TYPES:
-        return TypeNode("scalar", tp)
-    origin = typing.get_origin(tp)
-    if origin is typing.Union or origin is types.UnionType:
-        args = [a for a in typing.get_args(tp) if a is not _NONE]
-        if len(args) != 1 or len(args) == len(typing.get_args(tp)):
-            raise UnsupportedType(
-                f"unsupported type {_show(tp)}: a union other than X | None (supported: {_SUPPORTED})"
-            )
-        inner = parse_type(args[0], localns, seen)
-        return inner if inner.kind in ("optional", "any") else TypeNode("optional", args=(inner,))
-    if isinstance(tp, type) and origin is None:
-        if issubclass(tp, Enum):
-            return _parse_enum(tp)
-        if dataclasses.is_dataclass(tp):
-            return _parse_dataclass(tp, localns, seen)
-        if tp in _CONTAINERS:  # bare list, dict, ...: elements of any type
-            return _parse_container(tp, (), localns, seen)
-    if origin in _CONTAINERS:
-        type_args = typing.get_args(tp)
-        if origin is tuple and not type_args:  # tuple[()]: get_args cannot tell it from bare tuple
-            return TypeNode("tuple")
-        return _parse_container(origin, type_args, localns, seen)
-    if origin is not None and dataclasses.is_dataclass(origin):
-        raise UnsupportedType(f"unsupported type {_show(tp)}: generic dataclasses are not supported")
-    hint = ""
-    if origin is not None and getattr(origin, "__module__", "") == "collections.abc":
-        hint = " (declare a concrete list[...], set[...], tuple[...] or dict[...])"
-    if tp is None or tp is _NONE:
-        hint = " (a field that is always None stores nothing)"
-    raise UnsupportedType(f"unsupported type {_show(tp)}{hint} (supported: {_SUPPORTED})")
-
-
-def _show(tp: Any) -> str:
-    if isinstance(tp, type):
-        return tp.__qualname__
-    return repr(tp).replace("typing.", "")
-
-
-def _parse_enum(tp: type[Enum]) -> TypeNode:
-    for member in tp:
-        if type(member.value) not in _ENUM_VALUE_TYPES:
-            raise UnsupportedType(
-                f"enum {tp.__qualname__}: member {member.name} has a value of type "
-                f"{type(member.value).__qualname__}; members are stored by value, which must be "
-                "None, bool, int, float, str, bytes, Decimal, UUID or a date/time type"
-            )
-    return TypeNode("enum", tp)
-
-
-def _parse_container(origin: type, args: tuple[Any, ...], localns: Any, seen: dict[type, TypeNode]) -> TypeNode:
-    kind = _CONTAINERS[origin]
-    if kind == "tuple":
-        if not args:
-            return TypeNode("vtuple", args=(_ANY,))
-        if len(args) == 2 and args[1] is Ellipsis:
-            return TypeNode("vtuple", args=(parse_type(args[0], localns, seen),))
-        return TypeNode("tuple", args=tuple(parse_type(a, localns, seen) for a in args))
-    if kind == "dict":
-        key, value = (parse_type(a, localns, seen) for a in args) if args else (_ANY, _ANY)
-        if not _is_map_key(key):
-            raise UnsupportedType(
-                f"unsupported type dict[{type_label(key)}, ...]: dict keys must be None, bool, int, float, "
-                "str, bytes, Decimal, UUID, date/time types or Enum members (optionally | None)"
-            )
-        return TypeNode("dict", args=(key, value))
-    elem = parse_type(args[0], localns, seen) if args else _ANY
-    if kind in ("set", "frozenset") and not _is_hashable(elem):
-        raise UnsupportedType(f"unsupported type {kind}[{type_label(elem)}]: set elements must be hashable")
-    return TypeNode(kind, args=(elem,))
-
-
-def _is_map_key(node: TypeNode) -> bool:
-    if node.kind == "optional":
-        node = node.args[0]
-    return node.kind in ("scalar", "enum", "any")
-
-
-def _is_hashable(node: TypeNode) -> bool:
-    k = node.kind
-    if k in ("scalar", "enum", "any"):
-        return True
-    if k in ("optional", "vtuple", "tuple", "frozenset"):
-        return all(_is_hashable(a) for a in node.args)
-    if k == "dataclass":
-        return node.py.__hash__ is not None
-    return False
-
-
-def _parse_dataclass(cls: type, localns: Any, seen: dict[type, TypeNode]) -> TypeNode:
-    if cls in seen:
-        return seen[cls]
-    node = TypeNode("dataclass", cls)
-    seen[cls] = node  # registered before its fields are parsed: recursive types terminate
-    try:
-        hints = typing.get_type_hints(cls, localns=localns, include_extras=True)
-    except Exception as exc:
-        raise UnsupportedType(f"cannot resolve the annotations of {cls.__qualname__}: {exc}") from exc
-    fields = []
-    for f in dataclasses.fields(cls):
-        try:
-            fields.append((f.name, parse_type(hints[f.name], localns, seen)))
-        except UnsupportedType as exc:
-            raise UnsupportedType(f"{cls.__qualname__}.{f.name}: {exc}") from None
-    node.fields = tuple(fields)
-    return node
-
-
-# ---------------------------------------------------------------------------------------------
-# Extension types
-
-_ExtType = msgpack.ExtType
-# ExtType is a namedtuple whose __new__ re-checks its arguments (a third of the cost of
-# encoding a UUID); ours are right by construction, so the tuple is built directly.
-_tuple_new = tuple.__new__
-_WALL = struct.Struct(">HBBBBBI")  # datetime wall clock: 11 bytes
-_CLOCK = struct.Struct(">BBBI")  # time of day: 7 bytes
-_DATE = struct.Struct(">HBB")
-_TZ = struct.Struct(">BqB")  # fold, offset (us), zone kind
-_TD = struct.Struct(">iII")
-_US = timedelta(microseconds=1)
-_ZONE_FIXED, _ZONE_INFO, _ZONE_NAMED = 0, 1, 2
-
-
-def _zone_info_type() -> type | None:
-    try:
-        import zoneinfo
-    except ImportError:  # pragma: no cover - always present on CPython 3.9+
-        return None
-    return zoneinfo.ZoneInfo
-
-
-_ZoneInfo = _zone_info_type()
-
-
-def _pack_zone(tz: tzinfo, offset: timedelta | None, fold: int) -> bytes:
-    key: str | None = getattr(tz, "key", None) if type(tz) is _ZoneInfo else None
-    if key is not None:
-        off = 0 if offset is None else offset // _US
-        return _TZ.pack(fold, off, _ZONE_INFO) + key.encode()
-    if offset is None:
-        raise InvalidTypeError(f"the tzinfo {tz!r} gives no UTC offset here, so the value cannot be stored")
-    if type(tz) is timezone and tz is not UTC:
-        name = tz.tzname(None)
-        if name != timezone(offset).tzname(None):  # a name the user gave
-            return _TZ.pack(fold, offset // _US, _ZONE_NAMED) + name.encode("utf-8", "surrogatepass")
-    return _TZ.pack(fold, offset // _US, _ZONE_FIXED)
-
-
-_FIXED_ZONES: dict[int, timezone] = {}
-
-
-def _unpack_zone(data: bytes, pos: int) -> tuple[tzinfo, int]:
-    fold, off, kind = _TZ.unpack_from(data, pos)
-    text = data[pos + _TZ.size :]
-    if kind == _ZONE_INFO and _ZoneInfo is not None:
-        try:
-            return _ZoneInfo(text.decode()), fold
-        except Exception:  # key missing from this machine's tz database: keep the instant
-            pass
-    elif kind == _ZONE_NAMED:
-        return timezone(timedelta(microseconds=off), text.decode("utf-8", "surrogatepass")), fold
-    elif kind != _ZONE_FIXED:
-        raise ValueError(f"unknown zone kind {kind}")
-    tz = _FIXED_ZONES.get(off)
-    if tz is None:
-        tz = _FIXED_ZONES[off] = timezone(timedelta(microseconds=off))
-    return tz, fold
-
-
-def _enc_datetime(v: datetime) -> msgpack.ExtType:
-    wall = _WALL.pack(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond)
-    tz = v.tzinfo
-    if tz is None:
-        return _tuple_new(_ExtType, (2, wall + b"\x01" if v.fold else wall))
-    return _tuple_new(_ExtType, (3, wall + _pack_zone(tz, v.utcoffset(), v.fold)))
-
-
-def _dec_datetime(data: bytes) -> datetime:
-    if len(data) == 11:
-        return datetime(*_WALL.unpack(data))
-    if data[11:] != b"\x01":
-        raise ValueError("bad naive datetime payload")
-    return datetime(*_WALL.unpack_from(data), fold=1)
-
-
-def _dec_datetime_tz(data: bytes) -> datetime:
-    tz, fold = _unpack_zone(data, 11)
-    year, month, day, hour, minute, second, us = _WALL.unpack_from(data)
-    return datetime(year, month, day, hour, minute, second, us, tzinfo=tz, fold=fold)
-
-
-def _enc_time(v: time) -> msgpack.ExtType:
-    clock = _CLOCK.pack(v.hour, v.minute, v.second, v.microsecond)
-    tz = v.tzinfo
-    if tz is None:
-        return _tuple_new(_ExtType, (5, clock + b"\x01" if v.fold else clock))
-    return _tuple_new(_ExtType, (6, clock + _pack_zone(tz, v.utcoffset(), v.fold)))
-
-
-def _dec_time(data: bytes) -> time:
-    if len(data) == 7:
-        return time(*_CLOCK.unpack(data))
-    if data[7:] != b"\x01":
-        raise ValueError("bad naive time payload")
-    return time(*_CLOCK.unpack_from(data), fold=1)
-
-
-def _dec_time_tz(data: bytes) -> time:
-    tz, fold = _unpack_zone(data, 7)
-    hour, minute, second, us = _CLOCK.unpack_from(data)
-    return time(hour, minute, second, us, tzinfo=tz, fold=fold)
-
-
-def _enc_date(v: date) -> msgpack.ExtType:
-    return _tuple_new(_ExtType, (4, _DATE.pack(v.year, v.month, v.day)))
-
-
-def _dec_date(data: bytes) -> date:
-    return date(*_DATE.unpack(data))
-
-
-def _enc_timedelta(v: timedelta) -> msgpack.ExtType:
-    return _tuple_new(_ExtType, (7, _TD.pack(v.days, v.seconds, v.microseconds)))
-
-
-def _dec_timedelta(data: bytes) -> timedelta:
-    return timedelta(*_TD.unpack(data))
-
-
-def _enc_decimal(v: Decimal) -> msgpack.ExtType:
-    return _tuple_new(_ExtType, (8, str(v).encode("ascii")))
-
-
-def _dec_decimal(data: bytes) -> Decimal:
-    return Decimal(data.decode("ascii"))
-
-
-def _enc_uuid(v: uuid.UUID) -> msgpack.ExtType:
-    return _tuple_new(_ExtType, (9, v.bytes))
-
-
-_object_new = object.__new__
-_object_setattr = object.__setattr__
-_SAFE_UNKNOWN = uuid.SafeUUID.unknown
-_UUID_FAST = set(getattr(uuid.UUID, "__slots__", ())) >= {"int", "is_safe"}
-
-
-def _dec_uuid(data: bytes) -> uuid.UUID:
-    if len(data) != 16:
-        raise ValueError("a UUID payload is 16 bytes")
-    if not _UUID_FAST:  # pragma: no cover - CPython's UUID has had these slots since 3.8
-        return uuid.UUID(bytes=data)
-    # What UUID.__init__ ends with, minus its argument checks (as quanta._codec.keys does).
-    u = _object_new(uuid.UUID)
-    _object_setattr(u, "int", int.from_bytes(data, "big"))
-    _object_setattr(u, "is_safe", _SAFE_UNKNOWN)
-    return u
-
-
-def _enc_bigint(v: int) -> msgpack.ExtType:
-    n = int(v)
-    return _tuple_new(_ExtType, (1, n.to_bytes((n.bit_length() + 8) >> 3, "big", signed=True)))
-
-
-def _dec_bigint(data: bytes) -> int:
-    return int.from_bytes(data, "big", signed=True)
-
-
-_SORTABLE = frozenset({int, str, bytes})  # element types with a total order and one encoding per value
-_EMPTY_ARRAY = b"\x90"
-
-
-def _set_ext(elements: Any, code: int) -> msgpack.ExtType:
-    """A set as an array in a canonical order, so equal sets encode alike: sorted values when
-    they are all ints, all str or all bytes; otherwise sorted by their encodings (mixed types,
-    floats with NaN, frozensets, whose ``<`` is only a partial order)."""
-    if not elements:
-        return _tuple_new(_ExtType, (code, _EMPTY_ARRAY))
-    kinds = set(map(type, elements))
-    if len(kinds) == 1 and kinds <= _SORTABLE:
-        try:
-            # No ``default`` hook on this packer: no Python code runs mid-pack, so the
-            # per-thread packer cannot be re-entered (a set inside a set takes the other path).
-            return _tuple_new(_ExtType, (code, _packers.plain(sorted(elements))))
-        except (OverflowError, UnicodeEncodeError):  # big ints, lone surrogates
-            pass
-    packer = msgpack.Packer(use_bin_type=True, default=_default, unicode_errors="surrogatepass")
-    encoded = sorted(packer.pack(x) for x in elements)
-    return _tuple_new(_ExtType, (code, packer.pack_array_header(len(encoded)) + b"".join(encoded)))
-
-
-def _enc_set(v: set[Any]) -> msgpack.ExtType:
-    return _set_ext(v, 10)
-
-
-def _enc_frozenset(v: frozenset[Any]) -> msgpack.ExtType:
-    return _set_ext(v, 11)
-
-
-def _unpack_elements(data: bytes) -> Any:
-    # Arrays inside a set come back as tuples (hashable); the generated decoder converts
-    # elements further where the declared type asks.
-    return msgpack.unpackb(
-        data, ext_hook=_ext_hook, use_list=False, strict_map_key=False, unicode_errors="surrogatepass"
-    )
-
-
-def _dec_set(data: bytes) -> set[Any]:
-    return set(_unpack_elements(data))
-
-
-def _dec_frozenset(data: bytes) -> frozenset[Any]:
-    return frozenset(_unpack_elements(data))
-
-
-_EXT_ENCODERS: dict[type, Callable[[Any], msgpack.ExtType]] = {
-    datetime: _enc_datetime,
-    date: _enc_date,
-    time: _enc_time,
-    timedelta: _enc_timedelta,
-    Decimal: _enc_decimal,
-    uuid.UUID: _enc_uuid,
-    set: _enc_set,
-    frozenset: _enc_frozenset,
-    int: _enc_bigint,  # msgpack calls ``default`` for ints it cannot hold
-}
-
-_EXT_DECODERS: dict[int, Callable[[bytes], Any]] = {
-    1: _dec_bigint,
-    2: _dec_datetime,
-    3: _dec_datetime_tz,
-    4: _dec_date,
-    5: _dec_time,
-    6: _dec_time_tz,
-    7: _dec_timedelta,
-    8: _dec_decimal,
-    9: _dec_uuid,
-    10: _dec_set,
-    11: _dec_frozenset,
-}
-assert set(_EXT_DECODERS) == {c.value for c in ExtCode}
-
-
-def _default(value: Any) -> Any:
-    """msgpack's ``default`` hook: extension types for what msgpack does not know (and for
-    ints beyond 64 bits, for which msgpack calls it too)."""
-    f = _EXT_ENCODERS.get(value.__class__)
-    if f is not None:
-        return f(value)
-    if isinstance(value, Enum):  # plain Enum members (int and str enums pack natively)
-        v = value.value
-        f = _EXT_ENCODERS.get(v.__class__)
-        if f is None or (f is _enc_bigint and _INT_MIN <= v <= _UINT_MAX):
-            return v  # msgpack packs it as it is (msgpack calls ``default`` once per value)
-        return f(v)
-    for klass in type(value).__mro__[1:]:  # subclasses of the supported types
-        f = _EXT_ENCODERS.get(klass)
-        if f is not None:
-            return f(value)
-    raise InvalidTypeError(
-        f"a value of type {type(value).__qualname__} cannot be stored (supported: {_SUPPORTED}; "
-        "dataclasses only where declared)"
-    )
-
-
-_INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1  # msgpack's int range
-
-
-def _ext_hook(code: int, data: bytes) -> Any:
-    f = _EXT_DECODERS.get(code)
-    if f is None:
-        raise ValueError(f"unknown msgpack extension type {code}")
-    return f(data)
-
-
-class _Packers(threading.local):
-    """One set of packers per thread (see the module docstring). ``pack_sp`` passes lone
-    surrogates through and is used only when ``pack`` refuses a string; ``plain`` has no
-    ``default`` hook, so it never runs Python code mid-pack (and so is safe to use from
-    within the hook, for the elements of a set)."""
-
-    def __init__(self) -> None:
-        self.pack = msgpack.Packer(use_bin_type=True, default=_default).pack
-        self.pack_sp = msgpack.Packer(use_bin_type=True, default=_default, unicode_errors="surrogatepass").pack
-        self.plain = msgpack.Packer(use_bin_type=True).pack  # flat sets of int, str or bytes
-
-
-_packers = _Packers()
-
-
-def encode_value(value: Any) -> bytes:
-    """Any storable value (as for an ``Any`` field) to msgpack bytes with the extension types."""
-    try:
-        return _packers.pack(value)  # type: ignore[no-any-return]
-    except UnicodeEncodeError:
-        return _packers.pack_sp(value)  # type: ignore[no-any-return]
-
-
-def decode_value(data: bytes) -> Any:
-    """The inverse of :func:`encode_value` (arrays come back as lists)."""
-    try:
-        return msgpack.unpackb(data, ext_hook=_ext_hook, strict_map_key=False, unicode_errors="surrogatepass")
-    except QuantaError:
-        raise
-    except Exception as exc:
-        raise CorruptionError(f"malformed msgpack value: {exc}", path=_RECORD) from exc
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation: the slow path of ``check`` (the generated fast path calls it only when a value
-# is not plainly of its declared type).
-
-
-def _fail(node: TypeNode, value: Any, path: str, detail: str = "") -> NoReturn:
-    raise InvalidTypeError(f"{path}: expected {type_label(node)}, got {type(value).__qualname__}{detail}")
-
-
-def coerce(node: TypeNode, v: Any, path: str, shown: TypeNode | None = None) -> Any:
-    """``v`` if it has type ``node``; an equal value with ints turned into floats where floats
-    are declared; else ``InvalidTypeError`` naming ``path`` (``User.tags[3]``) and the
-    expected type (``shown``, if given: ``T | None`` when checking the T of an optional)."""
-    if shown is None:
-        shown = node
-    k = node.kind
-    if k == "scalar":
-        t = node.py
-        if t is int:
-            if isinstance(v, int) and not isinstance(v, bool):
-                return v
-        elif t is float:
-            if isinstance(v, float):
-                return v
-            if isinstance(v, int) and not isinstance(v, bool):
-                return float(v)
-        elif t is date:
-            if isinstance(v, date) and not isinstance(v, datetime):
-                return v
-        elif isinstance(v, t):
-            return v
-        _fail(shown, v, path)
-    if k == "any":
-        return v
-    if k == "optional":
-        return None if v is None else coerce(node.args[0], v, path, node)
-    if k == "enum":
-        if isinstance(v, node.py):
-            return v
-        _fail(shown, v, path)
-    if k == "list" or k == "vtuple":
-        ctype = list if k == "list" else tuple
-        if not isinstance(v, ctype):
-            _fail(shown, v, path)
-        elem = node.args[0]
-        out = None
-        for i, x in enumerate(v):
-            y = coerce(elem, x, f"{path}[{i}]")
-            if y is not x:
-                if out is None:
-                    out = list(v)
-                out[i] = y
-        return v if out is None else ctype(out)
-    if k == "tuple":
-        if not isinstance(v, tuple):
-            _fail(shown, v, path)
-        if len(v) != len(node.args):
-            _fail(shown, v, path, f" of length {len(v)}")
-        items = tuple(coerce(a, x, f"{path}[{i}]") for i, (a, x) in enumerate(zip(node.args, v, strict=True)))
-        return v if all(a is b for a, b in zip(items, v, strict=True)) else items
-    if k == "set" or k == "frozenset":
-        stype = set if k == "set" else frozenset
-        if not isinstance(v, stype):  # (a frozenset is not a set, nor the other way round)
-            _fail(shown, v, path)
-        elem = node.args[0]
-        changed = False
-        elements: list[Any] = []
-        for x in v:
-            y = coerce(elem, x, f"{path} element")
-            changed = changed or y is not x
-            elements.append(y)
-        return stype(elements) if changed else v
-    if k == "dict":
-        if not isinstance(v, dict):
-            _fail(shown, v, path)
-        kn, vn = node.args
-        pairs = list(v.items())
-        out_d: dict[Any, Any] | None = None
-        for i, (key, x) in enumerate(pairs):
-            key2 = coerce(kn, key, f"{path} key")
-            y = coerce(vn, x, f"{path}[{key!r}]")
-            if out_d is None and (key2 is not key or y is not x):
-                out_d = dict(pairs[:i])
-            if out_d is not None:
-                out_d[key2] = y
-        return v if out_d is None else out_d
-    if k == "dataclass":
-        if not isinstance(v, node.py):
-            _fail(shown, v, path)
-        for name, fnode in node.fields:
-            try:
-                x = getattr(v, name)
-            except AttributeError:
-                raise InvalidTypeError(f"{path}.{name}: missing") from None
-            y = coerce(fnode, x, f"{path}.{name}")
-            if y is not x:
-                _object_setattr(v, name, y)  # works for frozen and slotted dataclasses too
-        return v
-    raise AssertionError(k)  # pragma: no cover
 
 
 # ---------------------------------------------------------------------------------------------
@@ -961,11 +339,61 @@ class _EnumMap(dict[Any, Any]):
         return self.enum(value)
 
 
-def build_codec(cls: type, entity_name: str, version: int, fields: list[tuple[str, TypeNode]]) -> Codec:
+def _link_of(node: TypeNode) -> tuple[Any, bool] | None:
+    """``(LinkSpec, optional)`` for the node of a link field, else None."""
+    optional = node.kind == "optional"
+    if optional:
+        node = node.args[0]
+    if node.kind in ("link", "links"):
+        return node.py, optional
+    return None
+
+
+def _enc_link(name: str, spec: Any, optional: bool) -> str:
+    """The stored form of a link field: the target's primary key (read from the target
+    object when the link holds one, so that a key assigned later is the one stored)."""
+    t = f"_t_{name}"
+    if spec.many:
+        return f"[{t}._pk if {t}._obj is None else {t}.pk for {t} in _d[{name!r}]]"
+    pk = f"{t}._pk if {t}._obj is None else {t}.pk"
+    if optional:
+        return f"(None if ({t} := _d[{name!r}]) is None else {pk})"
+    return f"({t}._pk if ({t} := _d[{name!r}])._obj is None else {t}.pk)"
+
+
+def _check_link(name: str, spec: Any, optional: bool) -> list[str]:
+    """``check`` of a link field: an inline test of the common case (a Link of this field,
+    not holding an object, whose key has the target's key type; ``_key_type`` is None until
+    the target resolves, which fails the test), else the spec's full check."""
+    s = f"_spec_{name}"
+    if spec.many:
+        test = (
+            f"v.__class__ is not _Links or v._spec is not {s} or "
+            f"not all([_l._obj is None and _l._pk.__class__ is {s}._key_type for _l in v])"
+        )
+    else:
+        test = (
+            f"v.__class__ is not _Link or v._spec is not {s} or v._obj is not None "
+            f"or v._pk.__class__ is not {s}._key_type"
+        )
+        if optional:
+            test = f"v is not None and ({test})"
+    return [f"v = o.__dict__.get({name!r})", f"if {test}:", f"    _chk_{name}(o)"]
+
+
+def build_codec(
+    cls: type,
+    entity_name: str,
+    version: int,
+    fields: list[tuple[str, TypeNode]],
+    rules: tuple[list[str], dict[str, Any]] | None = None,
+) -> Codec:
     """Generate, compile and return the codec of entity class ``cls``.
 
     Requires: ``fields`` are the class's dataclass fields in declaration order, each with its
     parsed type. ``entity_name`` prefixes check messages (``User.age: expected int, got str``).
+    ``rules``: statements over ``o`` that ``check`` runs after the type checks, and the names
+    they use (``validation.build_rules``); None for a class without constraints or validators.
     """
     gen = _Gen()
     ns = gen.ns
@@ -981,12 +409,28 @@ def build_codec(cls: type, entity_name: str, version: int, fields: list[tuple[st
     qual = cls.__qualname__
     direct = _plain_setattr(cls)
 
+    # Link fields (quanta/_schema/relations.py) live in the instance dict behind a data
+    # descriptor: the generated code reads and writes ``o.__dict__`` directly.
+    links = {name: found for name, node in fields if (found := _link_of(node)) is not None}
+    for name, (spec, _) in links.items():
+        ns[f"_mk_{name}"] = spec.make_many if spec.many else spec.make
+        ns[f"_chk_{name}"] = spec.check
+        ns[f"_spec_{name}"] = spec
+    if links:
+        from .linkvalues import Link, Links
+
+        ns.update(_Link=Link, _Links=Links)
+
     # encode
-    values = ", ".join(gen.enc(node, f"o.{name}") for name, node in fields)
+    values = ", ".join(
+        _enc_link(name, *links[name]) if name in links else gen.enc(node, f"o.{name}") for name, node in fields
+    )
     items = f"[_VERSION, {values}]" if fields else "[_VERSION]"
+    head = "        _d = o.__dict__\n" if links else ""
     encode_src = (
         f"def encode(o):\n"
         f"    try:\n"
+        f"{head}"
         f"        return _pk.pack({items})\n"
         f"    except UnicodeEncodeError:\n"
         f"        return _pk.pack_sp({items})\n"
@@ -1005,7 +449,13 @@ def build_codec(cls: type, entity_name: str, version: int, fields: list[tuple[st
         "            raise ValueError",
         "        o = _new(_cls)",
     ]
+    if links:
+        lines.append("        _d = o.__dict__")
     for (name, node), var in zip(fields, names, strict=True):
+        if name in links:
+            none = f"None if {var} is None else " if links[name][1] else ""  # an optional link
+            lines.append(f"        _d[{name!r}] = {none}_mk_{name}({var})")
+            continue
         value = gen.dec(node, var)
         lines.append(f"        o.{name} = {value}" if direct else f"        _osa(o, {name!r}, {value})")
     lines += [
@@ -1024,7 +474,14 @@ def build_codec(cls: type, entity_name: str, version: int, fields: list[tuple[st
         "        _not_instance(o)",
     ]
     for name, node in fields:
+        if name in links:
+            lines += ["    " + line for line in _check_link(name, *links[name])]
+            continue
         lines += ["    " + s for s in gen.check_lines(node, name, f"{entity_name}.{name}", direct)]
+    if rules is not None:
+        rule_lines, rule_ns = rules
+        lines += ["    " + s for s in rule_lines]
+        ns.update(rule_ns)
     lines.append("    return None\n")
     check_src = "\n".join(lines)
 

@@ -6,10 +6,12 @@ At decoration time, once per class, it
    entity classes work when they are resolvable then; names local to the function that
    declares the class are found too);
 2. makes the class a dataclass (keyword-only fields, defaults, repr, eq);
-3. reads the markers (``PrimaryKey``, ``Index``, ``Unique`` in ``Annotated`` metadata and
-   ``@entity(indexes=[...])``) and checks every combination, raising ``SchemaError`` that
-   names the class and the field;
-4. generates the record codec (``adapter.build_codec``) and stores everything as an
+3. reads the markers (``PrimaryKey``, ``Index``, ``Unique`` and the constraints ``Range``,
+   ``Length``, ``Pattern``, ``OneOf`` in ``Annotated`` metadata, ``@entity(indexes=[...])``)
+   and the validators (``validation.py``), and checks every combination, raising
+   ``SchemaError`` that names the class and the field;
+4. generates the record codec (``adapter.build_codec``), whose ``check`` also enforces the
+   constraints and validators, and stores everything as an
    :class:`~quanta._schema.info.EntityInfo` in ``cls.__quanta_entity__``;
 5. replaces each field's class attribute with a descriptor, so that ``User.age`` is a query
    field (``quanta._query.expr.Field``) at run time. Statically, thanks to
@@ -26,6 +28,7 @@ in the class namespace, where slot descriptors would be).
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import enum
 import functools
@@ -39,9 +42,26 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, dataclass_transform, overload
 
 from ..errors import SchemaError
-from .adapter import TypeNode, UnsupportedType, build_codec, parse_type, strip_annotated
+from . import relations as _links
+from .adapter import build_codec
+from .constraints import Constraint
 from .fields import Index, PrimaryKey, Unique, field
 from .info import ORDERABLE_TYPES, EntityInfo, FieldInfo, IndexInfo
+from .relations import (
+    ON_DELETE,
+    BacklinkAttr,
+    BacklinkSpec,
+    LinkAttr,
+    LinkMarker,
+    LinkSpec,
+    Relations,
+    backlink,
+    link,
+    make_getstate,
+    relation_of,
+)
+from .typenode import TypeNode, UnsupportedType, parse_type, strip_annotated
+from .validation import build_rules, collect_validators, field_constraints
 
 if TYPE_CHECKING:
     from .._query.expr import Field
@@ -57,28 +77,45 @@ def entity(cls: _C, /) -> _C: ...
 
 @overload
 def entity(
-    cls: None = None, /, *, indexes: Iterable[Index] = (), name: str | None = None, version: int = 1
+    cls: None = None,
+    /,
+    *,
+    indexes: Iterable[Index] = (),
+    name: str | None = None,
+    version: int = 1,
+    validators: Iterable[Callable[[Any], object]] = (),
 ) -> Callable[[_C], _C]: ...
 
 
-@dataclass_transform(kw_only_default=True, field_specifiers=(field, dataclasses.field))
-def entity(cls: Any = None, /, *, indexes: Iterable[Index] = (), name: str | None = None, version: int = 1) -> Any:
-    """Declare an entity class: ``@entity`` or ``@entity(indexes=[...], name=..., version=...)``.
+@dataclass_transform(kw_only_default=True, field_specifiers=(field, dataclasses.field, link, backlink))
+def entity(
+    cls: Any = None,
+    /,
+    *,
+    indexes: Iterable[Index] = (),
+    name: str | None = None,
+    version: int = 1,
+    validators: Iterable[Callable[[Any], object]] = (),
+) -> Any:
+    """Declare an entity class: ``@entity`` or ``@entity(indexes=[...], name=..., version=...,
+    validators=[...])``.
 
     ``indexes``: composite (or single-field) indexes over the named fields, e.g.
     ``[Index("city", "age"), Unique("first", "last")]``. ``name``: the stored name (default
     the class name); renaming the class later keeps the data if ``name`` stays. ``version``:
-    the schema version written into every record.
+    the schema version written into every record. ``validators``: functions checked before
+    every write: ``fn(obj)`` for a rule over the whole object, or a function marked with
+    ``quanta.validator("field")``, called with that field's value (see ``validation.py``).
     """
     if cls is None:
         frame = sys._getframe(1)
 
         def wrap(c: _C) -> _C:
-            built: _C = _build(c, tuple(indexes), name, version, frame)
+            built: _C = _build(c, tuple(indexes), name, version, frame, validators)
             return built
 
         return wrap
-    return _build(cls, tuple(indexes), name, version, sys._getframe(1))
+    return _build(cls, tuple(indexes), name, version, sys._getframe(1), validators)
 
 
 def entity_info(cls: type) -> EntityInfo:
@@ -131,7 +168,14 @@ def _query_field(owner: type, name: str) -> Field:
 # ---------------------------------------------------------------------------------------------
 
 
-def _build(cls: Any, indexes: tuple[Any, ...], name: str | None, version: int, frame: types.FrameType) -> Any:
+def _build(
+    cls: Any,
+    indexes: tuple[Any, ...],
+    name: str | None,
+    version: int,
+    frame: types.FrameType,
+    validators: Iterable[Any] = (),
+) -> Any:
     if not isinstance(cls, type):
         raise SchemaError(f"@entity decorates a class, not {cls!r}")
     qual = cls.__qualname__
@@ -149,9 +193,18 @@ def _build(cls: Any, indexes: tuple[Any, ...], name: str | None, version: int, f
 
     localns = _local_namespace(cls, frame)
     hints = _resolve_hints(cls, localns)
+    own = inspect.get_annotations(cls)
+    relations = _relation_fields(cls, qual, hints, own)
+    namespaces = (frame.f_globals, localns, frame)
+    backlinks = tuple(
+        BacklinkSpec(cls, fname, extra, target, namespaces)
+        for fname, (kind, target, _, extra) in relations.items()
+        if kind == "back"
+    )
+    for back in backlinks:
+        del hints[back.name]
 
     # The auto key's "not assigned" default goes in before the dataclass is made.
-    own = inspect.get_annotations(cls)
     for fname, tp in hints.items():
         if fname in own and fname not in cls.__dict__:
             pk = [m for m in _metadata(tp) if isinstance(m, PrimaryKey)]
@@ -168,10 +221,25 @@ def _build(cls: Any, indexes: tuple[Any, ...], name: str | None, version: int, f
     parsed: list[tuple[str, TypeNode]] = []
     pk_fields: list[tuple[str, PrimaryKey]] = []
     field_indexes: list[IndexInfo] = []
+    link_specs: list[LinkSpec] = []
     for position, f in enumerate(dataclasses.fields(cls)):
         where = f"{qual}.{f.name}"
         tp = hints[f.name]
         meta = _metadata(tp)
+        nested = _nested_key_marker(tp)
+        if nested is not None:
+            raise SchemaError(
+                f"{where}: {nested!r} inside the field's type is not applied (PrimaryKey, Index and Unique go on "
+                "the field's own type); write Annotated[list[T], Index(multi=True)] to index the elements"
+            )
+        if f.name in relations:
+            kind, target, optional, on_delete = relations[f.name]
+            spec, fi = _link_field(cls, where, f, position, tp, meta, kind, target, optional, on_delete, namespaces)
+            link_specs.append(spec)
+            fields.append(fi)
+            parsed.append((f.name, fi.type_node))
+            field_indexes.append(IndexInfo(f.name, (f.name,), spec.unique, spec.many))
+            continue
         for m in meta:
             if m is PrimaryKey or m is Index or m is Unique:
                 raise SchemaError(f"{where}: write {m.__name__}() (an instance), not {m.__name__}")
@@ -189,6 +257,8 @@ def _build(cls: Any, indexes: tuple[Any, ...], name: str | None, version: int, f
             node = parse_type(annotation, localns)
         except UnsupportedType as exc:
             raise SchemaError(f"{where}: {exc}") from None
+        auto_key = any(isinstance(m, PrimaryKey) and m.auto for m in meta)
+        constraints, element_constraints = field_constraints(where, tp, node, auto_key=auto_key, localns=localns)
         optional = node.kind == "optional"
         base_node = node.args[0] if optional else node
         base = _without_none(annotation) if optional else annotation
@@ -210,6 +280,8 @@ def _build(cls: Any, indexes: tuple[Any, ...], name: str | None, version: int, f
                 has_default=has_default,
                 element_type=element_type,
                 type_node=node,
+                constraints=constraints,
+                element_constraints=element_constraints,
             )
         )
         parsed.append((f.name, node))
@@ -218,7 +290,9 @@ def _build(cls: Any, indexes: tuple[Any, ...], name: str | None, version: int, f
     primary_key, auto = _check_primary_key(qual, pk_fields, by_name)
     all_indexes = _check_indexes(qual, field_indexes, indexes, by_name, primary_key)
 
-    codec = build_codec(cls, name, version, parsed)
+    registered = collect_validators(cls, qual, validators, [fi.name for fi in fields])
+    rules = build_rules(name, fields, registered, primary_key, auto)
+    codec = build_codec(cls, name, version, parsed, rules)
     info = EntityInfo(
         cls=cls,
         name=name,
@@ -230,13 +304,254 @@ def _build(cls: Any, indexes: tuple[Any, ...], name: str | None, version: int, f
         encode=codec.encode,
         decode=codec.decode,
         check=codec.check,
+        validators=registered,
+        relations=Relations(tuple(link_specs), backlinks),
     )
     setattr(cls, "__quanta_entity__", info)  # noqa: B010 (cls is a type to mypy)
     # The dataclass captured the defaults (in __init__ and in __dataclass_fields__) before
     # these replace them as class attributes.
+    specs = {spec.name: spec for spec in link_specs}
     for f in dataclasses.fields(cls):
-        setattr(cls, f.name, _FieldDescriptor(cls, f.name, f.default if not f.init else dataclasses.MISSING))
+        link_spec = specs.get(f.name)
+        if link_spec is not None:
+            setattr(cls, f.name, LinkAttr(link_spec))
+        else:
+            setattr(cls, f.name, _FieldDescriptor(cls, f.name, f.default if not f.init else dataclasses.MISSING))
+    for back in backlinks:
+        setattr(cls, back.name, BacklinkAttr(back))
+    if info.relations.bind and "__getstate__" not in cls.__dict__:
+        setattr(cls, "__getstate__", make_getstate(tuple(b.name for b in backlinks)))  # noqa: B010
+    _links.declared(cls, frame)
     return cls
+
+
+# ---------------------------------------------------------------------------------------------
+# Links (quanta/_schema/relations.py)
+
+
+def _relation_fields(
+    cls: type, qual: str, hints: dict[str, Any], own: dict[str, Any]
+) -> dict[str, tuple[str, Any, bool, Any]]:
+    """The link fields and backlinks of ``cls``: name -> ``(kind, target, optional, extra)``
+    (``extra``: the ``on_delete`` rule, or a backlink's field). Checks each declaration,
+    turns the ``link()``/``links()`` markers into dataclass defaults and takes the backlinks
+    out of the dataclass fields (annotation and attribute): they are never stored."""
+    out: dict[str, tuple[str, Any, bool, Any]] = {}
+    annotations = cls.__dict__.get("__annotations__", {})  # noqa: RUF063 (the class's own dict, edited below)
+    for fname, tp in hints.items():
+        where = f"{qual}.{fname}"
+        raw = cls.__dict__.get(fname)
+        marker = raw if isinstance(raw, LinkMarker) else None
+        found = relation_of(tp)
+        if found is None:
+            if marker is not None:
+                raise SchemaError(
+                    f"{where}: {marker!r} declares a link; annotate the field quanta.Link[Target], "
+                    "quanta.Links[Target] or quanta.Backlink[Source]"
+                )
+            continue
+        kind, target, optional = found
+        label = {"one": "Link", "many": "Links", "back": "Backlink"}[kind]
+        if fname not in own:
+            raise SchemaError(f"{where}: declare {label} fields on the entity class itself, not on a base class")
+        if target is None:
+            raise SchemaError(f"{where}: {label} needs a class: {label}[Target]")
+        if marker is not None and marker.kind != kind:
+            raise SchemaError(
+                f"{where}: {marker!r} does not declare a {label} field; use link() for Link[...], links() for "
+                "Links[...] and backlink('field') for Backlink[...]"
+            )
+        if kind == "back":
+            if marker is None or not isinstance(marker.field, str) or not marker.field:
+                raise SchemaError(
+                    f"{where}: a backlink names the link field it inverts: = quanta.backlink('field_name')"
+                )
+            if optional:
+                raise SchemaError(f"{where}: a Backlink is never None; drop the | None")
+            delattr(cls, fname)
+            annotations.pop(fname, None)
+            out[fname] = (kind, target, False, marker.field)
+            continue
+        on_delete = marker.on_delete if marker is not None else "restrict"
+        if on_delete not in ON_DELETE:
+            raise SchemaError(f"{where}: on_delete must be 'cascade', 'set_null' or 'restrict', got {on_delete!r}")
+        name = _links._name_of(target)
+        if kind == "many" and optional:
+            raise SchemaError(f"{where}: a Links field is never None (no links is an empty list); drop the | None")
+        if kind == "one" and on_delete == "set_null" and not optional:
+            raise SchemaError(
+                f"{where}: on_delete='set_null' needs an optional link: declare it Link[{name} | None] "
+                "(= quanta.link(default=None, on_delete='set_null'))"
+            )
+        default = marker.default if marker is not None else dataclasses.MISSING
+        if default is not dataclasses.MISSING and default is not None:
+            raise SchemaError(f"{where}: the only default a link takes is None, got {default!r}")
+        if default is None and not optional:
+            raise SchemaError(f"{where}: default=None needs an optional link: Link[{name} | None]")
+        if kind == "many":
+            setattr(cls, fname, dataclasses.field(default_factory=list))
+        elif default is None:
+            setattr(cls, fname, dataclasses.field(default=None))
+        elif marker is not None:
+            delattr(cls, fname)
+        out[fname] = (kind, target, optional, on_delete)
+    return out
+
+
+def _link_field(
+    cls: type,
+    where: str,
+    f: dataclasses.Field[Any],
+    position: int,
+    tp: Any,
+    meta: tuple[Any, ...],
+    kind: str,
+    target: Any,
+    optional: bool,
+    on_delete: str,
+    namespaces: tuple[dict[str, Any], dict[str, Any], Any],
+) -> tuple[LinkSpec, FieldInfo]:
+    unique = False
+    for m in meta:
+        if isinstance(m, PrimaryKey) or m is PrimaryKey:
+            raise SchemaError(f"{where}: a link cannot be the primary key")
+        if isinstance(m, Unique) and not m.fields and not m.multi and kind == "one":
+            unique = True
+            continue
+        if isinstance(m, Index) or m is Index or m is Unique:
+            raise SchemaError(
+                f"{where}: a link is indexed automatically; drop {m!r}"
+                + (" (Unique() on a Link makes it one-to-one)" if kind == "one" else "")
+            )
+        if isinstance(m, Constraint) or (isinstance(m, type) and issubclass(m, Constraint)):
+            raise SchemaError(f"{where}: {m!r} does not apply to a link; check it with a validator")
+    spec = LinkSpec(
+        cls,
+        f.name,
+        many=kind == "many",
+        optional=optional,
+        on_delete=on_delete,
+        unique=unique,
+        target=target,
+        namespaces=namespaces,
+    )
+    node = TypeNode("links" if spec.many else "link", spec)
+    if optional:
+        node = TypeNode("optional", args=(node,))
+    annotation = _strip_all(tp)
+    base = _without_none(annotation) if _is_optional(annotation) else annotation
+    has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    fi = FieldInfo(
+        name=f.name,
+        annotation=annotation,
+        base=base,
+        optional=optional,
+        position=position,
+        has_default=has_default,
+        type_node=node,
+        link_kind=kind,
+        on_delete=on_delete,
+    )
+    return spec, fi
+
+
+def _nested_key_marker(tp: Any) -> Any:
+    """A ``PrimaryKey``, ``Index`` or ``Unique`` inside the field's type (``list[Annotated[str,
+    Index()]]``), where it would do nothing; None if there is none."""
+    base, _ = strip_annotated(tp)
+    tops = [strip_annotated(a)[0] for a in typing.get_args(base)] if _is_union(base) else [base]
+    for top in tops:
+        for arg in typing.get_args(top):
+            found = _key_marker_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _key_marker_in(tp: Any) -> Any:
+    if typing.get_origin(tp) is typing.Annotated:
+        args = typing.get_args(tp)
+        for m in args[1:]:
+            if isinstance(m, (PrimaryKey, Index)) or m in (PrimaryKey, Index, Unique):
+                return m
+        return _key_marker_in(args[0])
+    for arg in typing.get_args(tp):
+        found = _key_marker_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+class _Tolerant(dict[str, Any]):
+    """Evaluation locals in which an undefined name is a forward-reference placeholder."""
+
+    def __init__(self, localns: dict[str, Any], globalns: dict[str, Any]) -> None:
+        super().__init__(localns)
+        self.globalns = globalns
+        self.placeholders: list[type] = []
+
+    def __missing__(self, key: str) -> Any:
+        if key in self.globalns:
+            return self.globalns[key]
+        if hasattr(builtins, key):
+            return getattr(builtins, key)
+        placeholder = _links.forward(key)
+        self.placeholders.append(placeholder)
+        return placeholder
+
+
+def _hints_with_forward_links(cls: type, localns: dict[str, Any]) -> dict[str, Any] | None:
+    """The type hints of ``cls`` when some name is not defined yet: each annotation on its
+    own, and one that still fails is kept with a placeholder (``links.Forward``) for the
+    name only if that name is the class of a ``Link``/``Links``/``Backlink``. None when some
+    other annotation cannot be resolved (the caller reports it)."""
+    out: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object:
+            continue
+        module = sys.modules.get(klass.__module__)
+        globalns: dict[str, Any] = dict(getattr(module, "__dict__", {}))
+        for fname, ann in inspect.get_annotations(klass).items():
+            holder = type("_Hint", (), {"__annotations__": {fname: ann}, "__module__": klass.__module__})
+            try:
+                out[fname] = typing.get_type_hints(holder, localns=localns, include_extras=True)[fname]
+                continue
+            except NameError:
+                pass
+            tolerant = _Tolerant(localns, globalns)
+            try:
+                tp = _evaluate(ann, globalns, tolerant)
+            except Exception:
+                return None
+            found = relation_of(tp)
+            placeholders = set(tolerant.placeholders)
+            if found is None or found[1] not in placeholders or len(placeholders) != 1:
+                return None
+            out[fname] = tp
+    return out
+
+
+def _evaluate(tp: Any, globalns: dict[str, Any], tolerant: _Tolerant) -> Any:
+    """``tp`` with every string and ForwardRef in it evaluated in ``tolerant``."""
+    if isinstance(tp, str):
+        return _evaluate(eval(tp, globalns, tolerant), globalns, tolerant)
+    if isinstance(tp, typing.ForwardRef):
+        return _evaluate(tp.__forward_arg__, globalns, tolerant)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is None or not args:
+        return tp
+    if origin is typing.Annotated:
+        return typing.Annotated[(_evaluate(args[0], globalns, tolerant), *args[1:])]
+    new = tuple(a if a is Ellipsis else _evaluate(a, globalns, tolerant) for a in args)
+    if origin is types.UnionType or origin is typing.Union:
+        return functools.reduce(operator.or_, new)
+    if isinstance(tp, types.GenericAlias):
+        return types.GenericAlias(origin, new)
+    try:
+        return origin[new if len(new) != 1 else new[0]]
+    except TypeError:
+        return tp.copy_with(new)
 
 
 def _local_namespace(cls: type, frame: types.FrameType) -> dict[str, Any]:
@@ -254,6 +569,9 @@ def _resolve_hints(cls: type, localns: dict[str, Any]) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls, localns=localns, include_extras=True)
     except NameError as exc:
+        hints = _hints_with_forward_links(cls, localns)
+        if hints is not None:
+            return hints
         missing = getattr(exc, "name", None) or ""
         field_name = _field_mentioning(cls, missing)
         where = f"{cls.__qualname__}.{field_name}" if field_name else cls.__qualname__
@@ -395,6 +713,21 @@ def _check_indexes(
                 f"{where}: a multi-entry index cannot be unique (uniqueness of elements across records "
                 "is not supported); drop unique=True"
             )
+        links = [by_name[f] for f in ii.fields if by_name[f].link_kind is not None]
+        if links:
+            own_index = ii.fields == (links[0].name,) and ii.name == links[0].name  # the automatic one
+            if not own_index and (ii.multi or any(fi.link_kind == "many" for fi in links)):
+                raise SchemaError(
+                    f"{qual}.{links[0].name}: a Links field is indexed automatically and cannot be part of another "
+                    "index (a composite index may include a Link field)"
+                )
+            for fname in ii.fields:
+                fi = by_name[fname]
+                if fi.link_kind is None and fi.key_type is None:
+                    raise SchemaError(
+                        f"{qual}.{fname}: cannot index a field of type {_name(fi.annotation)}: it cannot be ordered"
+                    )
+            continue
         if ii.multi:
             if len(ii.fields) != 1:
                 raise SchemaError(f"{where}: a multi=True index covers exactly one collection field, not {ii.fields}")

@@ -81,7 +81,7 @@ class Memtable:
         new = dict(zip(keys, zip(repeat(seq), values), strict=False))
         if latest:
             history = self.history
-            for key in new.keys() & latest.keys():
+            for key in new.keys() & dict.keys(latest):  # a dict view: C-level, iterates the smaller side
                 old = latest[key]
                 hist = history.get(key)
                 if hist is None:

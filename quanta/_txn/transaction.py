@@ -21,13 +21,14 @@ from __future__ import annotations
 import random
 import warnings
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from .._kv import batch_size_check, check_key, check_value, key_range, scan, scan_args
+from .._kv import batch_size_check, check_key, check_value, key_range, scan, scan_args, scan_chunks
 from .._options import MAX_KEY_BYTES
 from .._storage import Engine
 from ..errors import (
@@ -261,6 +262,11 @@ class TransactionKeyValue:
         """
         lo, hi = key_range(start, stop, prefix)
         scan_args(reverse, limit)
+        return _merged_scan(self._tx, lo, hi, reverse, limit, self._begin_scan(lo, hi, reverse))
+
+    def _begin_scan(self, lo: bytes | None, hi: bytes | None, reverse: bool) -> list[tuple[bytes, bytes | None]]:
+        """Record a scan of ``[lo, hi)`` for conflict detection; return this transaction's own
+        writes in that range, in scan order."""
         tx = self._tx
         tx._check_active()
         state = tx._state
@@ -268,6 +274,8 @@ class TransactionKeyValue:
             if len(state.ranges) >= MAX_TX_RANGES:
                 raise LimitExceededError(f"a transaction may run at most {MAX_TX_RANGES} scans")
             state.ranges.append((lo or b"", hi))
+        if not tx._writes:
+            return []
         order = tx._sorted
         if order is None:
             order = tx._sorted = sorted(tx._writes)
@@ -276,8 +284,35 @@ class TransactionKeyValue:
         keys = order[i:j]
         if reverse:
             keys.reverse()
-        own = [(k, tx._writes[k]) for k in keys]
-        return _merged_scan(tx, lo, hi, reverse, limit, own)
+        return [(k, tx._writes[k]) for k in keys]
+
+    async def _scan_chunks(
+        self, lo: bytes | None, hi: bytes | None, reverse: bool, first: int
+    ) -> AsyncGenerator[tuple[list[bytes], list[bytes]], None]:
+        """``scan`` as column chunks (for the query executor; bounds trusted): the engine's
+        chunks as they are when this transaction wrote nothing in the range, else the merged
+        scan cut into chunks."""
+        tx = self._tx
+        own = self._begin_scan(lo, hi, reverse)
+        if own:
+            keys: list[bytes] = []
+            values: list[bytes] = []
+            async with aclosing(_merged_scan(tx, lo, hi, reverse, None, own)) as merged:
+                async for key, value in merged:
+                    keys.append(key)
+                    values.append(value)
+                    if len(keys) >= first:
+                        yield keys, values
+                        keys, values = [], []
+                        first = min(first * 4, 4096)
+            if keys:
+                yield keys, values
+            return
+        async with aclosing(scan_chunks(tx._engine, lo, hi, reverse, tx.seq, first)) as chunks:
+            async for chunk in chunks:
+                if tx._finished:
+                    raise TransactionClosedError("the transaction finished during the scan")
+                yield chunk
 
     def put(self, key: bytes, value: bytes) -> None:
         """Buffer ``key = value``; written when the transaction commits."""
@@ -321,9 +356,9 @@ class TransactionKeyValue:
                 check_key(key)  # names the bad one
         writes = tx._writes
         fresh = dict(zip(keys, values, strict=True))
-        replaced = [k for k in fresh if k in writes]
+        replaced = [k for k in fresh if k in writes] if writes else []
         before = sum(len(k) + len(writes[k] or b"") for k in replaced)
-        size = sum(map(len, fresh)) + sum(len(v) for v in fresh.values() if v is not None)
+        size = sum(map(len, fresh)) + sum(map(len, filter(None, fresh.values())))
         if len(writes) + len(fresh) - len(replaced) > MAX_TX_KEYS:
             raise LimitExceededError(f"a transaction may write at most {MAX_TX_KEYS} distinct keys")
         batch_size_check(tx._bytes - before + size)
@@ -340,7 +375,7 @@ async def _merged_scan(
     reverse: bool,
     limit: int | None,
     own: list[tuple[bytes, bytes | None]],
-) -> AsyncIterator[tuple[bytes, bytes]]:
+) -> AsyncGenerator[tuple[bytes, bytes], None]:
     """The snapshot scan with the transaction's own writes (``own``, in scan order) merged in."""
     if limit == 0:
         return

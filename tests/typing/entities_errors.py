@@ -39,3 +39,44 @@ class Bad:
 @entity(indexs=[])  # E: call-overload
 class Typo:
     id: Annotated[int, PrimaryKey()]
+
+
+from quanta import Length, validator  # noqa: E402
+
+too_long = Length(max="3")  # E: arg-type
+validator(1)  # E: arg-type
+
+
+@entity(validators=[1])  # E: list-item
+class Checked:
+    id: Annotated[int, PrimaryKey()]
+
+
+# Links
+from quanta import Backlink, Link, Links, backlink, link, links  # noqa: E402
+
+
+@entity
+class Writer:
+    id: Annotated[int, PrimaryKey(auto=True)] = 0
+    articles: Backlink[Article] = backlink("writer")
+
+
+@entity
+class Article:
+    id: Annotated[int, PrimaryKey(auto=True)] = 0
+    writer: Link[Writer] = link(on_delete="cascade")
+    editor: Link[Writer | None] = link(default=None)
+    labels: Links[Writer] = links()
+    bad_rule: Link[Writer] = link(on_delete="nullify")  # E: call-overload
+
+
+w = Writer()
+a = Article(writer=w, bad_rule=w)
+Article(bad_rule=w)  # E: call-arg
+Article(writer=a, bad_rule=w)  # E: arg-type
+Article(writer=None, bad_rule=w)  # E: arg-type
+Writer(articles=[])  # E: call-arg
+a.labels.append(a)  # E: arg-type
+not_a_writer: Article = a.writer.target  # E: assignment
+maybe: Link[Writer] = a.editor  # E: assignment

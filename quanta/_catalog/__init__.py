@@ -1,0 +1,35 @@
+"""The schema catalog: stored schemas, schema versions, migrations and index jobs.
+
+The database (``quanta/_db.py``) owns one :class:`Catalog`; the collection layer reaches it
+through the per-database state it already shares (``_Sequences.catalog``) to admit classes
+and to hide incomplete indexes from the planner. ``migration`` is the public decorator.
+
+Modules: ``format.py`` (the on-disk format), ``diff.py`` (comparing schemas; pure),
+``migrations.py`` (steps and record conversions; pure), ``store.py`` (chunked storage
+access), ``rewrite.py`` (staged, crash-safe record rewrites), ``builder.py`` (index builds
+and drops), ``catalog.py`` (the async shell), ``autogen.py`` (migration skeletons for the CLI).
+"""
+
+from .catalog import Catalog, check_entities
+from .diff import Decision, Difference, decide, differences
+from .format import HistoryEntry, StoredField, StoredIndex, StoredSchema, schema_of
+from .migrations import Step, migration, steps_of
+from .progress import SchemaProgress
+
+__all__ = [
+    "Catalog",
+    "check_entities",
+    "Decision",
+    "Difference",
+    "HistoryEntry",
+    "SchemaProgress",
+    "Step",
+    "StoredField",
+    "StoredIndex",
+    "StoredSchema",
+    "decide",
+    "differences",
+    "migration",
+    "schema_of",
+    "steps_of",
+]

@@ -1,0 +1,200 @@
+"""The entry points behind ``Query.watch()`` & co. and ``Collection.watch_object()`` /
+``watch_lazy()``: argument checks, then a face whose opener makes a state, opens it on its
+dispatcher and hands it to an outlet.
+
+Every check runs when the method is called (before anything is subscribed): a live query
+of a transaction's collection, a closed database, a bad ``coalesce`` or ``buffer``, a field
+of another entity or of the wrong type each raise a :mod:`quanta.errors` exception there.
+``LiveFeed`` subscriptions are opened on ``subscribe`` / ``async for`` (each its own);
+``live()`` subscribes at once, like ``db.changes()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+from .._kv import KeyValue, check_buffer
+from .._query import Field
+from .._reactive import DEFAULT_CAPACITY
+from .._schema.keyspace import record_prefix
+from ..errors import InvalidArgumentError, InvalidTypeError, QueryError
+from .diff import ResultDiff
+from .dispatch import registry_of
+from .faces import Clock, LiveFeed, LiveStream, Outlet
+from .shape import order_key, routes
+from .states import (
+    AGGREGATES,
+    AggregateState,
+    CountState,
+    LazyState,
+    LiveState,
+    ObjectState,
+    Render,
+    ResultState,
+    render_aggregate,
+    render_diff,
+    render_list,
+)
+
+if TYPE_CHECKING:
+    from .._collection import Collection
+    from .._queries import Query
+    from .._reactive import ChangeBus
+    from .._storage import Engine
+
+__all__ = [
+    "Coalesce",
+    "live",
+    "watch",
+    "watch_aggregate",
+    "watch_count",
+    "watch_diff",
+    "watch_lazy",
+    "watch_object",
+]
+
+E = TypeVar("E")
+T = TypeVar("T")
+
+Coalesce: TypeAlias = "float | timedelta | None"
+"""At most one emission per this many seconds (a number or a ``timedelta``); None or 0: one
+per commit that changes the value."""
+
+SLACK_MAX = 32
+"""A windowed result caches up to this many matches past its window (half the limit, at
+least 4), so that removals from the window rarely need a refill from the store."""
+
+
+def _slack(limit: int | None) -> int:
+    return 0 if limit is None else min(SLACK_MAX, max(4, limit // 2))
+
+
+def _database(coll: Collection[Any]) -> tuple[ChangeBus, Engine]:
+    if coll._tx is not None:
+        raise QueryError(
+            f"a live query of {coll._info.name} needs the database's collection (db.collection(...)): "
+            "a transaction's collection sees writes that are not committed, and live queries follow commits"
+        )
+    kv = coll._reader
+    assert isinstance(kv, KeyValue)
+    engine = kv._engine
+    engine.check_open()
+    return kv._bus, engine
+
+
+def _coalesce(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise InvalidTypeError(f"coalesce must be a number of seconds or a timedelta, got {type(value).__name__}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidArgumentError(f"coalesce must be >= 0 seconds, got {value!r}")
+    return seconds or None
+
+
+def _buffer(value: object) -> int:
+    return DEFAULT_CAPACITY if value is None else check_buffer(value)
+
+
+def _opener(
+    coll: Collection[Any], make: Callable[[], LiveState], *, latest: bool, buffer: object, coalesce: object
+) -> Callable[[Callable[[], None], Clock], Outlet[Any]]:
+    bus, engine = _database(coll)
+    capacity = _buffer(buffer)
+    seconds = _coalesce(coalesce)
+    info = coll._info
+
+    def opener(wake: Callable[[], None], clock: Clock) -> Outlet[Any]:
+        state = make()
+        outlet: Outlet[Any] = Outlet(state, latest=latest, capacity=capacity, coalesce=seconds, clock=clock, wake=wake)
+        dispatcher = registry_of(bus, engine).dispatcher(info)
+        if coll._bind:  # objects with links load them through the database
+            dispatcher.source.bind_to(coll._source)
+        dispatcher.open(state)
+        if not state.lazy:
+            outlet.notify()  # the current value, at once
+        return outlet
+
+    return opener
+
+
+def _results(query: Query[Any], render: Callable[[], Render]) -> Callable[[], LiveState]:
+    """A factory of result states for ``query`` (the plan, order key and route are worked
+    out once; ``render()`` makes each subscription its own renderer)."""
+    plan = query.plan()
+    info = query._coll._info
+    key = order_key(plan, info)
+    route = routes(plan.where, info)
+    slack = _slack(plan.limit)
+    return lambda: ResultState(plan, key, route, render(), slack)
+
+
+# ------------------------------------------------------------------------------------ queries
+
+
+def watch(query: Query[E], *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[list[E]]:
+    make = _results(query, lambda: render_list)
+    return LiveFeed(_opener(query._coll, make, latest=False, buffer=buffer, coalesce=coalesce))
+
+
+def watch_diff(query: Query[E], *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[ResultDiff[E]]:
+    make = _results(query, lambda: render_diff)
+    return LiveFeed(_opener(query._coll, make, latest=False, buffer=buffer, coalesce=coalesce))
+
+
+def live(query: Query[E], *, coalesce: Coalesce = None) -> LiveStream[list[E]]:
+    make = _results(query, lambda: render_list)
+    return LiveStream(_opener(query._coll, make, latest=True, buffer=None, coalesce=coalesce))
+
+
+def watch_count(query: Query[Any], *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[int]:
+    plan = query.plan()
+    route = routes(plan.where, query._coll._info)
+    return LiveFeed(
+        _opener(query._coll, lambda: CountState(plan, route), latest=False, buffer=buffer, coalesce=coalesce)
+    )
+
+
+def watch_aggregate(
+    query: Query[Any], kind: str, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None
+) -> LiveFeed[Any]:
+    """``query.min/max/sum/avg(field)``, live."""
+    assert kind in AGGREGATES
+    info = query._coll._info
+    if not isinstance(field, Field) or field.owner is not info.cls:
+        raise QueryError(f"expected a field of {info.name}, got {field!r:.60}")
+    fi = field.info
+    if kind in ("min", "max") and fi.key_type is None:
+        raise QueryError(f"watch_{kind}({field!r}): {field!r} cannot be ordered, so it has no {kind}")
+    if kind in ("sum", "avg") and fi.base not in (int, float, bool):
+        raise QueryError(f"watch_{kind}({field!r}): live sums and averages need an int or float field")
+    plan = query.plan()
+    make: Callable[[], LiveState]
+    if plan.limit is not None or plan.offset:
+        make = _results(query, lambda: render_aggregate(kind, field.name))
+    else:
+        route = routes(plan.where, info)
+        is_float = fi.base is float
+        make = lambda: AggregateState(plan, route, kind, field.name, is_float)  # noqa: E731
+    return LiveFeed(_opener(query._coll, make, latest=False, buffer=buffer, coalesce=coalesce))
+
+
+# -------------------------------------------------------------------------------- collections
+
+
+def watch_object(
+    coll: Collection[E], pk: Any, *, coalesce: Coalesce = None, buffer: int | None = None
+) -> LiveFeed[E | None]:
+    epk = coll._pk_key(pk)[len(record_prefix(coll._info.name)[0]) :]  # checks the key's type
+    return LiveFeed(_opener(coll, lambda: ObjectState(epk), latest=False, buffer=buffer, coalesce=coalesce))
+
+
+def watch_lazy(coll: Collection[Any], *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[None]:
+    return LiveFeed(_opener(coll, LazyState, latest=False, buffer=buffer, coalesce=coalesce))

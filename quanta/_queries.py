@@ -1,0 +1,484 @@
+"""Queries: :class:`Query` (built from a collection, immutable, planned when first run) and the
+executor that runs the planner's plans (``quanta/_query/planner.py`` states the contract),
+a chunk of keys at a time.
+
+Concurrency rules: event-loop thread only. A query of a database collection runs at one
+snapshot per call; a query of a transaction's collection sees its own writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from msgpack import packb as _packb
+
+from . import _relations
+from ._collection import _delete_records, _keys
+from ._query import Expr, Field, Order, Plan, and_, as_order, check, plan
+from ._query.expr import And, Compare
+from ._query.links import has_through
+from ._schema import EntityInfo
+from .errors import QueryError
+
+if TYPE_CHECKING:
+    from ._collection import Collection
+    from ._txn import TransactionKeyValue
+
+__all__ = ["Query"]
+
+E = TypeVar("E")
+R = TypeVar("R")
+
+
+class Query(Generic[E]):
+    """A query over one collection. Built with ``where``, ``order_by``, ``limit``, ``offset``
+    (each returns a new query; a query is immutable); run with ``all``, ``first``, ``count``,
+    ``exists``, ``async for``, the aggregates, or ``delete``. ``explain()`` shows the plan.
+
+    Ill-typed or impossible queries raise ``QueryError`` when built, not when run.
+    """
+
+    __slots__ = ("_coll", "_include", "_limit", "_offset", "_order", "_plan", "_where")
+
+    def __init__(
+        self,
+        coll: Collection[E],
+        where: Expr | None,
+        order: tuple[Order, ...],
+        limit: int | None,
+        offset: int,
+        include: dict[str, Any] | None = None,
+    ) -> None:
+        self._coll = coll
+        self._where = where
+        self._order = order
+        self._limit = limit
+        self._offset = offset
+        self._include = include
+        self._plan: Plan | None = None
+        check(coll._info, where, order, limit, offset)  # a bad query fails when built; it is planned when run
+
+    def _replace(self, **changes: Any) -> Query[E]:
+        args: dict[str, Any] = {
+            "where": self._where,
+            "order": self._order,
+            "limit": self._limit,
+            "offset": self._offset,
+        }
+        args.update(changes)
+        return Query(self._coll, args["where"], args["order"], args["limit"], args["offset"], self._include)
+
+    def include(self, *paths: str) -> Query[E]:
+        """Also load these links and backlinks of every result, a batch of results at a time
+        (see ``Collection.load_links``): ``posts.where(...).include("author", "author.posts")``."""
+        coll = self._coll
+        tree = _relations.parse_paths(coll._info, paths)
+        if self._include:
+            tree = _merge_trees(self._include, tree)
+        q = Query(coll, self._where, self._order, self._limit, self._offset, tree or None)
+        q._plan = self._plan
+        return q
+
+    def where(self, *conditions: Any) -> Query[E]:
+        for c in conditions:
+            if not isinstance(c, Expr):
+                raise QueryError(
+                    f"where() takes conditions such as User.age >= 30, got {c!r:.60} "
+                    "(a plain bool: was a comparison evaluated too early?)"
+                )
+        parts = ([self._where] if self._where is not None else []) + list(conditions)
+        if not parts:
+            return self
+        return self._replace(where=parts[0] if len(parts) == 1 else and_(*parts))
+
+    def order_by(self, *keys: Any) -> Query[E]:
+        orders = []
+        for k in keys:
+            if not isinstance(k, (Field, Order)):
+                raise QueryError(f"order_by() takes fields or quanta.desc(field), got {k!r:.60}")
+            orders.append(as_order(k))
+        return self._replace(order=self._order + tuple(orders))
+
+    def limit(self, n: int | None) -> Query[E]:
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+            raise QueryError(f"limit must be a non-negative int or None, got {n!r}")
+        return self._replace(limit=n)
+
+    def offset(self, n: int) -> Query[E]:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise QueryError(f"offset must be a non-negative int, got {n!r}")
+        return self._replace(offset=n)
+
+    def plan(self) -> Plan:
+        if self._plan is None:
+            if has_through(self._where):
+                raise QueryError(
+                    f"{self._where!r}: a query through a link is planned when it runs (its first step queries "
+                    "the target); explain() shows both steps"
+                )
+            self._plan = self._plain_plan()
+        return self._plan
+
+    def _plain_plan(self) -> Plan:
+        return plan(self._planning(self._coll._info), self._where, self._order, self._limit, self._offset)
+
+    def _planning(self, info: EntityInfo) -> EntityInfo:
+        catalog = self._coll._sequences.catalog
+        if catalog is not None:
+            info = catalog.planning_info(info)  # without indexes still being built
+        return info
+
+    async def _plan_at(self, reader: Any, *, ordered: bool = True) -> Plan:
+        """The plan, run against ``reader``: a query through a link (``has``) first runs its
+        conditions on the target there (quanta/_relations.py); any other is planned once."""
+        if ordered and self._plan is not None:
+            return self._plan
+        where = self._where
+        if not has_through(where):
+            if not ordered:
+                return self._replace(order=())._plain_plan()
+            self._plan = self._plain_plan()
+            return self._plan
+        assert where is not None
+        where = await _relations.materialize(where, reader, self._planning)
+        order = self._order if ordered else ()
+        return plan(self._planning(self._coll._info), where, order, self._limit, self._offset)
+
+    def explain(self) -> str:
+        """The chosen access path, index, key ranges, residual filter, sort and window (for a
+        query through a link, ``has(...)``: both steps, and what they cost)."""
+        if has_through(self._where):
+            return _relations.explain_through(self, self._planning)
+        return self.plan().explain()
+
+    # ------------------------------------------------------------------ running
+
+    async def all(self) -> list[E]:
+        out: list[E] = []
+        async with aclosing(self._batches()) as batches:
+            async for batch in batches:
+                out += batch
+        return out
+
+    async def first(self) -> E | None:
+        rows = await self.limit(1 if self._limit is None else min(self._limit, 1)).all()
+        return rows[0] if rows else None
+
+    async def exists(self) -> bool:
+        return await self.first() is not None
+
+    async def count(self) -> int:
+        """How many records match (within ``offset``/``limit``)."""
+        coll = self._coll
+        if coll._tx is not None:
+            query_plan = await self._plan_at(coll._tx.kv, ordered=False)
+            return await _count(query_plan, coll._info, coll._tx.kv)
+        assert coll._snapshot is not None
+        snap = coll._snapshot()
+        try:
+            query_plan = await self._plan_at(snap.kv, ordered=False)
+            return await _count(query_plan, coll._info, snap.kv)
+        finally:
+            snap.release()
+
+    async def __aiter__(self) -> AsyncIterator[E]:
+        async with aclosing(self._batches()) as batches:
+            async for batch in batches:
+                for obj in batch:
+                    yield obj
+
+    async def _batches(self) -> AsyncGenerator[list[E], None]:
+        coll = self._coll
+        if coll._bind:  # objects with links: bound (and their links loaded)
+            async with aclosing(self._linked_batches()) as linked:
+                async for batch in linked:
+                    yield batch
+            return
+        if coll._tx is not None:
+            async with aclosing(_execute(await self._plan_at(coll._tx.kv), coll._info, coll._tx.kv)) as batches:
+                async for batch in batches:
+                    yield batch
+            return
+        assert coll._snapshot is not None
+        snap = coll._snapshot()
+        try:
+            async with aclosing(_execute(await self._plan_at(snap.kv), coll._info, snap.kv)) as batches:
+                async for batch in batches:
+                    yield batch
+        finally:
+            snap.release()
+
+    async def _linked_batches(self) -> AsyncGenerator[list[E], None]:
+        coll = self._coll
+        info, source, tree = coll._info, coll._source, self._include
+        snap = None
+        if coll._tx is not None:
+            reader: Any = coll._tx.kv
+        else:
+            assert coll._snapshot is not None
+            snap = coll._snapshot()
+            reader = snap.kv
+        try:
+            async with aclosing(_execute(await self._plan_at(reader), info, reader)) as batches:
+                async for batch in batches:
+                    _relations.bind(batch, source)
+                    if tree:
+                        await _relations.load_paths(reader, source, info, batch, tree)
+                    yield batch
+        finally:
+            if snap is not None:
+                snap.release()
+
+    async def _values(self, field: Any) -> list[Any]:
+        if not isinstance(field, Field) or field.owner is not self._coll._info.cls:
+            raise QueryError(f"expected a field of {self._coll._info.name}, got {field!r:.60}")
+        name = field.name
+        return [getattr(obj, name) for obj in await self.all()]
+
+    async def min(self, field: Any) -> Any:
+        """The smallest non-None value of ``field`` among the matches (None if none)."""
+        values = [v for v in await self._values(field) if v is not None]
+        return min(values) if values else None
+
+    async def max(self, field: Any) -> Any:
+        values = [v for v in await self._values(field) if v is not None]
+        return max(values) if values else None
+
+    async def sum(self, field: Any) -> Any:
+        return sum(v for v in await self._values(field) if v is not None)
+
+    async def avg(self, field: Any) -> float | None:
+        values = [v for v in await self._values(field) if v is not None]
+        return sum(values) / len(values) if values else None
+
+    async def distinct(self, field: Any) -> list[Any]:
+        """The distinct values of ``field`` among the matches, in result order."""
+        out: list[Any] = []
+        seen: set[Any] = set()
+        for value in await self._values(field):
+            try:
+                if value in seen:
+                    continue
+                seen.add(value)
+            except TypeError:  # unhashable (a list field): compare by equality
+                if value in out:
+                    continue
+            out.append(value)
+        return out
+
+    async def delete(self) -> int:
+        """Delete every match (with its index entries) in one atomic batch; return how many."""
+        coll = self._coll
+        info = coll._info
+        if not has_through(self._where):
+            self.plan()  # a bad query fails here, before a transaction begins
+
+        async def op(kv: TransactionKeyValue) -> int:
+            record = _keys(info).record
+            pk = info.primary_key
+            keys: list[bytes] = []
+            query_plan = await self._plan_at(kv)
+            async with aclosing(_execute(query_plan, info, kv)) as batches:
+                async for batch in batches:
+                    keys += [record(getattr(obj, pk)) for obj in batch]
+            return await _delete_records(info, kv, keys) if keys else 0
+
+        return await coll._write(op)
+
+    def __repr__(self) -> str:
+        return f"<quanta.Query {self._coll._info.name} where {self._where!r}>"
+
+    # ------------------------------------------------------------------ live (quanta/_live)
+    # Live forms of the query (docs/live.md): the current value at once, then one emission
+    # per commit that changes it, maintained incrementally. Only on a database collection
+    # (a transaction's raises QueryError). ``coalesce``: at most one emission per that many
+    # seconds (a number or a timedelta); ``buffer``: emissions that may wait for a slow
+    # consumer (default 10,000) before SubscriberOverflowError.
+
+    if TYPE_CHECKING:
+        from ._live import Coalesce, LiveFeed, LiveStream, ResultDiff
+
+    def watch(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[list[E]]:
+        """The result (``all()``) now, then each new result: a ``reactivex`` Observable that
+        is also async-iterable; each subscription is its own."""
+        from ._live import watch
+
+        return watch(self, coalesce=coalesce, buffer=buffer)
+
+    def watch_diff(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[ResultDiff[E]]:
+        """Like ``watch()``, as :class:`quanta.ResultDiff` s (removed, inserted, moved,
+        modified); the first one inserts the current result."""
+        from ._live import watch_diff
+
+        return watch_diff(self, coalesce=coalesce, buffer=buffer)
+
+    def live(self, *, coalesce: Coalesce = None) -> LiveStream[list[E]]:
+        """``async for rows in q.live()``: the result now, then the newest result whenever
+        the consumer asks and it changed (latest value: a slow consumer skips results in
+        between). Subscribed when called."""
+        from ._live import live
+
+        return live(self, coalesce=coalesce)
+
+    def watch_count(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[int]:
+        """``count()``, live."""
+        from ._live import watch_count
+
+        return watch_count(self, coalesce=coalesce, buffer=buffer)
+
+    def watch_min(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[Any]:
+        """``min(field)``, live."""
+        from ._live import watch_aggregate
+
+        return watch_aggregate(self, "min", field, coalesce=coalesce, buffer=buffer)
+
+    def watch_max(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[Any]:
+        """``max(field)``, live."""
+        from ._live import watch_aggregate
+
+        return watch_aggregate(self, "max", field, coalesce=coalesce, buffer=buffer)
+
+    def watch_sum(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[Any]:
+        """``sum(field)``, live (int and float fields; a float sum is exact, then rounded)."""
+        from ._live import watch_aggregate
+
+        return watch_aggregate(self, "sum", field, coalesce=coalesce, buffer=buffer)
+
+    def watch_avg(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[Any]:
+        """``avg(field)``, live (int and float fields)."""
+        from ._live import watch_aggregate
+
+        return watch_aggregate(self, "avg", field, coalesce=coalesce, buffer=buffer)
+
+
+async def _execute(p: Plan, info: EntityInfo, reader: Any) -> AsyncGenerator[list[Any], None]:
+    """Run plan ``p`` against ``reader`` (a snapshot's or a transaction's ``kv``): the
+    matching records, decoded, filtered and windowed, in result order, a batch at a time
+    (the contract is in ``quanta/_query/planner.py``). Batches, not single records: a
+    query's cost is per chunk of keys (C-level slicing, ``map``), not per-record frames."""
+    if p.limit == 0:
+        return
+    residual = p.residual
+    matches = residual.evaluate if residual is not None else None
+    needles = _needles(residual, info) if residual is not None else ()
+    decode = info.decode
+    skip, limit = p.offset, p.limit
+    sorted_by_access = p.sorted_by_access
+    # The first chunk: with a window and no filter, exactly what the window needs.
+    first = min(skip + limit, 4096) if sorted_by_access and limit is not None and residual is None else 256
+    found: list[Any] = []
+    async with aclosing(_raw_records(p, info, reader, first)) as source:
+        async for values in source:
+            for needle in needles:
+                values = [v for v in values if needle in v]
+            objs = list(map(decode, values))
+            if matches is not None:
+                objs = list(filter(matches, objs))
+            if not sorted_by_access:
+                found += objs
+                continue
+            if skip:
+                if len(objs) <= skip:
+                    skip -= len(objs)
+                    continue
+                objs = objs[skip:]
+                skip = 0
+            if limit is not None:
+                if len(objs) >= limit:
+                    yield objs[:limit]
+                    return
+                limit -= len(objs)
+            if objs:
+                yield objs
+    if not sorted_by_access:
+        end = None if limit is None else skip + limit
+        yield p.sort(found)[skip:end]
+
+
+async def _raw_records(p: Plan, info: EntityInfo, reader: Any, first: int) -> AsyncGenerator[list[bytes], None]:
+    """The stored records the access path reaches (before the residual filter), in access
+    order, a batch at a time."""
+    prefix = _keys(info).record_prefix
+    access = p.access
+    if access in ("pk_get", "unique_get"):
+        keys = [start for start, _ in p.ranges]
+        if p.reverse:  # the lookups, like ranges, in the plan's direction
+            keys.reverse()
+        values = [v for v in await reader.get_many(keys) if v is not None]
+        if access == "unique_get":  # a unique entry's value is its record's encoded primary key
+            values = [v for v in await reader.get_many([prefix + v for v in values]) if v is not None]
+        if values:
+            yield values
+        return
+    ranges: Sequence[tuple[bytes, bytes | None]] = p.ranges[::-1] if p.reverse else p.ranges
+    if access in ("pk_range", "full_scan"):
+        for start, stop in ranges:
+            async with aclosing(reader._scan_chunks(start, stop, p.reverse, first)) as chunks:
+                async for _, values in chunks:
+                    yield values
+        return
+    # Every index entry's value is its record's encoded primary key (canonical: equal bytes,
+    # equal keys), so the record key needs no decoding.
+    seen: set[bytes] | None = set() if p.dedupe else None
+    for start, stop in ranges:
+        async with aclosing(reader._scan_chunks(start, stop, p.reverse, first)) as chunks:
+            async for _, epks in chunks:
+                if seen is not None:
+                    epks = [e for e in dict.fromkeys(epks) if e not in seen]
+                    seen.update(epks)
+                if epks:
+                    records = await reader.get_many([prefix + e for e in epks])
+                    yield [r for r in records if r is not None]
+
+
+async def _count(p: Plan, info: EntityInfo, reader: Any) -> int:
+    """How many records ``p`` yields. Without a residual filter the access path's entries
+    are counted as they are (an index entry exists exactly when its record does: both are
+    written in one batch), so nothing is read twice or decoded."""
+    if p.residual is not None or p.access in ("pk_get", "unique_get"):
+        n = 0
+        async with aclosing(_execute(p, info, reader)) as batches:
+            async for batch in batches:
+                n += len(batch)
+        return n
+    if p.limit == 0:
+        return 0
+    n = 0
+    seen: set[bytes] | None = set() if p.dedupe else None
+    for start, stop in p.ranges:
+        async with aclosing(reader._scan_chunks(start, stop, False, 1024)) as chunks:
+            async for _, values in chunks:
+                if seen is None:
+                    n += len(values)
+                else:
+                    before = len(seen)
+                    seen.update(values)
+                    n += len(seen) - before
+    n = max(0, n - p.offset)
+    return n if p.limit is None else min(n, p.limit)
+
+
+def _merge_trees(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge_trees(out[k], v) if k in out else v
+    return out
+
+
+def _needles(residual: Expr, info: EntityInfo) -> tuple[bytes, ...]:
+    """Byte strings every stored record matching ``residual`` must contain: the msgpack form
+    of each ``str`` equality ANDed into it (a record stores a str field as exactly that
+    form). A record without one cannot match, so it is skipped undecoded; the residual still
+    decides for the rest."""
+    out: list[bytes] = []
+    for term in residual.items if isinstance(residual, And) else (residual,):
+        if isinstance(term, Compare) and term.op == "==" and type(term.value) is str and len(term.value) >= 2:
+            f = info.field(term.field.name)
+            if f.base is str:
+                try:
+                    out.append(_packb(term.value))
+                except UnicodeEncodeError:  # a lone surrogate: stored in another form
+                    continue
+    return tuple(out)
