@@ -4,10 +4,12 @@ Rx observer that records what it receives. Every wait fails after TIMEOUT instea
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import quanta
+from quanta._storage.vfs import MemoryFileSystem, Op
 
 T = TypeVar("T")
 
@@ -82,3 +84,20 @@ class Recorder:
 
 async def subscribers(db: quanta.Database) -> int:
     return int((await db.stats())["change_subscribers"])
+
+
+class SyncFails(MemoryFileSystem):
+    """A memory file system whose fsyncs of the first WAL segment (the one commits go to in a
+    new database) fail with EIO once ``failing`` is set. The spare segment the background
+    makes is left alone, so the failure is always the commit's."""
+
+    def __init__(self) -> None:
+        super().__init__(fail_hook=self._hook)
+        self.failing = False
+        self.first_wal: str | None = None
+
+    def _hook(self, op: Op) -> None:
+        if op.kind == "create" and op.path.endswith(".wal") and self.first_wal is None:
+            self.first_wal = op.path
+        if self.failing and op.kind == "sync" and op.path == self.first_wal:
+            raise quanta.StorageIOError(f"sync failed for {op.path} (injected)", errno=errno.EIO, path=op.path)

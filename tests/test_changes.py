@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import gc
 import itertools
 import os
@@ -33,13 +32,13 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reactive_helpers import TIMEOUT, Recorder, rest, subscribers, take
+from reactive_helpers import TIMEOUT, Recorder, SyncFails, rest, subscribers, take
 from reactivex.scheduler import ImmediateScheduler
 from reactivex.testing import TestScheduler
 
 import quanta
 from quanta import Change, ChangeSet, SystemEvent
-from quanta._storage.vfs import MemoryFileSystem, Op
+from quanta._storage.vfs import MemoryFileSystem
 
 OpenFn = Callable[..., Awaitable[quanta.Database]]
 T = TypeVar("T")
@@ -789,23 +788,6 @@ async def test_a_read_only_database_takes_subscriptions_and_completes_them_on_cl
     assert await rest(events) == []
     await rec.until_ended()
     assert rec.completed and rec.items == []
-
-
-class SyncFails(MemoryFileSystem):
-    """A memory file system whose fsyncs of the first WAL segment (the one commits go to in a
-    new database) fail with EIO once ``failing`` is set. The spare segment the background
-    makes is left alone, so the failure is always the commit's."""
-
-    def __init__(self) -> None:
-        super().__init__(fail_hook=self._hook)
-        self.failing = False
-        self.first_wal: str | None = None
-
-    def _hook(self, op: Op) -> None:
-        if op.kind == "create" and op.path.endswith(".wal") and self.first_wal is None:
-            self.first_wal = op.path
-        if self.failing and op.kind == "sync" and op.path == self.first_wal:
-            raise quanta.StorageIOError(f"sync failed for {op.path} (injected)", errno=errno.EIO, path=op.path)
 
 
 async def test_a_failed_database_ends_subscriptions_with_database_failed_error() -> None:

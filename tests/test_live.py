@@ -28,7 +28,6 @@ one coalescing test runs on the loop and asserts nothing about wall-clock time.
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,7 +35,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import pytest
-from reactive_helpers import TIMEOUT, Recorder, rest, subscribers, take
+from reactive_helpers import TIMEOUT, Recorder, SyncFails, rest, subscribers, take
 from reactivex.scheduler import ImmediateScheduler
 from reactivex.testing import TestScheduler
 
@@ -46,7 +45,7 @@ from quanta._live import registry_of
 from quanta._live.diff import Row, diff_rows
 from quanta._live.states import LiveState, ResultState
 from quanta._live.store import Source
-from quanta._storage.vfs import MemoryFileSystem, Op
+from quanta._storage.vfs import MemoryFileSystem
 
 OpenFn = Callable[..., Awaitable[quanta.Database]]
 
@@ -762,22 +761,6 @@ async def test_a_closed_database_refuses_live_queries(mem_db: quanta.Database) -
     feed.subscribe(rec)
     await rec.until_ended()
     assert isinstance(rec.error, quanta.DatabaseClosedError)
-
-
-class SyncFails(MemoryFileSystem):
-    """Fsyncs of the first WAL segment fail with EIO once ``failing`` is set (as in
-    test_changes.py)."""
-
-    def __init__(self) -> None:
-        super().__init__(fail_hook=self._hook)
-        self.failing = False
-        self.first_wal: str | None = None
-
-    def _hook(self, op: Op) -> None:
-        if op.kind == "create" and op.path.endswith(".wal") and self.first_wal is None:
-            self.first_wal = op.path
-        if self.failing and op.kind == "sync" and op.path == self.first_wal:
-            raise quanta.StorageIOError(f"sync failed for {op.path} (injected)", errno=errno.EIO, path=op.path)
 
 
 async def test_a_failed_database_fails_every_live_query() -> None:

@@ -32,30 +32,16 @@ import random
 from typing import Annotated, Any
 
 import pytest
+from test_query_exec import Person  # every kind of index, as the query tests use it
 
 import quanta
-from quanta import Index, PrimaryKey, Unique, UniqueViolationError, between, contains, desc, in_
+from quanta import PrimaryKey, UniqueViolationError, between, contains, desc, in_
 from quanta._live import registry_of
 from quanta._live.states import same_value
 from quanta._schema import entity_info
 from quanta._storage.vfs import MemoryFileSystem
 
 LONG = os.environ.get("QUANTA_LONG") == "1"
-
-
-@quanta.entity(indexes=[Index("city", "age")])
-class Person:
-    """Every kind of index, a non-indexed float and optional fields (one indexed, one unique)."""
-
-    id: Annotated[int, PrimaryKey()]
-    email: Annotated[str, Unique()]
-    name: Annotated[str, Index()]
-    city: str
-    age: int
-    tags: Annotated[list[str], Index(multi=True)] = quanta.field(default_factory=list)
-    score: float = 0.0  # not indexed
-    level: Annotated[int | None, Index()] = None  # optional, indexed (None has entries)
-    nick: Annotated[str | None, Unique()] = None  # optional, unique (None has no entry)
 
 
 @quanta.entity

@@ -38,15 +38,15 @@ subscription and is reported to the loop's exception handler, never to the commi
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections import deque
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from .._reactive.bus import EMPTY  # ``Outlet.pop()``'s answer when nothing is due: the bus's own
+from .._reactive.faces import PullStream, observe
 from ..errors import SubscriberOverflowError
 from .states import NOTHING
 
@@ -56,9 +56,6 @@ if TYPE_CHECKING:
 __all__ = ["EMPTY", "Clock", "LiveFeed", "LiveStream", "Outlet", "loop_clock", "scheduler_clock"]
 
 T = TypeVar("T")
-
-EMPTY: Any = object()
-"""``Outlet.pop()``'s answer when there is nothing to deliver now."""
 
 Clock = Callable[[float, Callable[[], None]], Callable[[], None]]
 """``clock(delay_seconds, fn) -> cancel``: run ``fn`` once after ``delay_seconds``."""
@@ -251,7 +248,7 @@ Opener = Callable[[Callable[[], None], Clock], Outlet[T]]
 (whose state already holds the current value and has been told to deliver it)."""
 
 
-class LiveStream(Generic[T]):
+class LiveStream(PullStream[T]):
     """An async iterator over one live subscription: ``async for rows in stream`` (optionally
     inside ``async with stream:``, which ends it on exit). Subscribed when created.
 
@@ -261,73 +258,10 @@ class LiveStream(Generic[T]):
     else holds) ends the subscription.
     """
 
-    __slots__ = ("__weakref__", "_outlet", "_waiter")
+    __slots__ = ()
 
     def __init__(self, opener: Opener[T]) -> None:
-        ref = weakref.ref(self)
-
-        def wake() -> None:
-            stream = ref()
-            if stream is not None:
-                waiter = stream._waiter
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
-
-        self._waiter: asyncio.Future[None] | None = None
-        self._outlet = opener(wake, loop_clock())
-
-    @property
-    def closed(self) -> bool:
-        """True once the subscription ended (what was queued can still be read)."""
-        return self._outlet.done
-
-    def __aiter__(self) -> LiveStream[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        outlet = self._outlet
-        while True:
-            item = outlet.pop()
-            if item is not EMPTY:
-                return cast(T, item)
-            if outlet.done:
-                error, outlet.error = outlet.error, None
-                if error is not None:
-                    raise error
-                raise StopAsyncIteration
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiter = waiter
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-
-    def _stop(self) -> None:
-        self._outlet.cancel()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def aclose(self) -> None:
-        """End the subscription now (an ``async for`` over it in any task stops)."""
-        self._stop()
-
-    def close(self) -> None:
-        """``aclose`` without the await."""
-        self._stop()
-
-    async def __aenter__(self) -> LiveStream[T]:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop()
-
-    def __del__(self) -> None:
-        outlet = getattr(self, "_outlet", None)
-        if outlet is not None and not outlet.done:
-            outlet.cancel()
+        super().__init__(lambda wake: opener(wake, loop_clock()))
 
 
 class LiveFeed(Observable[T], Generic[T]):
@@ -351,52 +285,9 @@ class LiveFeed(Observable[T], Generic[T]):
         return LiveStream(self._opener)
 
     def _on_subscribe(self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None) -> Disposable:
-        scheduled = False
-        ready = False  # `outlet` is bound: a wake before that (the current value) waits for it
-        ended = False
-        loop = asyncio.get_running_loop() if scheduler is None else None
+        opener = self._opener
 
-        def drain(*_: Any) -> None:
-            nonlocal scheduled, ended
-            scheduled = False
-            if ended or outlet.cancelled:
-                return
-            while True:
-                item = outlet.pop()
-                if item is EMPTY:
-                    break
-                try:
-                    observer.on_next(cast(T, item))
-                except Exception as exc:
-                    ended = True
-                    outlet.cancel()
-                    observer.on_error(exc)
-                    return
-            if outlet.drained:
-                ended = True
-                error, outlet.error = outlet.error, None
-                if error is not None:
-                    observer.on_error(cast(Exception, error))
-                else:
-                    observer.on_completed()
+        def connect(wake: Callable[[], None], scheduler: abc.SchedulerBase | None) -> Outlet[T]:
+            return opener(wake, loop_clock() if scheduler is None else scheduler_clock(scheduler))
 
-        def wake() -> None:
-            nonlocal scheduled
-            if scheduled:
-                return
-            scheduled = True
-            if not ready:
-                return  # woken again below, once `outlet` exists
-            if loop is not None:
-                loop.call_soon(drain)
-            else:
-                assert scheduler is not None
-                scheduler.schedule(drain)
-
-        clock = loop_clock() if scheduler is None else scheduler_clock(scheduler)
-        outlet = self._opener(wake, clock)
-        ready = True
-        if scheduled:
-            scheduled = False
-            wake()
-        return Disposable(outlet.cancel)
+        return observe(connect, observer, scheduler)

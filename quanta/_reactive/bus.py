@@ -93,6 +93,7 @@ class Subscription(Generic[T]):
         "_hub",
         "_last",
         "buffer",
+        "cancelled",
         "capacity",
         "conflate",
         "done",
@@ -127,6 +128,7 @@ class Subscription(Generic[T]):
         self.wake = wake
         self.buffer: deque[T] = deque()
         self.done = False
+        self.cancelled = False  # ended by the consumer: nothing more is delivered, not even the end
         self.error: BaseException | None = None
         self.start_seq = 0
         self._last: object = _EMPTY  # conflating subscriptions: the last item handed out
@@ -196,9 +198,15 @@ class Subscription(Generic[T]):
             self._hub.remove(self)
             self._wake()
 
+    @property
+    def drained(self) -> bool:
+        """Ended, and everything buffered was handed out."""
+        return self.done and not self.buffer
+
     def cancel(self) -> None:
         """Unsubscribe now, dropping whatever is buffered (the consumer went away)."""
         self.done = True
+        self.cancelled = True
         self.buffer.clear()
         self._hub.remove(self)
 

@@ -18,33 +18,52 @@ import asyncio
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, Self, TypeVar, cast
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from .bus import EMPTY, Subscription
 
-__all__ = ["Feed", "Stream"]
+__all__ = ["Feed", "PullStream", "Pullable", "Stream", "observe"]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 Opener = Callable[[Callable[[], None]], Subscription[T]]
 """Makes a subscription, given the ``wake`` callback the face wants."""
 
 
-class Stream(Generic[T]):
-    """An async iterator over one subscription. Use ``async for item in stream`` (optionally
-    inside ``async with stream:``, which unsubscribes on exit).
+class Pullable(Protocol[T_co]):
+    """What a :class:`PullStream` drains: a bus :class:`~quanta._reactive.bus.Subscription`,
+    or a live query's outlet. ``pop`` returns ``EMPTY`` when nothing is queued; ``done`` with
+    ``error`` None means a normal end."""
 
-    ``start_seq``: the last commit before the subscription began; the stream yields commits
-    after it. On overflow, iteration raises :class:`quanta.SubscriberOverflowError` after the
-    buffered items; when the database closes, iteration stops after them.
+    done: bool
+    cancelled: bool
+    error: BaseException | None
+
+    @property
+    def drained(self) -> bool: ...
+
+    def pop(self) -> T_co | object: ...
+
+    def cancel(self) -> None: ...
+
+
+class PullStream(Generic[T]):
+    """An async iterator over one :class:`Pullable` (``async for item in stream``, optionally
+    inside ``async with stream:``, which ends it on exit), subscribed when created.
+
+    Iteration yields what is queued, then stops when the source ends normally or raises the
+    error that ended it. ``aclose()``/``close()`` end it now, waking an ``async for`` waiting
+    in another task; dropping the stream (e.g. breaking out of ``async for`` over a stream
+    nobody else holds) ends it too: the source holds only a weak reference to the stream.
     """
 
-    __slots__ = ("__weakref__", "_sub", "_waiter")
+    __slots__ = ("__weakref__", "_source", "_waiter")
 
-    def __init__(self, opener: Opener[T]) -> None:
+    def __init__(self, connect: Callable[[Callable[[], None]], Pullable[T]]) -> None:
         ref = weakref.ref(self)
 
         def wake() -> None:
@@ -55,35 +74,31 @@ class Stream(Generic[T]):
                     waiter.set_result(None)
 
         self._waiter: asyncio.Future[None] | None = None
-        self._sub = opener(wake)
+        self._source = connect(wake)
 
     def _stop(self) -> None:
-        """Unsubscribe, and end an ``async for`` waiting in another task."""
-        self._sub.cancel()
+        """End the subscription, and an ``async for`` waiting in another task."""
+        self._source.cancel()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     @property
-    def start_seq(self) -> int:
-        return self._sub.start_seq
-
-    @property
     def closed(self) -> bool:
-        """True once the stream can yield nothing more than what it already buffered."""
-        return self._sub.done
+        """True once the stream can yield nothing more than what it already queued."""
+        return self._source.done
 
-    def __aiter__(self) -> Stream[T]:
+    def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> T:
-        sub = self._sub
+        source = self._source
         while True:
-            item = sub.pop()
+            item = source.pop()
             if item is not EMPTY:
                 return cast(T, item)
-            if sub.done:
-                error, sub.error = sub.error, None
+            if source.done:
+                error, source.error = source.error, None
                 if error is not None:
                     raise error
                 raise StopAsyncIteration
@@ -95,15 +110,15 @@ class Stream(Generic[T]):
                 self._waiter = None
 
     async def aclose(self) -> None:
-        """Unsubscribe now; buffered items are dropped, and an ``async for`` over this stream
-        (in any task) stops."""
+        """End the subscription now; queued items are dropped, and an ``async for`` over this
+        stream (in any task) stops."""
         self._stop()
 
     def close(self) -> None:
         """``aclose`` without the await."""
         self._stop()
 
-    async def __aenter__(self) -> Stream[T]:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -112,9 +127,29 @@ class Stream(Generic[T]):
         self._stop()
 
     def __del__(self) -> None:
-        sub = getattr(self, "_sub", None)
-        if sub is not None and not sub.done:
-            sub.cancel()
+        source = getattr(self, "_source", None)
+        if source is not None and not source.done:
+            source.cancel()
+
+
+class Stream(PullStream[T]):
+    """An async iterator over one change-bus subscription (see :class:`PullStream`).
+
+    ``start_seq``: the last commit before the subscription began; the stream yields commits
+    after it. On overflow, iteration raises :class:`quanta.SubscriberOverflowError` after the
+    buffered items; when the database closes, iteration stops after them.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, opener: Opener[T]) -> None:
+        super().__init__(opener)
+
+    @property
+    def start_seq(self) -> int:
+        sub = self._source
+        assert isinstance(sub, Subscription)
+        return sub.start_seq
 
 
 class Feed(Observable[T], Generic[T]):
@@ -140,46 +175,65 @@ class Feed(Observable[T], Generic[T]):
         return Stream(self._opener)
 
     def _on_subscribe(self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None) -> Disposable:
+        opener = self._opener
+        return observe(lambda wake, _scheduler: opener(wake), observer, scheduler)
+
+
+def observe(
+    connect: Callable[[Callable[[], None], abc.SchedulerBase | None], Pullable[T]],
+    observer: abc.ObserverBase[T],
+    scheduler: abc.SchedulerBase | None,
+) -> Disposable:
+    """Deliver a :class:`Pullable` to an Rx ``observer``: ``connect(wake, scheduler)`` opens
+    it; each wake schedules one drain (``loop.call_soon``, or on ``scheduler``), never inline.
+    An ``on_next`` that raises ends the subscription and goes to ``on_error``; the end of the
+    source (after its queued items) is ``on_completed`` or ``on_error``. Disposing cancels it.
+    """
+    scheduled = False
+    ready = False  # `source` is bound: a wake before that (a first value) waits for it
+    ended = False
+    loop = asyncio.get_running_loop() if scheduler is None else None
+
+    def drain(*_: Any) -> None:
+        nonlocal scheduled, ended
         scheduled = False
-        ready = False  # `sub` is bound: a wake before that (a watch's first value) waits for it
-        loop = asyncio.get_running_loop() if scheduler is None else None
-
-        def drain(*_: Any) -> None:
-            nonlocal scheduled
-            scheduled = False
-            while True:
-                item = sub.pop()
-                if item is EMPTY:
-                    break
-                try:
-                    observer.on_next(cast(T, item))
-                except Exception as exc:
-                    sub.cancel()
-                    observer.on_error(exc)
-                    return
-            if sub.done and not sub.buffer:
-                error, sub.error = sub.error, None
-                if error is not None:
-                    observer.on_error(cast(Exception, error))
-                else:
-                    observer.on_completed()
-
-        def wake() -> None:
-            nonlocal scheduled
-            if scheduled:
+        if ended or source.cancelled:
+            return
+        while True:
+            item = source.pop()
+            if item is EMPTY:
+                break
+            try:
+                observer.on_next(cast(T, item))
+            except Exception as exc:
+                ended = True
+                source.cancel()
+                observer.on_error(exc)
                 return
-            scheduled = True
-            if not ready:
-                return  # woken again below, once `sub` exists
-            if loop is not None:
-                loop.call_soon(drain)
+        if source.drained:
+            ended = True
+            error, source.error = source.error, None
+            if error is not None:
+                observer.on_error(cast(Exception, error))
             else:
-                assert scheduler is not None
-                scheduler.schedule(drain)
+                observer.on_completed()
 
-        sub = self._opener(wake)  # an opener may queue a first item (a watch's current value)
-        ready = True
+    def wake() -> None:
+        nonlocal scheduled
         if scheduled:
-            scheduled = False
-            wake()
-        return Disposable(sub.cancel)
+            return
+        scheduled = True
+        if not ready:
+            return  # woken again below, once `source` exists
+        if loop is not None:
+            loop.call_soon(drain)
+        else:
+            assert scheduler is not None
+            scheduler.schedule(drain)
+
+    source = connect(wake, scheduler)  # it may queue a first item (a watch's current value)
+    ready = True
+    if scheduled:
+        scheduled = False
+        wake()
+    return Disposable(source.cancel)
