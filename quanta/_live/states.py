@@ -41,6 +41,7 @@ Concurrency rules: event-loop thread only; ``apply`` runs inside the change bus'
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Callable
 from fractions import Fraction
@@ -86,7 +87,7 @@ def same_value(a: Any, b: Any) -> bool:
     return bool(a == b) or (a != a and b != b)
 
 
-class LiveState:
+class LiveState(ABC):
     """Base class: one subscription's value and its routing (see the module docstring).
 
     ``route``: the equality values that route changes here (None: every change of the
@@ -113,14 +114,16 @@ class LiveState:
         self.start_seq = 0
         self.closed = False
 
-    def load(self, source: Source) -> None:
+    def load(self, source: Source) -> None:  # noqa: B027 (a no-op unless a state reads the store)
         """Read the initial value (synchronously, at the engine's visible state)."""
 
+    @abstractmethod
     def apply(self, seq: int, changes: list[Change]) -> None:
-        raise NotImplementedError
+        """Apply commit ``seq``'s changes (those routed to this state)."""
 
+    @abstractmethod
     def take(self) -> Any:
-        raise NotImplementedError
+        """The value to emit now."""
 
     def _notify(self) -> None:
         if self.outlet is not None:

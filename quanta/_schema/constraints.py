@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
@@ -46,41 +47,42 @@ from .typenode import TypeNode, coerce, type_label
 __all__ = ["Constraint", "Length", "OneOf", "Pattern", "Range", "show_value"]
 
 
-class Constraint:
+class Constraint(ABC):
     """Base class of the constraint markers. ``kind`` names it in :meth:`as_dict`."""
 
     __slots__ = ()
     kind: ClassVar[str] = ""
 
+    @abstractmethod
     def holds(self, value: Any) -> bool:
         """Does ``value`` (of the field's type, not None) satisfy the constraint? May raise
         for a value that cannot be compared with a bound (an aware and a naive datetime, a
         Decimal NaN); the check counts that as a violation."""
-        raise NotImplementedError
 
+    @abstractmethod
     def reason(self, value: Any) -> str:
         """What the rule asks, as the end of a sentence that starts with the field:
         ``must be between 0 and 150``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def as_dict(self) -> dict[str, Any]:
         """The constraint as plain data (``{"kind": "range", "min": 0, "max": 150}``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def applies_to(self, node: TypeNode) -> str | None:
         """None if the constraint can apply to values of type ``node`` (never optional), else
         why not (the decorator raises it as a SchemaError naming the class and field)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def expr(self, x: str, const: Any, element: TypeNode | None = None) -> str:
         """A Python expression, true exactly when :meth:`holds` is true for the value named
         ``x``; given ``element`` (the elements' type, never optional), true exactly when it
         holds for every element of the collection named ``x``. ``const(value)`` returns the
         name of a constant in the generated namespace."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _key(self) -> tuple[Any, ...]:
-        raise NotImplementedError
+        """What equality and hashing compare."""
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):

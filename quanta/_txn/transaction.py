@@ -159,6 +159,9 @@ class Transaction:
                 except ConflictError:
                     manager.conflicts += 1
                     raise
+                # Checked (and appended next, with no await between): this transaction no
+                # longer needs tracking, so a commit while no other one is open records nothing.
+                manager.tracker.end(state)
 
             seq = await self._engine.write(
                 list(writes.keys()), list(writes.values()), self._bytes, precheck=precheck, origin="transaction"
@@ -365,7 +368,10 @@ class TransactionKeyValue:
         tx._bytes += size - before
         if len(replaced) != len(fresh):  # a key not written before: the sorted view is stale
             tx._sorted = None
-        writes.update(fresh)
+        if writes:
+            writes.update(fresh)
+        else:  # the transaction's first writes (a bulk put_many): no copy
+            tx._writes = fresh
 
 
 async def _merged_scan(
