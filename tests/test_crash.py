@@ -525,19 +525,23 @@ def drop_sync_dir_after_current(ev: list[Op]) -> None:
 
 
 def remove_table_before_manifest_sync(ev: list[Op]) -> None:
-    # a compaction: MANIFEST write (deleting its inputs), MANIFEST sync, inputs removed
-    def after_edit(i: int, op: Op) -> bool:
-        prev, prev2 = ev[i - 1], ev[i - 2]
-        return (
+    # a compaction: MANIFEST write (deleting its inputs), MANIFEST sync, inputs removed. Other
+    # files' operations (a group commit's WAL sync, from its worker thread) may come between
+    # them, so the MANIFEST operations are matched among themselves: the first table removal
+    # whose last two MANIFEST operations before it are a write and a sync moves before that sync.
+    last: list[int] = []  # positions of the last two MANIFEST operations so far
+    for i, op in enumerate(ev):
+        if "MANIFEST" in op.path:
+            last = [*last[-1:], i]
+        elif (
             op.kind == "remove"
             and op.path.endswith(".sst")
-            and (prev.kind, prev2.kind) == ("sync", "write")
-            and "MANIFEST" in prev.path
-            and "MANIFEST" in prev2.path
-        )
-
-    removal = _find(ev, after_edit, start=2)
-    ev[removal - 1], ev[removal] = ev[removal], ev[removal - 1]
+            and len(last) == 2
+            and (ev[last[0]].kind, ev[last[1]].kind) == ("write", "sync")
+        ):
+            ev.insert(last[1], ev.pop(i))
+            return
+    raise AssertionError("the workload removed no table after a MANIFEST write and sync")
 
 
 def open_returns_before_fresh_wal(ev: list[Op]) -> None:
