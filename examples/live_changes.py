@@ -30,7 +30,7 @@ except ImportError:  # a checkout without `pip install -e .`: use the package ne
 ORDERS = 300
 
 
-async def follow_orders(stream: quanta.Stream[quanta.ChangeSet]) -> tuple[int, int]:
+async def follow_orders(stream: quanta.Watch[quanta.ChangeSet]) -> tuple[int, int]:
     """Keep the sum of all order amounts up to date from the changes alone."""
     total = seen = 0
     async for change_set in stream:  # ends when the database closes

@@ -18,11 +18,11 @@ from ._catalog import SchemaProgress, migration
 from ._collection import Collection
 from ._db import Database, open
 from ._kv import Batch, KeyValue, Snapshot
-from ._live import LiveFeed, LiveStream, ResultDiff
+from ._live import ResultDiff
 from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, Options
 from ._queries import Query
 from ._query import asc, between, contains, desc, in_
-from ._reactive import Change, ChangeSet, Feed, Stream
+from ._reactive import Change, ChangeSet, Watch
 from ._schema import (
     Backlink,
     Index,
@@ -92,7 +92,6 @@ __all__ = [
     "DatabaseFailedError",
     "DatabaseLockedError",
     "DatabaseNotFoundError",
-    "Feed",
     "Index",
     "IntegrityError",
     "InvalidArgumentError",
@@ -102,8 +101,6 @@ __all__ = [
     "LimitExceededError",
     "Link",
     "Links",
-    "LiveFeed",
-    "LiveStream",
     "NotADatabaseError",
     "OneOf",
     "Options",
@@ -120,7 +117,6 @@ __all__ = [
     "SchemaProgress",
     "Snapshot",
     "StorageIOError",
-    "Stream",
     "SubscriberOverflowError",
     "SystemEvent",
     "Transaction",
@@ -130,6 +126,7 @@ __all__ = [
     "UniqueViolationError",
     "ValidationError",
     "Violation",
+    "Watch",
     "__version__",
     "asc",
     "backlink",

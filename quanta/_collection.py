@@ -326,9 +326,10 @@ class Collection(Generic[E]):
     # ------------------------------------------------------------------ live (quanta/_live)
 
     if TYPE_CHECKING:
-        from ._live import Coalesce, LiveFeed
+        from ._live import Coalesce
+        from ._reactive import Watch
 
-    def watch_object(self, pk: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[E | None]:
+    def watch_object(self, pk: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[E | None]:
         """The record with primary key ``pk`` (None while absent) now, then after each commit
         that changes it: a ``reactivex`` Observable, also async-iterable (docs/live.md).
         ``coalesce``: at most one emission per that many seconds; ``buffer``: emissions that
@@ -337,7 +338,7 @@ class Collection(Generic[E]):
 
         return watch_object(self, pk, coalesce=coalesce, buffer=buffer)
 
-    def watch_lazy(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[None]:
+    def watch_lazy(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[None]:
         """None after each commit that changes a record of this collection (no current value
         first; nothing is decoded): "something here changed, look again"."""
         from ._live import watch_lazy

@@ -21,7 +21,7 @@ from ._catalog import Catalog, SchemaProgress, check_entities
 from ._collection import Collection, _Sequences, entity_info_of
 from ._kv import KeyValue, Snapshot, check_buffer, check_flag
 from ._options import Options
-from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, EventHub, Feed, Stream, Subscription
+from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, EventHub, Queue, Watch
 from ._storage import Engine, SystemEvent
 from ._txn import Transaction, Transactions, check_retries, run_transaction
 from .errors import InvalidArgumentError, InvalidTypeError, QuantaError
@@ -114,10 +114,11 @@ class Database:
         *,
         with_old: bool = False,
         buffer: int = DEFAULT_CAPACITY,
-    ) -> Stream[ChangeSet]:
+    ) -> Watch[ChangeSet]:
         """Subscribe now to every later commit that changes a key in range (``prefix``, and
-        ``start <= key < stop``); an async iterator of :class:`ChangeSet`, in commit order,
-        each holding just the keys in range.
+        ``start <= key < stop``): a :class:`quanta.Watch` of :class:`ChangeSet`, in commit
+        order, each holding just the keys in range (an async iterator, and an Observable
+        whose first observer takes this subscription if it was not iterated).
 
         ``stream.start_seq`` is the last commit before the subscription: it yields exactly
         the matching commits after it. ``with_old=True`` fills ``Change.old_value``.
@@ -126,7 +127,7 @@ class Database:
         Closing the database ends the iteration. Use ``async with db.changes() as stream``
         (or ``aclose()``) to unsubscribe early.
         """
-        return self.kv._bus_feed(start, stop, prefix, with_old, buffer).stream()
+        return self.kv._bus_feed(start, stop, prefix, with_old, buffer, hot=True)
 
     def observe(
         self,
@@ -136,30 +137,31 @@ class Database:
         *,
         with_old: bool = False,
         buffer: int = DEFAULT_CAPACITY,
-    ) -> Feed[ChangeSet]:
-        """``changes()`` as a ``reactivex.Observable[ChangeSet]``, delivered on the running
-        asyncio loop. Cold: each ``subscribe`` starts its own subscription at that moment;
-        disposing unsubscribes; closing the database completes the observer."""
+    ) -> Watch[ChangeSet]:
+        """``changes()``, cold: the same :class:`quanta.Watch`, but nothing is subscribed
+        until it is (each ``subscribe`` starts its own subscription at that moment) or first
+        iterated. Delivered on the running asyncio loop; disposing unsubscribes; closing the
+        database completes the observer."""
         return self.kv._bus_feed(start, stop, prefix, with_old, buffer)
 
-    def events(self, *, buffer: int = DEFAULT_CAPACITY) -> Stream[SystemEvent]:
+    def events(self, *, buffer: int = DEFAULT_CAPACITY) -> Watch[SystemEvent]:
         """Subscribe now to the engine's system events (flush, compaction, write stalls,
-        failure): an async iterator of :class:`SystemEvent`."""
-        return self._event_feed(buffer).stream()
+        failure): a :class:`quanta.Watch` of :class:`SystemEvent`."""
+        return self._event_feed(buffer, hot=True)
 
-    def observe_events(self, *, buffer: int = DEFAULT_CAPACITY) -> Feed[SystemEvent]:
-        """``events()`` as a ``reactivex.Observable[SystemEvent]``."""
+    def observe_events(self, *, buffer: int = DEFAULT_CAPACITY) -> Watch[SystemEvent]:
+        """``events()``, cold: nothing is subscribed until it is, or first iterated."""
         return self._event_feed(buffer)
 
-    def _event_feed(self, buffer: object) -> Feed[SystemEvent]:
+    def _event_feed(self, buffer: object, *, hot: bool = False) -> Watch[SystemEvent]:
         capacity = check_buffer(buffer)
         self._engine.check_open()
         hub = self._events
 
-        def opener(wake: Callable[[], None]) -> Subscription[SystemEvent]:
+        def opener(wake: Callable[[], None], _scheduler: object) -> Queue[SystemEvent]:
             return hub.subscribe(capacity=capacity, wake=wake)
 
-        return Feed(opener)
+        return Watch(opener, hot=hot)
 
     async def flush(self) -> None:
         """Write the memtable to a table file and wait until it is durable there."""

@@ -15,7 +15,7 @@ from operator import itemgetter
 import anyio.lowlevel
 
 from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES
-from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, Feed, Subscription
+from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, Queue, Watch
 from ._storage import MAX_SEQ, Engine
 from .errors import DatabaseClosedError, InvalidArgumentError, InvalidTypeError, LimitExceededError
 
@@ -316,11 +316,12 @@ class KeyValue(_Reader):
 
     # ------------------------------------------------------------------ watches
 
-    def watch(self, key: bytes) -> Feed[bytes | None]:
+    def watch(self, key: bytes) -> Watch[bytes | None]:
         """The value of ``key`` now, then after each commit that changes it.
 
-        An Observable (``.subscribe(...)``) and an async iterable (``async for value in ...``);
-        each subscription emits the current value (None if absent) first. Latest-value
+        A :class:`quanta.Watch`: an Observable (``.subscribe(...)``) and an async iterator
+        (``async for value in ...``), subscribed when subscribed / first iterated; each
+        subscription emits the current value (None if absent) first. Latest-value
         semantics: a slow consumer skips intermediate values and gets the newest, and a write
         that leaves the value as it was emits nothing. It never overflows.
         """
@@ -329,12 +330,12 @@ class KeyValue(_Reader):
         engine, bus = self._engine, self._bus
         hi = key + b"\x00"  # the smallest key after `key`
 
-        def opener(wake: Callable[[], None]) -> Subscription[bytes | None]:
-            sub: Subscription[bytes | None] = bus.subscribe(key, hi, conflate=True, map=_only_value, wake=wake)
-            sub.push(engine.get(key))  # the same instant as start_seq: nothing runs in between
-            return sub
+        def opener(wake: Callable[[], None], _scheduler: object) -> Queue[bytes | None]:
+            queue: Queue[bytes | None] = bus.subscribe(key, hi, conflate=True, map=_only_value, wake=wake)
+            queue.push(engine.get(key))  # the same instant as start_seq: nothing runs in between
+            return queue
 
-        return Feed(opener)
+        return Watch(opener)
 
     def watch_range(
         self,
@@ -344,18 +345,19 @@ class KeyValue(_Reader):
         prefix: bytes | None = None,
         with_old: bool = False,
         buffer: int = DEFAULT_CAPACITY,
-    ) -> Feed[ChangeSet]:
+    ) -> Watch[ChangeSet]:
         """Every commit that changes a key in ``start <= key < stop`` (and starting with
         ``prefix``), as a ChangeSet holding just those keys; see ``db.observe``.
 
-        An Observable and an async iterable; each subscription starts after the last
-        commit made before it.
+        A :class:`quanta.Watch` (an Observable and an async iterator), subscribed when
+        subscribed / first iterated; each subscription starts after the last commit made
+        before it.
         """
         return self._bus_feed(start, stop, prefix, with_old, buffer)
 
     def _bus_feed(
-        self, start: object, stop: object, prefix: object, with_old: object, buffer: object
-    ) -> Feed[ChangeSet]:
+        self, start: object, stop: object, prefix: object, with_old: object, buffer: object, *, hot: bool = False
+    ) -> Watch[ChangeSet]:
         lo, hi = key_range(start, stop, prefix)
         old = check_flag("with_old", with_old)
         capacity = check_buffer(buffer)
@@ -364,10 +366,10 @@ class KeyValue(_Reader):
         if lo is not None and hi is not None and lo >= hi:
             lo, hi = b"", b""  # an empty range: subscribe to nothing, still complete on close
 
-        def opener(wake: Callable[[], None]) -> Subscription[ChangeSet]:
+        def opener(wake: Callable[[], None], _scheduler: object) -> Queue[ChangeSet]:
             return bus.subscribe(lo or b"", hi, with_old=old, capacity=capacity, wake=wake)
 
-        return Feed(opener)
+        return Watch(opener, hot=hot)
 
 
 def _only_value(change_set: ChangeSet) -> bytes | None:

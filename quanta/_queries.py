@@ -298,23 +298,24 @@ class Query(Generic[E]):
     # consumer (default 10,000) before SubscriberOverflowError.
 
     if TYPE_CHECKING:
-        from ._live import Coalesce, LiveFeed, LiveStream, ResultDiff
+        from ._live import Coalesce, ResultDiff
+        from ._reactive import Watch
 
-    def watch(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[list[E]]:
+    def watch(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[list[E]]:
         """The result (``all()``) now, then each new result: a ``reactivex`` Observable that
         is also async-iterable; each subscription is its own."""
         from ._live import watch
 
         return watch(self, coalesce=coalesce, buffer=buffer)
 
-    def watch_diff(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[ResultDiff[E]]:
+    def watch_diff(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[ResultDiff[E]]:
         """Like ``watch()``, as :class:`quanta.ResultDiff` s (removed, inserted, moved,
         modified); the first one inserts the current result."""
         from ._live import watch_diff
 
         return watch_diff(self, coalesce=coalesce, buffer=buffer)
 
-    def live(self, *, coalesce: Coalesce = None) -> LiveStream[list[E]]:
+    def live(self, *, coalesce: Coalesce = None) -> Watch[list[E]]:
         """``async for rows in q.live()``: the result now, then the newest result whenever
         the consumer asks and it changed (latest value: a slow consumer skips results in
         between). Subscribed when called."""
@@ -322,31 +323,31 @@ class Query(Generic[E]):
 
         return live(self, coalesce=coalesce)
 
-    def watch_count(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[int]:
+    def watch_count(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[int]:
         """``count()``, live."""
         from ._live import watch_count
 
         return watch_count(self, coalesce=coalesce, buffer=buffer)
 
-    def watch_min(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[Any]:
+    def watch_min(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[Any]:
         """``min(field)``, live."""
         from ._live import watch_aggregate
 
         return watch_aggregate(self, "min", field, coalesce=coalesce, buffer=buffer)
 
-    def watch_max(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[Any]:
+    def watch_max(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[Any]:
         """``max(field)``, live."""
         from ._live import watch_aggregate
 
         return watch_aggregate(self, "max", field, coalesce=coalesce, buffer=buffer)
 
-    def watch_sum(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[Any]:
+    def watch_sum(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[Any]:
         """``sum(field)``, live (int and float fields; a float sum is exact, then rounded)."""
         from ._live import watch_aggregate
 
         return watch_aggregate(self, "sum", field, coalesce=coalesce, buffer=buffer)
 
-    def watch_avg(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[Any]:
+    def watch_avg(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[Any]:
         """``avg(field)``, live (int and float fields)."""
         from ._live import watch_aggregate
 

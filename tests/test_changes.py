@@ -382,11 +382,12 @@ async def test_an_observable_is_cold_each_subscription_starts_when_it_is_made(db
     assert [cs.changes[0].key for cs in late.items] == [b"after"]
 
 
-async def test_each_async_for_over_an_observable_is_its_own_subscription(db: quanta.Database) -> None:
+async def test_each_stream_of_an_observable_is_its_own_subscription(db: quanta.Database) -> None:
     feed = db.observe()
-    first = aiter(feed)
+    first = aiter(feed)  # a watch's own iterator: subscribed at first use
+    assert aiter(feed) is first
     await db.kv.put(b"a", b"1")
-    second = aiter(feed)
+    second = feed.stream()  # one more, subscribed now
     await db.kv.put(b"b", b"2")
     assert await subscribers(db) == 2
     assert [cs.changes[0].key for cs in await take(first, 2)] == [b"a", b"b"]
@@ -885,7 +886,7 @@ async def check_routing(
         for i, sub in enumerate(subs)
     ]
     expected: list[list[ChangeSet]] = [[] for _ in subs]
-    streams: dict[int, quanta.Stream[ChangeSet]] = {}
+    streams: dict[int, quanta.Watch[ChangeSet]] = {}
     received: dict[int, list[ChangeSet]] = {}
     observers: dict[int, tuple[Recorder, Any]] = {}
     try:

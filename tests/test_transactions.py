@@ -1034,7 +1034,7 @@ async def test_a_transaction_waiting_for_its_fsync_is_seen_by_one_that_begins_me
 # =============================================================================== the change bus
 
 
-async def next_change_set(stream: quanta.Stream[quanta.ChangeSet]) -> quanta.ChangeSet:
+async def next_change_set(stream: quanta.Watch[quanta.ChangeSet]) -> quanta.ChangeSet:
     return await asyncio.wait_for(anext(stream), 5)
 
 

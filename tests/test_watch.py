@@ -262,9 +262,9 @@ async def test_each_subscription_starts_from_the_value_at_that_moment(db: quanta
     feed = db.kv.watch(b"k")  # cold: nothing is subscribed yet
     assert await subscribers(db) == 0
     await db.kv.put(b"k", b"1")
-    first = aiter(feed)
+    first = feed.stream()
     await db.kv.put(b"k", b"2")
-    second = aiter(feed)
+    second = feed.stream()
     assert await subscribers(db) == 2
     assert await take(first, 1) == [b"2"]  # the newest: 1 was superseded before it was read
     assert await take(second, 1) == [b"2"]
@@ -416,12 +416,12 @@ async def test_watch_range_with_old_values(db: quanta.Database) -> None:
     assert cs2.changes == (Change(b"r:1", "delete", None, b"after"),)
 
 
-async def test_each_async_for_over_watch_range_starts_when_it_begins(db: quanta.Database) -> None:
+async def test_each_iterator_over_watch_range_starts_when_it_begins(db: quanta.Database) -> None:
     feed = db.kv.watch_range(prefix=b"k")
     await db.kv.put(b"k1", b"before anyone")
     first = aiter(feed)
     await db.kv.put(b"k2", b"")
-    second = aiter(feed)
+    second = feed.stream()
     await db.kv.put(b"k3", b"")
     assert [cs.changes[0].key for cs in await take(first, 2)] == [b"k2", b"k3"]
     assert [cs.changes[0].key for cs in await take(second, 1)] == [b"k3"]

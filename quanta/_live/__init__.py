@@ -6,20 +6,17 @@ Layout: ``diff.py`` (``ResultDiff``, pure), ``shape.py`` (result order keys and 
 values of a query, pure), ``states.py`` (the maintained values, synchronous), ``store.py``
 (synchronous reads of a plan), ``dispatch.py`` (one dispatcher per entity class per
 database, fed by the change bus inside each commit's publish), ``faces.py`` (delivery:
-outlets, coalescing, the Observable and async-iterator faces), ``api.py`` (the entry points
+outlets: coalescing in front of the bus's queue, drained by ``quanta.Watch``), ``api.py`` (the entry points
 ``quanta/_collection.py`` and ``quanta/_queries.py`` delegate to).
 """
 
 from .api import Coalesce, live, watch, watch_aggregate, watch_count, watch_diff, watch_lazy, watch_object
 from .diff import ResultDiff
 from .dispatch import LiveRegistry, registry_of
-from .faces import LiveFeed, LiveStream
 
 __all__ = [
     "Coalesce",
-    "LiveFeed",
     "LiveRegistry",
-    "LiveStream",
     "ResultDiff",
     "live",
     "registry_of",

@@ -5,8 +5,8 @@ dispatcher and hands it to an outlet.
 Every check runs when the method is called (before anything is subscribed): a live query
 of a transaction's collection, a closed database, a bad ``coalesce`` or ``buffer``, a field
 of another entity or of the wrong type each raise a :mod:`quanta.errors` exception there.
-``LiveFeed`` subscriptions are opened on ``subscribe`` / ``async for`` (each its own);
-``live()`` subscribes at once, like ``db.changes()``.
+The ``Watch`` subscriptions are opened on ``subscribe`` / first iteration (each observer its
+own); ``live()`` subscribes at once, like ``db.changes()``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from .._kv import KeyValue, check_buffer
 from .._query import Field
-from .._reactive import DEFAULT_CAPACITY
+from .._reactive import DEFAULT_CAPACITY, Queue, Watch
 from .._schema.keyspace import record_prefix
 from ..errors import InvalidArgumentError, InvalidTypeError, QueryError
 from .diff import ResultDiff
 from .dispatch import registry_of
-from .faces import Clock, LiveFeed, LiveStream, Outlet
+from .faces import Outlet, clock_for
 from .shape import order_key, routes
 from .states import (
     AGGREGATES,
@@ -105,22 +105,24 @@ def _buffer(value: object) -> int:
 
 def _opener(
     coll: Collection[Any], make: Callable[[], LiveState], *, latest: bool, buffer: object, coalesce: object
-) -> Callable[[Callable[[], None], Clock], Outlet[Any]]:
+) -> Callable[[Callable[[], None], Any], Queue[Any]]:
     bus, engine = _database(coll)
     capacity = _buffer(buffer)
     seconds = _coalesce(coalesce)
     info = coll._info
 
-    def opener(wake: Callable[[], None], clock: Clock) -> Outlet[Any]:
+    def opener(wake: Callable[[], None], scheduler: Any) -> Queue[Any]:
         state = make()
+        clock = clock_for(scheduler)
         outlet: Outlet[Any] = Outlet(state, latest=latest, capacity=capacity, coalesce=seconds, clock=clock, wake=wake)
         dispatcher = registry_of(bus, engine).dispatcher(info)
         if coll._bind:  # objects with links load them through the database
             dispatcher.source.bind_to(coll._source)
         dispatcher.open(state)
+        outlet.queue.start_seq = state.start_seq
         if not state.lazy:
             outlet.notify()  # the current value, at once
-        return outlet
+        return outlet.queue
 
     return opener
 
@@ -139,32 +141,30 @@ def _results(query: Query[Any], render: Callable[[], Render]) -> Callable[[], Li
 # ------------------------------------------------------------------------------------ queries
 
 
-def watch(query: Query[E], *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[list[E]]:
+def watch(query: Query[E], *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[list[E]]:
     make = _results(query, lambda: render_list)
-    return LiveFeed(_opener(query._coll, make, latest=False, buffer=buffer, coalesce=coalesce))
+    return Watch(_opener(query._coll, make, latest=False, buffer=buffer, coalesce=coalesce))
 
 
-def watch_diff(query: Query[E], *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[ResultDiff[E]]:
+def watch_diff(query: Query[E], *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[ResultDiff[E]]:
     make = _results(query, lambda: render_diff)
-    return LiveFeed(_opener(query._coll, make, latest=False, buffer=buffer, coalesce=coalesce))
+    return Watch(_opener(query._coll, make, latest=False, buffer=buffer, coalesce=coalesce))
 
 
-def live(query: Query[E], *, coalesce: Coalesce = None) -> LiveStream[list[E]]:
+def live(query: Query[E], *, coalesce: Coalesce = None) -> Watch[list[E]]:
     make = _results(query, lambda: render_list)
-    return LiveStream(_opener(query._coll, make, latest=True, buffer=None, coalesce=coalesce))
+    return Watch(_opener(query._coll, make, latest=True, buffer=None, coalesce=coalesce), hot=True)
 
 
-def watch_count(query: Query[Any], *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[int]:
+def watch_count(query: Query[Any], *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[int]:
     plan = query.plan()
     route = routes(plan.where, query._coll._info)
-    return LiveFeed(
-        _opener(query._coll, lambda: CountState(plan, route), latest=False, buffer=buffer, coalesce=coalesce)
-    )
+    return Watch(_opener(query._coll, lambda: CountState(plan, route), latest=False, buffer=buffer, coalesce=coalesce))
 
 
 def watch_aggregate(
     query: Query[Any], kind: str, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None
-) -> LiveFeed[Any]:
+) -> Watch[Any]:
     """``query.min/max/sum/avg(field)``, live."""
     assert kind in AGGREGATES
     info = query._coll._info
@@ -183,7 +183,7 @@ def watch_aggregate(
         route = routes(plan.where, info)
         is_float = fi.base is float
         make = lambda: AggregateState(plan, route, kind, field.name, is_float)  # noqa: E731
-    return LiveFeed(_opener(query._coll, make, latest=False, buffer=buffer, coalesce=coalesce))
+    return Watch(_opener(query._coll, make, latest=False, buffer=buffer, coalesce=coalesce))
 
 
 # -------------------------------------------------------------------------------- collections
@@ -191,10 +191,10 @@ def watch_aggregate(
 
 def watch_object(
     coll: Collection[E], pk: Any, *, coalesce: Coalesce = None, buffer: int | None = None
-) -> LiveFeed[E | None]:
+) -> Watch[E | None]:
     epk = coll._pk_key(pk)[len(record_prefix(coll._info.name)[0]) :]  # checks the key's type
-    return LiveFeed(_opener(coll, lambda: ObjectState(epk), latest=False, buffer=buffer, coalesce=coalesce))
+    return Watch(_opener(coll, lambda: ObjectState(epk), latest=False, buffer=buffer, coalesce=coalesce))
 
 
-def watch_lazy(coll: Collection[Any], *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[None]:
-    return LiveFeed(_opener(coll, LazyState, latest=False, buffer=buffer, coalesce=coalesce))
+def watch_lazy(coll: Collection[Any], *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[None]:
+    return Watch(_opener(coll, LazyState, latest=False, buffer=buffer, coalesce=coalesce))

@@ -29,7 +29,7 @@ record is decoded once per commit, however many states see it.
 Concurrency rules (read these first):
 
 * Everything runs on the event-loop thread. The dispatcher's bus subscription is
-  *synchronous*: ``ChangeBus.publish`` hands it each commit inside the engine's apply hook,
+  *synchronous* (``ChangeBus.attach``): ``ChangeBus.publish`` hands it each commit inside the engine's apply hook,
   right after the commit became visible and before any later commit is applied, and the
   dispatcher applies it to every concerned state there and then. So a state's value always
   reflects exactly one committed prefix of history, a refill reads exactly the commit being
@@ -53,7 +53,7 @@ import asyncio
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from .._reactive import ChangeBus, ChangeSet, Subscription
+from .._reactive import ChangeBus, ChangeSet, Tap
 from .._schema.info import EntityInfo
 from .._schema.keyspace import record_prefix
 from ..errors import DatabaseClosedError
@@ -68,24 +68,6 @@ __all__ = ["Dispatcher", "LiveRegistry", "registry_of"]
 _MISSING: Any = object()
 
 StateSet = dict[LiveState, None]  # an insertion-ordered set: states see commits in the order they opened
-
-
-class _Tap(Subscription[ChangeSet]):
-    """The dispatcher's subscription: each commit is applied inside ``publish`` (see the
-    module docstring) instead of being queued, so it never holds a buffer. Its ``wake`` is
-    only called when it ends (closed or failed database)."""
-
-    __slots__ = ("dispatcher",)
-
-    def __init__(self, bus: ChangeBus, dispatcher: Dispatcher) -> None:
-        super().__init__(bus, lo=dispatcher.lo, hi=dispatcher.hi, wake=dispatcher.ended)
-        self.dispatcher = dispatcher
-
-    def push(self, item: ChangeSet) -> bool:
-        if self.done:
-            return False
-        self.dispatcher.publish(item)
-        return True
 
 
 def _report(exc: BaseException) -> None:
@@ -107,7 +89,7 @@ class Dispatcher:
         self.source = Source(self.engine, info)
         lo, hi = record_prefix(info.name)
         self.lo, self.hi = lo, hi
-        self.tap: _Tap | None = None
+        self.tap: Tap | None = None
         self.states: StateSet = {}
         self.objects: dict[bytes, StateSet] = {}
         self.fields: dict[str, dict[Any, StateSet]] = {}
@@ -129,10 +111,8 @@ class Dispatcher:
         engine = self.engine
         if engine.closed:
             raise DatabaseClosedError(f"the database at {engine.path} is closed")
-        if self.tap is None:
-            tap = _Tap(self.bus, self)
-            self.bus._add(tap)  # raises for a closed or failed database
-            self.tap = tap
+        if self.tap is None:  # (attach raises for a closed or failed database)
+            self.tap = self.bus.attach(self.lo, self.hi, on_commit=self.publish, on_end=self.ended)
         if isinstance(state, ResultState):
             state.cached = self.cached
         try:
@@ -187,8 +167,8 @@ class Dispatcher:
 
     def _release(self) -> None:
         tap, self.tap = self.tap, None
-        if tap is not None and not tap.done:
-            tap.cancel()
+        if tap is not None:
+            tap.detach()
         self.registry.dropped(self)
 
     # -- commits ----------------------------------------------------------------------------
@@ -264,10 +244,8 @@ class Dispatcher:
             except Exception as exc:
                 _end(state, exc)
 
-    def ended(self) -> None:
+    def ended(self, error: BaseException | None) -> None:
         """The bus subscription ended (database closed, or failed): end every state."""
-        tap = self.tap
-        error = tap.error if tap is not None else None
         self._end_all(error)
 
     def _end_all(self, error: BaseException | None) -> None:

@@ -1,9 +1,23 @@
-"""The reactive layer: the change bus and its two faces (async iterators, reactivex Observables).
+"""The reactive layer: the change bus, the one subscriber queue, and the one public
+subscription shape (:class:`Watch`: a reactivex Observable that is also an async iterator).
 
 Live queries (a later layer) are built on these pieces; the layers above import this facade.
 """
 
-from .bus import DEFAULT_CAPACITY, Change, ChangeBus, ChangeSet, EventHub, Subscription
-from .faces import Feed, Stream
+from .bus import Change, ChangeBus, ChangeSet, EventHub, Tap
+from .faces import Opener, Pullable, Watch
+from .queue import DEFAULT_CAPACITY, EMPTY, Queue
 
-__all__ = ["DEFAULT_CAPACITY", "Change", "ChangeBus", "ChangeSet", "EventHub", "Feed", "Stream", "Subscription"]
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "EMPTY",
+    "Change",
+    "ChangeBus",
+    "ChangeSet",
+    "EventHub",
+    "Opener",
+    "Pullable",
+    "Queue",
+    "Tap",
+    "Watch",
+]

@@ -32,26 +32,22 @@ space skip routing altogether.
 
 from __future__ import annotations
 
-import asyncio
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from ..errors import DatabaseClosedError, DatabaseFailedError, QuantaError, SubscriberOverflowError
+from ..errors import DatabaseClosedError, DatabaseFailedError, QuantaError
+from .queue import DEFAULT_CAPACITY, Queue
 
 if TYPE_CHECKING:
     from .._storage import Engine, SystemEvent
 
-__all__ = ["DEFAULT_CAPACITY", "Change", "ChangeBus", "ChangeSet", "EventHub", "Subscription"]
+__all__ = ["Change", "ChangeBus", "ChangeSet", "EventHub", "Tap"]
 
 T = TypeVar("T")
 
-DEFAULT_CAPACITY = 10_000
-"""Undelivered items a subscription may hold before it fails with SubscriberOverflowError."""
-
-_EMPTY: object = object()
+_MISSING: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,160 +77,79 @@ class ChangeSet:
     origin: str
 
 
-class Subscription(Generic[T]):
-    """One subscriber's bounded buffer: fed by a hub, drained by a face (an async iterator or
-    an Rx observer) through :meth:`pop`.
+class Tap:
+    """One subscriber as the bus routes to it: its key range, whether it wants old values, and
+    where its items go. Made by :meth:`ChangeBus.subscribe` (items go to a :class:`Queue`),
+    :meth:`ChangeBus.attach` (items go to a synchronous callback) or :meth:`EventHub.subscribe`.
 
-    ``wake`` is called when the buffer goes from empty to non-empty and when the subscription
-    ends; it must only schedule work, never run the consumer inline.
+    ``send(item)`` takes each item (a ``ChangeSet``, mapped by ``map`` first when given);
+    ``end(error)`` is called once when the hub ends it (database closed: None; database failed
+    or old values unreadable: the error). ``start_seq``: the last commit before it was made.
     """
 
-    __slots__ = (
-        "_hub",
-        "_last",
-        "buffer",
-        "cancelled",
-        "capacity",
-        "conflate",
-        "done",
-        "error",
-        "hi",
-        "lo",
-        "map",
-        "start_seq",
-        "wake",
-        "with_old",
-    )
+    __slots__ = ("_hub", "done", "end", "hi", "lo", "map", "send", "start_seq", "with_old")
 
     def __init__(
         self,
         hub: Hub,
+        send: Callable[[T], object],
+        end: Callable[[BaseException | None], None],
         *,
         lo: bytes = b"",
         hi: bytes | None = None,
         with_old: bool = False,
-        capacity: int = DEFAULT_CAPACITY,
-        conflate: bool = False,
         map: Callable[[ChangeSet], T] | None = None,
-        wake: Callable[[], None] = lambda: None,
     ) -> None:
         self._hub = hub
+        self.send: Callable[[Any], object] = send
+        self.end = end
         self.lo = lo
         self.hi = hi
         self.with_old = with_old
-        self.capacity = capacity
-        self.conflate = conflate
         self.map = map
-        self.wake = wake
-        self.buffer: deque[T] = deque()
-        self.done = False
-        self.cancelled = False  # ended by the consumer: nothing more is delivered, not even the end
-        self.error: BaseException | None = None
         self.start_seq = 0
-        self._last: object = _EMPTY  # conflating subscriptions: the last item handed out
+        self.done = False
 
-    def push(self, item: T) -> bool:
-        """Queue one item (called by the hub); False if the subscription ended instead.
-        Never blocks, never raises."""
-        if self.done:
-            return False
-        buf = self.buffer
-        if self.conflate:
-            buf.clear()
-        elif len(buf) >= self.capacity:
-            last = getattr(buf[-1], "seq", None) if buf else None
-            self.fail(
-                SubscriberOverflowError(
-                    f"the subscriber fell {len(buf)} items behind (its buffer holds {self.capacity}) and was "
-                    f"unsubscribed; it received everything up to seq {last}, nothing after: re-read the "
-                    "state and subscribe again, or raise `buffer=`",
-                    last_seq=last,
-                )
-            )
-            return False
-        buf.append(item)
-        if len(buf) == 1:
-            self._wake()
-        elif len(buf) * 2 > self.capacity:
-            self._hub.backlogged()
-        return True
-
-    def _wake(self) -> None:
-        try:
-            self.wake()
-        except Exception as exc:
-            # A consumer run inline (an Rx observer on an immediate scheduler) raised through
-            # its own on_error: end its subscription, report it, and never fail the commit.
-            self.done = True
-            self.buffer.clear()
-            self._hub.remove(self)
-            _report(exc)
-
-    def pop(self) -> T | object:
-        """The next item, or ``_EMPTY``. A conflating subscription skips an item equal to the
-        one it handed out last (a watch emits changes of value, not writes)."""
-        buf = self.buffer
-        while buf:
-            item = buf.popleft()
-            if self.conflate:
-                if item == self._last:
-                    continue
-                self._last = item
-            return item
-        return _EMPTY
-
-    def fail(self, exc: BaseException) -> None:
-        """End the subscription with ``exc`` after the buffered items."""
-        if not self.done:
-            self.done = True
-            self.error = exc
-            self._hub.remove(self)
-            self._wake()
-
-    def finish(self) -> None:
-        """End the subscription normally after the buffered items."""
+    def detach(self) -> None:
+        """Stop routing to this subscriber now (no ``end`` call). Idempotent."""
         if not self.done:
             self.done = True
             self._hub.remove(self)
-            self._wake()
 
-    @property
-    def drained(self) -> bool:
-        """Ended, and everything buffered was handed out."""
-        return self.done and not self.buffer
-
-    def cancel(self) -> None:
-        """Unsubscribe now, dropping whatever is buffered (the consumer went away)."""
-        self.done = True
-        self.cancelled = True
-        self.buffer.clear()
-        self._hub.remove(self)
+    def _stop(self, error: BaseException | None) -> None:
+        if not self.done:
+            self.done = True
+            self._hub.remove(self)
+            self.end(error)
 
 
-EMPTY = _EMPTY
+def _queue_tap(hub: Hub, queue: Queue[Any], **route: Any) -> Tap:
+    """A tap that feeds ``queue``; the queue ending (overflow, cancel) detaches it."""
 
+    def end(error: BaseException | None) -> None:
+        if error is None:
+            queue.finish()
+        else:
+            queue.fail(error)
 
-def _report(exc: BaseException) -> None:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # pragma: no cover - the bus runs on the loop
-        return
-    loop.call_exception_handler({"message": "a change-bus consumer raised; its subscription ended", "exception": exc})
+    tap = Tap(hub, queue.push, end, **route)
+    queue.on_end = tap.detach
+    return tap
 
 
 class Hub:
-    """Subscriptions of one kind, all completed when the database shuts down."""
+    """Subscribers of one kind, all ended when the database shuts down."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._subs: dict[Subscription[object], None] = {}  # an ordered set
+        self._subs: dict[Tap, None] = {}  # an ordered set
         self._closed = False
         engine.on_shutdown.append(self.close)
 
     def __len__(self) -> int:
         return len(self._subs)
 
-    def _add(self, sub: Subscription[T]) -> Subscription[T]:
+    def _add(self, tap: Tap) -> Tap:
         failure = self._engine._failure
         if failure is not None:
             raise DatabaseFailedError(
@@ -242,32 +157,35 @@ class Hub:
             ) from failure
         if self._closed or self._engine.closed:
             raise DatabaseClosedError(f"the database at {self._engine.path} is closed")
-        sub.start_seq = self._engine.visible_seq
-        self._subs[sub] = None  # type: ignore[index]
+        tap.start_seq = self._engine.visible_seq
+        self._subs[tap] = None
         self._changed()
-        return sub
+        return tap
 
-    def remove(self, sub: Subscription[T]) -> None:
-        if self._subs.pop(sub, _EMPTY) is not _EMPTY:  # type: ignore[arg-type]
+    def remove(self, tap: Tap) -> None:
+        if self._subs.pop(tap, _MISSING) is not _MISSING:
             self._changed()
 
     def _changed(self) -> None:
         pass
 
     def backlogged(self) -> None:
-        """A subscription's buffer is more than half full: let writers give the loop a turn."""
+        """A subscriber's buffer is more than half full: let writers give the loop a turn."""
         self._engine.yield_writers = True
 
+    def _queue(self, capacity: int, conflate: bool, wake: Callable[[], None]) -> Queue[Any]:
+        return Queue(capacity=capacity, conflate=conflate, wake=wake, backlog=self.backlogged)
+
     def close(self, failure: BaseException | None = None) -> None:
-        """Complete every subscription (fail them if the database failed)."""
+        """End every subscriber (with DatabaseFailedError if the database failed)."""
         self._closed = True
-        for sub in list(self._subs):
+        for tap in list(self._subs):
             if failure is None:
-                sub.finish()
+                tap._stop(None)
             else:
                 err = DatabaseFailedError(f"the database stopped after a failure: {failure!r}")
                 err.__cause__ = failure
-                sub.fail(err)
+                tap._stop(err)
         self._subs.clear()
 
 
@@ -277,27 +195,30 @@ class EventHub(Hub):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
 
-    def subscribe(self, *, capacity: int = DEFAULT_CAPACITY, wake: Callable[[], None]) -> Subscription[SystemEvent]:
-        return self._add(Subscription(self, capacity=capacity, wake=wake))
+    def subscribe(self, *, capacity: int = DEFAULT_CAPACITY, wake: Callable[[], None]) -> Queue[SystemEvent]:
+        """A queue of every later system event (raises for a closed or failed database)."""
+        queue: Queue[SystemEvent] = self._queue(capacity, False, wake)
+        queue.start_seq = self._add(_queue_tap(self, queue)).start_seq
+        return queue
 
     def _changed(self) -> None:
         self._engine.on_event = self.publish if self._subs else None
 
     def publish(self, event: SystemEvent) -> None:
-        for sub in list(self._subs):
-            sub.push(event)
+        for tap in list(self._subs):
+            tap.send(event)
 
 
 class ChangeBus(Hub):
-    """Routes each commit's changes to the subscriptions whose key ranges they touch."""
+    """Routes each commit's changes to the subscribers whose key ranges they touch."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
-        self._everyone: tuple[Subscription[object], ...] = ()
+        self._everyone: tuple[Tap, ...] = ()
         self._bounds: list[bytes] = []
-        self._segments: list[tuple[Subscription[object], ...]] = []
+        self._segments: list[tuple[Tap, ...]] = []
         self._dirty = False
-        self.published = 0  # change sets handed to subscriptions (for stats and tests)
+        self.published = 0  # change sets handed to subscribers (for stats and tests)
 
     def subscribe(
         self,
@@ -309,12 +230,33 @@ class ChangeBus(Hub):
         conflate: bool = False,
         map: Callable[[ChangeSet], T] | None = None,
         wake: Callable[[], None],
-    ) -> Subscription[T]:
-        """Subscribe to commits touching ``lo <= key < hi`` (``hi`` None: no upper bound)."""
-        sub: Subscription[T] = Subscription(
-            self, lo=lo, hi=hi, with_old=with_old, capacity=capacity, conflate=conflate, map=map, wake=wake
-        )
-        return self._add(sub)
+    ) -> Queue[T]:
+        """A queue of the commits touching ``lo <= key < hi`` (``hi`` None: no upper bound),
+        each as a ``ChangeSet`` (or ``map(change_set)``); ``queue.start_seq`` is the last
+        commit before it. Raises for a closed or failed database. Cancelling the queue
+        unsubscribes."""
+        queue: Queue[T] = self._queue(capacity, conflate, wake)
+        tap = _queue_tap(self, queue, lo=lo, hi=hi, with_old=with_old, map=map)
+        queue.start_seq = self._add(tap).start_seq
+        return queue
+
+    def attach(
+        self,
+        lo: bytes,
+        hi: bytes | None,
+        *,
+        on_commit: Callable[[ChangeSet], None],
+        on_end: Callable[[BaseException | None], None],
+        with_old: bool = False,
+    ) -> Tap:
+        """A synchronous subscriber: ``on_commit(change_set)`` runs *inside* ``publish``, for
+        each commit touching ``lo <= key < hi``, right after it became visible and before any
+        later commit is applied (the live-query dispatcher uses this). It must not await,
+        block or raise (an exception would reach the engine's apply hook: catch it). No buffer,
+        so no overflow; ``on_end(error)`` runs once when the database closes (None) or fails.
+        ``tap.start_seq`` is the last commit before it; ``tap.detach()`` unsubscribes.
+        Raises for a closed or failed database."""
+        return self._add(Tap(self, on_commit, on_end, lo=lo, hi=hi, with_old=with_old))
 
     def _changed(self) -> None:
         self._dirty = True
@@ -333,7 +275,7 @@ class ChangeBus(Hub):
         self._everyone = tuple(everyone)
         bounds = sorted({sub.lo for sub in ranged} | {sub.hi for sub in ranged if sub.hi is not None})
         index = {b: i for i, b in enumerate(bounds)}
-        cover: list[list[Subscription[object]]] = [[] for _ in bounds]
+        cover: list[list[Tap]] = [[] for _ in bounds]
         for sub in ranged:
             end = len(bounds) if sub.hi is None else index[sub.hi]
             for i in range(index[sub.lo], end):
@@ -350,7 +292,7 @@ class ChangeBus(Hub):
             if len(latest) != len(keys):
                 keys, values = list(latest), list(latest.values())
         everyone = self._everyone
-        matched: dict[Subscription[object], list[int]] = {}
+        matched: dict[Tap, list[int]] = {}
         if self._segments:
             bounds, segments = self._bounds, self._segments
             for i, key in enumerate(keys):
@@ -389,9 +331,9 @@ class ChangeBus(Hub):
             elif with_old is not None:  # (None: reading old values failed, and failed `sub`)
                 self._deliver(sub, ChangeSet(seq, tuple(with_old[i] for i in hits), origin))  # type: ignore[misc]
 
-    def _deliver(self, sub: Subscription[object], change_set: ChangeSet) -> None:
+    def _deliver(self, sub: Tap, change_set: ChangeSet) -> None:
         mapper = sub.map
-        if sub.push(change_set if mapper is None else mapper(change_set)):
+        if sub.send(change_set if mapper is None else mapper(change_set)) is not False:
             self.published += 1
 
     def _with_old(
@@ -400,8 +342,8 @@ class ChangeBus(Hub):
         keys: list[bytes],
         plain: list[Change],
         wanted: Sequence[int],
-        everyone: tuple[Subscription[object], ...],
-        matched: dict[Subscription[object], list[int]],
+        everyone: tuple[Tap, ...],
+        matched: dict[Tap, list[int]],
     ) -> list[Change | None] | None:
         """Changes at positions ``wanted`` with the values before this commit, None at the
         other positions. They are read at ``seq - 1``: the engine publishes before it applies
@@ -414,7 +356,7 @@ class ChangeBus(Hub):
         except QuantaError as exc:
             for sub in [*everyone, *matched]:
                 if sub.with_old:
-                    sub.fail(exc)
+                    sub._stop(exc)
             return None
         result: list[Change | None] = [None] * len(plain)
         for i, previous in zip(wanted, old, strict=True):

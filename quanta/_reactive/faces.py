@@ -1,15 +1,25 @@
-"""The two faces of a subscription: an async iterator and a ``reactivex`` Observable.
+"""The one public subscription shape, :class:`Watch`: a ``reactivex`` Observable that is also
+an async iterator (and an async context manager) over a :class:`~quanta._reactive.queue.Queue`.
 
-Both drain a :class:`~quanta._reactive.bus.Subscription` on the event loop, never inside the
-commit that fed it. A :class:`Stream` is subscribed when it is created (so ``start_seq`` is
-fixed before the caller awaits anything); a :class:`Feed` is a cold Observable: each
-``subscribe`` (and each ``async for``) makes its own subscription.
+Every watch/observe/live call of QuantaDB returns a ``Watch`` (docs/changes.md has the table).
+Two faces, two kinds of subscription:
 
-Lifetimes: a stream ends when the database closes, when it fails (overflow), on ``aclose()``
-/ ``async with`` exit, and when it is garbage collected -- breaking out of ``async for`` over
-a stream nobody else holds unsubscribes at once. An observer's subscription ends on
-``dispose()``. The hub holds a subscription, never the face, so an abandoned face cannot keep
-itself alive.
+* **Observable**: each ``subscribe`` (and each operator chain built with ``pipe``) opens its
+  own queue when it subscribes, and is delivered on the running asyncio loop in a callback
+  scheduled after the commit (or on the ``scheduler`` given to ``subscribe``).
+* **async iterator**: a ``Watch`` iterates over *one* queue of its own, opened when the call
+  returns for the "hot" calls (``db.changes()``, ``db.events()``, ``q.live()``: ``start_seq``
+  is fixed before the caller awaits anything) and on first use otherwise (``async for``,
+  ``async with``, ``anext``, ``start_seq``). ``w.stream()`` returns a new ``Watch`` over the
+  same source whose queue is opened now: one more independent iterator.
+  A hot ``Watch`` that is subscribed (``subscribe``) before it is iterated hands its queue to
+  that first observer instead of keeping an unused one.
+
+Lifetimes: an iterator's queue ends when the database closes, when it fails (overflow), on
+``aclose()`` / ``async with`` exit, and when the ``Watch`` is garbage collected -- breaking
+out of ``async for`` over a watch nobody else holds unsubscribes at once (the queue holds
+only a weak reference to its ``Watch``, and a ``Watch`` is in no reference cycle). An
+observer's subscription ends on ``dispose()``.
 """
 
 from __future__ import annotations
@@ -23,25 +33,23 @@ from typing import Any, Generic, Protocol, Self, TypeVar, cast
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from .bus import EMPTY, Subscription
+from .queue import EMPTY
 
-__all__ = ["Feed", "PullStream", "Pullable", "Stream", "observe"]
+__all__ = ["Opener", "Pullable", "Watch", "observe"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
-Opener = Callable[[Callable[[], None]], Subscription[T]]
-"""Makes a subscription, given the ``wake`` callback the face wants."""
-
 
 class Pullable(Protocol[T_co]):
-    """What a :class:`PullStream` drains: a bus :class:`~quanta._reactive.bus.Subscription`,
-    or a live query's outlet. ``pop`` returns ``EMPTY`` when nothing is queued; ``done`` with
-    ``error`` None means a normal end."""
+    """What a :class:`Watch` drains (a :class:`~quanta._reactive.queue.Queue`). ``pop``
+    returns ``EMPTY`` when nothing is queued; ``done`` with ``error`` None is a normal end."""
 
     done: bool
     cancelled: bool
     error: BaseException | None
+    start_seq: int
+    wake: Callable[[], None]
 
     @property
     def drained(self) -> bool: ...
@@ -51,48 +59,78 @@ class Pullable(Protocol[T_co]):
     def cancel(self) -> None: ...
 
 
-class PullStream(Generic[T]):
-    """An async iterator over one :class:`Pullable` (``async for item in stream``, optionally
-    inside ``async with stream:``, which ends it on exit), subscribed when created.
+Opener = Callable[[Callable[[], None], abc.SchedulerBase | None], Pullable[T]]
+"""Opens one subscription: ``opener(wake, scheduler)`` returns its queue (``scheduler``: the
+observer's, or None for the running loop; a live query times its coalescing windows on it)."""
 
-    Iteration yields what is queued, then stops when the source ends normally or raises the
-    error that ended it. ``aclose()``/``close()`` end it now, waking an ``async for`` waiting
-    in another task; dropping the stream (e.g. breaking out of ``async for`` over a stream
-    nobody else holds) ends it too: the source holds only a weak reference to the stream.
+
+class Watch(Observable[T], Generic[T]):
+    """A subscription to commits, events or a live query: a ``reactivex.Observable[T]``
+    (``subscribe``, ``pipe``) and an async iterator (``async for item in watch``,
+    ``async with watch as stream``, ``anext``, ``aclose()``), see the module docstring.
+
+    Iteration yields what is queued, then stops when the database closes, or raises the error
+    that ended the subscription (``SubscriberOverflowError`` after the buffered items,
+    ``DatabaseFailedError``, a read error). ``start_seq``: the last commit before the
+    iterator's subscription began (it yields what comes after). Closing the database
+    completes every observer and iterator; disposing an observer ends just that one.
+    If ``on_next`` raises, that subscription ends and the exception goes to ``on_error``.
     """
 
-    __slots__ = ("__weakref__", "_source", "_waiter")
-
-    def __init__(self, connect: Callable[[Callable[[], None]], Pullable[T]]) -> None:
-        ref = weakref.ref(self)
-
-        def wake() -> None:
-            stream = ref()
-            if stream is not None:
-                waiter = stream._waiter
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
-
+    def __init__(self, opener: Opener[T], *, hot: bool = False) -> None:
+        super().__init__()
+        self._opener = opener
+        self._source: Pullable[T] | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._source = connect(wake)
+        self._reserved = False  # hot, and not iterated yet: the first observer may take it
+        if hot:
+            self._open()
+            self._reserved = True
 
-    def _stop(self) -> None:
-        """End the subscription, and an ``async for`` waiting in another task."""
-        self._source.cancel()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def __repr__(self) -> str:
+        source = self._source
+        state = "not iterated" if source is None else "closed" if source.done else f"start_seq={source.start_seq}"
+        return f"<quanta.Watch {state}>"
+
+    # -- the async iterator ----------------------------------------------------------------
+
+    def _open(self) -> Pullable[T]:
+        source = self._source
+        if source is None:
+            ref = weakref.ref(self)
+
+            def wake() -> None:
+                watch = ref()
+                if watch is not None:
+                    waiter = watch._waiter
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+
+            source = self._source = self._opener(wake, None)
+        self._reserved = False
+        return source
+
+    def stream(self) -> Watch[T]:
+        """A new ``Watch`` over the same source, its iterator subscribed now (``start_seq``
+        is fixed here): ``async with q.watch().stream() as rows: ...``."""
+        return Watch(self._opener, hot=True)
+
+    @property
+    def start_seq(self) -> int:
+        """The last commit before the iterator's subscription (opening it if not yet)."""
+        return self._open().start_seq
 
     @property
     def closed(self) -> bool:
-        """True once the stream can yield nothing more than what it already queued."""
-        return self._source.done
+        """True once the iterator can yield nothing more than what it already queued."""
+        return self._source is not None and self._source.done
 
     def __aiter__(self) -> Self:
+        self._open()
         return self
 
     async def __anext__(self) -> T:
-        source = self._source
+        source = self._open()
         while True:
             item = source.pop()
             if item is not EMPTY:
@@ -109,9 +147,18 @@ class PullStream(Generic[T]):
             finally:
                 self._waiter = None
 
+    def _stop(self) -> None:
+        """End the iterator's subscription, and an ``async for`` waiting in another task."""
+        source = self._source
+        if source is not None:
+            source.cancel()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     async def aclose(self) -> None:
-        """End the subscription now; queued items are dropped, and an ``async for`` over this
-        stream (in any task) stops."""
+        """End the iterator's subscription now; queued items are dropped, and an
+        ``async for`` over this watch (in any task) stops. Observers are not affected."""
         self._stop()
 
     def close(self) -> None:
@@ -119,6 +166,7 @@ class PullStream(Generic[T]):
         self._stop()
 
     async def __aenter__(self) -> Self:
+        self._open()
         return self
 
     async def __aexit__(
@@ -131,56 +179,29 @@ class PullStream(Generic[T]):
         if source is not None and not source.done:
             source.cancel()
 
+    # -- the Observable --------------------------------------------------------------------
 
-class Stream(PullStream[T]):
-    """An async iterator over one change-bus subscription (see :class:`PullStream`).
+    def _subscribe_core(
+        self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        source = self._source
+        if self._reserved and source is not None:
+            # A hot watch's queue, never iterated: the first observer takes it over.
+            self._source = None
+            self._reserved = False
+            taken = source
 
-    ``start_seq``: the last commit before the subscription began; the stream yields commits
-    after it. On overflow, iteration raises :class:`quanta.SubscriberOverflowError` after the
-    buffered items; when the database closes, iteration stops after them.
-    """
+            def connect(wake: Callable[[], None], _scheduler: abc.SchedulerBase | None) -> Pullable[T]:
+                taken.wake = wake
+                wake()  # deliver what it queued meanwhile (and its end, if it ended)
+                return taken
 
-    __slots__ = ()
-
-    def __init__(self, opener: Opener[T]) -> None:
-        super().__init__(opener)
-
-    @property
-    def start_seq(self) -> int:
-        sub = self._source
-        assert isinstance(sub, Subscription)
-        return sub.start_seq
-
-
-class Feed(Observable[T], Generic[T]):
-    """A cold ``reactivex.Observable`` over the bus: each subscription (and each
-    ``async for``) gets its own bus subscription.
-
-    Items are delivered on the running asyncio loop, in a callback scheduled after the commit
-    (or on the ``scheduler`` given to ``subscribe``, e.g. a ``TestScheduler``). Disposing
-    unsubscribes; closing the database completes the observer; an overflow calls
-    ``on_error(SubscriberOverflowError)`` after the buffered items. If ``on_next`` raises,
-    the subscription ends and the exception goes to ``on_error``.
-    """
-
-    def __init__(self, opener: Opener[T]) -> None:
-        self._opener = opener
-        super().__init__(self._on_subscribe)
-
-    def __aiter__(self) -> Stream[T]:
-        return Stream(self._opener)
-
-    def stream(self) -> Stream[T]:
-        """Subscribe now and return the async iterator (``start_seq`` is fixed here)."""
-        return Stream(self._opener)
-
-    def _on_subscribe(self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None) -> Disposable:
-        opener = self._opener
-        return observe(lambda wake, _scheduler: opener(wake), observer, scheduler)
+            return observe(connect, observer, scheduler)
+        return observe(self._opener, observer, scheduler)
 
 
 def observe(
-    connect: Callable[[Callable[[], None], abc.SchedulerBase | None], Pullable[T]],
+    connect: Opener[T],
     observer: abc.ObserverBase[T],
     scheduler: abc.SchedulerBase | None,
 ) -> Disposable:
