@@ -126,7 +126,12 @@ class LiveScript:
                 i += 2
             else:
                 raise AssertionError(f"unknown watch option {word!r}")
-        feed = {"list": q.watch, "diff": q.watch_diff, "count": q.watch_count}[kind]()
+        watches: dict[str, Callable[[], quanta.Watch[Any]]] = {
+            "list": q.watch,
+            "diff": q.watch_diff,
+            "count": q.watch_count,
+        }
+        feed = watches[kind]()
         got: list[Any] = []
         self.watches[name] = got
         self.seen[name] = 0
