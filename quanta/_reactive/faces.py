@@ -118,7 +118,8 @@ class Watch(Observable[T], Generic[T]):
     @property
     def start_seq(self) -> int:
         """The last commit before the iterator's subscription (opening it if not yet)."""
-        return self._open().start_seq
+        source = self._source
+        return (source if source is not None else self._open()).start_seq
 
     @property
     def closed(self) -> bool:
