@@ -209,7 +209,7 @@ async def _demo_entities(db: _db.Database, n: int, say: Callable[[str], None]) -
     # Step 11: the three oldest in Oslo as a live query; commits that change it arrive as diffs.
     await people.delete_many([n, n + 1, n + 2])  # left by an earlier run of the demo
     oldest = people.where(Person.city == "Oslo").order_by(_query.desc(Person.age), Person.id).limit(3)
-    async with oldest.watch_diff().stream() as diffs:
+    async with oldest.watch_diff() as diffs:
         await anext(diffs)  # the current result, as a diff from nothing
         await people.put(Person(id=n + 1, email="young@example.com", name="young", city="Oslo", age=1))
         await people.put(Person(id=n + 2, email="far@example.com", name="far away", city="Rome", age=120))

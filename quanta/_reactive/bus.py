@@ -6,22 +6,26 @@ Concurrency rules (read these first):
 * Everything runs on the event-loop thread. The engine calls :meth:`ChangeBus.publish` from its
   apply hook, synchronously, as soon as a batch is visible (after its fsync with
   ``durability="sync"``), once per batch and in sequence order. ``publish`` never awaits and
-  never blocks: it appends one ``ChangeSet`` to each matching subscription's buffer and wakes
-  that subscription's consumer (which normally runs later, on the loop; an Rx observer
-  subscribed with an inline scheduler runs at once -- the batch is applied already, and an
-  exception escaping it ends that subscription, never the commit).
-* A subscription starts at ``start_seq``, the last visible sequence number when it was made;
+  never blocks: it hands one ``ChangeSet`` to each matching subscriber (a :class:`Tap`).
+* Two kinds of subscriber, one routing. :meth:`ChangeBus.subscribe` (and
+  :meth:`EventHub.subscribe`) returns a :class:`~quanta._reactive.queue.Queue`: the change set
+  is queued and the consumer woken, to run later on the loop (an Rx observer subscribed with
+  an inline scheduler runs at once -- the batch is applied already, and an exception escaping
+  it ends that subscription, never the commit). :meth:`ChangeBus.attach` registers a
+  synchronous callback that runs inside ``publish`` itself (the live-query dispatcher: it
+  keeps its states exactly one commit behind nothing).
+* A subscriber starts at ``start_seq``, the last visible sequence number when it was made;
   it receives every matching commit with a greater seq and none before (the registration and
   the read of ``visible_seq`` happen in one synchronous step).
-* Slow subscribers: each subscription holds at most ``capacity`` undelivered items. A writer
-  never waits for a subscriber; the cost of a subscriber to a commit is the ``publish`` work
-  (routing and building the ChangeSet), never the consumer's speed. When a buffer is full the
-  subscription *fails*: it is removed from the bus, its consumer first receives everything
-  buffered (every commit up to ``SubscriberOverflowError.last_seq``, with no gap), then the
-  error. It never silently skips a commit. Conflating subscriptions (``db.kv.watch``) keep only
-  the newest item instead and cannot overflow.
-* Closing the database completes every subscription after its buffered items (or fails it
-  with the error that stopped the database).
+* Slow subscribers (queues): a writer never waits for a subscriber; the cost of a subscriber
+  to a commit is the ``publish`` work (routing and building the ChangeSet), never the
+  consumer's speed. A full queue fails with ``SubscriberOverflowError`` after its buffered
+  items and is unrouted (queue.py has the rules); past half full it sets the engine's
+  ``yield_writers`` flag so that an ``os``-durability writer gives the loop a turn.
+  Conflating queues (``db.kv.watch``) keep only the newest item and cannot overflow.
+* Closing the database ends every subscriber: queues complete after their buffered items (or
+  fail with the error that stopped the database); attached callbacks get ``on_end(None)`` (or
+  ``on_end(error)``).
 
 Routing (why 1,000 subscribers on other key ranges cost little): the subscriptions' range
 bounds cut the key space into elementary segments; each segment holds the tuple of
@@ -333,6 +337,7 @@ class ChangeBus(Hub):
 
     def _deliver(self, sub: Tap, change_set: ChangeSet) -> None:
         mapper = sub.map
+        # a queue answers False when it had ended; an attached callback answers None
         if sub.send(change_set if mapper is None else mapper(change_set)) is not False:
             self.published += 1
 
