@@ -1,7 +1,7 @@
 """Data-driven cases for live queries (tests/testdata/live/<case>): commits in, emissions out.
 
-Each case file is a script over one entity, ``Item(id, score, tag)`` (``score`` indexed), in
-the format of tests/datadriven.py (``QUANTA_REWRITE=1`` regenerates the expected output).
+Each case file is a script over one entity, ``LiveCaseItem(id, score, tag)`` (``score``
+indexed), in the format of tests/datadriven.py (``QUANTA_REWRITE=1`` regenerates the expected output).
 Commands:
 
 * ``watch NAME list|diff|count [where FIELD OP VALUE] [order_by [-]FIELD ...] [limit N]``:
@@ -34,7 +34,7 @@ TESTDATA = Path(__file__).parent / "testdata" / "live"
 
 
 @quanta.entity
-class Item:
+class LiveCaseItem:
     id: Annotated[int, PrimaryKey()]
     score: Annotated[int, Index()]
     tag: str
@@ -54,7 +54,7 @@ def _value(text: str) -> int | str:
     return int(text) if text.lstrip("-").isdigit() else text
 
 
-def _item(obj: Item) -> str:
+def _item(obj: LiveCaseItem) -> str:
     return f"#{obj.id}({obj.score},{obj.tag})"
 
 
@@ -82,7 +82,7 @@ class LiveScript:
     def __init__(self, runner: asyncio.Runner) -> None:
         self.runner = runner
         self.db: quanta.Database = runner.run(self._open())
-        self.items = self.db.collection(Item)
+        self.items = self.db.collection(LiveCaseItem)
         self.watches: dict[str, list[Any]] = {}
         self.errors: dict[str, Exception] = {}
         self.seen: dict[str, int] = {}
@@ -96,7 +96,7 @@ class LiveScript:
         if verb == "watch":
             return self.runner.run(self._watch(rest.split()))
         if verb == "put":
-            records = [Item(id=int(i), score=int(s), tag=t) for i, s, t in (r.split() for r in rest.split(","))]
+            records = [LiveCaseItem(id=int(i), score=int(s), tag=t) for i, s, t in (r.split() for r in rest.split(","))]
             return self.runner.run(self._commit(lambda c: [c.put(r) for r in records]))
         if verb == "delete":
             ids = [int(r) for r in rest.split(",")]
@@ -111,14 +111,15 @@ class LiveScript:
             word = opts[i]
             if word == "where":
                 field, op, value = opts[i + 1 : i + 4]
-                q = q.where(OPS[op](getattr(Item, field), _value(value)))
+                q = q.where(OPS[op](getattr(LiveCaseItem, field), _value(value)))
                 i += 4
             elif word == "order_by":
                 i += 1
                 keys = []
                 while i < len(opts) and opts[i] not in ("where", "limit"):
                     f = opts[i]
-                    keys.append(quanta.desc(getattr(Item, f[1:])) if f.startswith("-") else getattr(Item, f))
+                    field = getattr(LiveCaseItem, f.removeprefix("-"))
+                    keys.append(quanta.desc(field) if f.startswith("-") else field)
                     i += 1
                 q = q.order_by(*keys)
             elif word == "limit":
@@ -141,7 +142,7 @@ class LiveScript:
 
     async def _commit(self, write: Callable[[Any], Any]) -> list[str]:
         async def body(tx: quanta.Transaction) -> None:
-            for pending in write(tx.collection(Item)):
+            for pending in write(tx.collection(LiveCaseItem)):
                 if asyncio.iscoroutine(pending):
                     await pending
 

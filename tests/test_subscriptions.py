@@ -28,13 +28,13 @@ from quanta._reactive import ChangeBus, Queue
 
 
 @quanta.entity
-class Thing:
+class WatchedThing:
     id: Annotated[int, PrimaryKey()]
     n: int = 0
 
 
 def every_call(db: quanta.Database) -> dict[str, Callable[[], quanta.Watch[Any]]]:
-    things = db.collection(Thing)
+    things = db.collection(WatchedThing)
     q = things.query()
     return {
         "changes": lambda: db.changes(),
@@ -47,10 +47,10 @@ def every_call(db: quanta.Database) -> dict[str, Callable[[], quanta.Watch[Any]]
         "watch_diff": lambda: q.watch_diff(),
         "live": lambda: q.live(),
         "watch_count": lambda: q.watch_count(),
-        "watch_min": lambda: q.watch_min(Thing.n),
-        "watch_max": lambda: q.watch_max(Thing.n),
-        "watch_sum": lambda: q.watch_sum(Thing.n),
-        "watch_avg": lambda: q.watch_avg(Thing.n),
+        "watch_min": lambda: q.watch_min(WatchedThing.n),
+        "watch_max": lambda: q.watch_max(WatchedThing.n),
+        "watch_sum": lambda: q.watch_sum(WatchedThing.n),
+        "watch_avg": lambda: q.watch_avg(WatchedThing.n),
         "watch_object": lambda: things.watch_object(1),
         "watch_lazy": lambda: things.watch_lazy(),
     }
@@ -129,12 +129,12 @@ async def test_a_cold_watch_subscribes_when_first_iterated(db: quanta.Database) 
 
 
 async def test_a_live_query_as_a_context_manager(db: quanta.Database) -> None:
-    things = db.collection(Thing)
-    await things.put(Thing(id=1, n=1))
+    things = db.collection(WatchedThing)
+    await things.put(WatchedThing(id=1, n=1))
     async with things.query().watch_diff() as diffs:
         [first] = await take(diffs, 1)
         assert [o.id for _, o in first.inserted] == [1]
-        await things.put(Thing(id=2, n=2))
+        await things.put(WatchedThing(id=2, n=2))
         [second] = await take(diffs, 1)
         assert [o.id for _, o in second.inserted] == [2]
     async with things.query().live() as rows:

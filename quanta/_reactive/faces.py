@@ -13,7 +13,8 @@ Two faces, two kinds of subscription:
   ``async with``, ``anext``, ``start_seq``). ``w.stream()`` returns a new ``Watch`` over the
   same source whose queue is opened now: one more independent iterator.
   A hot ``Watch`` that is subscribed (``subscribe``) before it is iterated hands its queue to
-  that first observer instead of keeping an unused one.
+  that first observer instead of keeping an unused one (from ``start_seq``; a hot live query's
+  coalescing windows stay on the running loop's clock, since they were set up at the call).
 
 Lifetimes: an iterator's queue ends when the database closes, when it fails (overflow), on
 ``aclose()`` / ``async with`` exit, and when the ``Watch`` is garbage collected -- breaking
