@@ -12,8 +12,8 @@ Concurrency rules (read these first):
   is queued and the consumer woken, to run later on the loop (an Rx observer subscribed with
   an inline scheduler runs at once -- the batch is applied already, and an exception escaping
   it ends that subscription, never the commit). :meth:`ChangeBus.attach` registers a
-  synchronous callback that runs inside ``publish`` itself (the live-query dispatcher: it
-  keeps its states exactly one commit behind nothing).
+  synchronous callback that runs inside ``publish`` itself (the live-query dispatcher: its
+  states then always reflect exactly the commits published so far).
 * A subscriber starts at ``start_seq``, the last visible sequence number when it was made;
   it receives every matching commit with a greater seq and none before (the registration and
   the read of ``visible_seq`` happen in one synchronous step).
