@@ -18,7 +18,8 @@ import anyio
 import anyio.to_thread
 
 from ._catalog import Catalog, SchemaProgress, check_entities
-from ._collection import Collection, _Sequences, entity_info_of
+from ._entity import Collection, entity_info_of
+from ._entity._collection import _Sequences
 from ._kv import KeyValue, Snapshot, check_buffer, check_flag
 from ._options import Options
 from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, EventHub, Feed, Stream, Subscription

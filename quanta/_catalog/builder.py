@@ -29,7 +29,7 @@ from typing import Any
 import anyio
 
 from .._codec import decode_tuple, prefix_end
-from .._collection import _entries, _keys
+from .._entity._collection import _entries, _keys
 from .._schema import EntityInfo, IndexInfo
 from .._schema.keyspace import index_prefix, unique_prefix
 from .._txn import Transaction, Transactions

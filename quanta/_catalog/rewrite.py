@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from .._codec import decode_tuple, encode_key, prefix_end
-from .._collection import _entries, _keys, _new_entries
+from .._entity._collection import _entries, _keys, _new_entries
 from .._schema import EntityInfo, IndexInfo
 from .._schema.keyspace import NS, UNIQUE
 from ..errors import IntegrityError, InvalidTypeError, UniqueViolationError

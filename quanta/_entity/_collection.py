@@ -1,5 +1,5 @@
 """Collections: typed entity storage on top of transactions (queries and their executor are in
-``quanta/_queries.py``).
+``quanta/_entity/_queries.py``).
 
 ``db.collection(User)`` and ``tx.collection(User)`` return a :class:`Collection`. Writes go
 through a transaction: a collection of a transaction buffers them in it; a collection of the
@@ -13,7 +13,7 @@ multi-entry index one per distinct element); per unique index one entry per reco
 values are all non-None (``unique_key``: the values). Every entry's value is the encoded
 primary key, so a query reaches the record by concatenation, without decoding the entry.
 
-Links (``quanta/_relations.py``): for an entity with link fields, ``put``/``put_many`` first
+Links (``quanta/_entity/_relations.py``): for an entity with link fields, ``put``/``put_many`` first
 check that every target exists (``IntegrityError``); deletes of an entity that links point to
 apply their ``on_delete`` rules through the graph in the same batch; objects of a class with
 links or backlinks are bound to the collection's database or transaction (what their links
@@ -31,18 +31,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from .._codec import decode_tuple, encode_key, encode_keys, encode_tuple, successor
+from .._schema import EntityInfo, IndexInfo
+from .._schema import relations as _links
+from .._schema.keyspace import EntityKeys, record_prefix
+from ..errors import InvalidArgumentError, InvalidTypeError, UniqueViolationError
 from . import _relations
-from ._codec import decode_tuple, encode_key, encode_keys, encode_tuple, successor
-from ._schema import EntityInfo, IndexInfo
-from ._schema import relations as _links
-from ._schema.keyspace import EntityKeys, record_prefix
-from .errors import InvalidArgumentError, InvalidTypeError, UniqueViolationError
 
 if TYPE_CHECKING:
-    from ._catalog import Catalog
-    from ._kv import _Reader
+    from .._catalog import Catalog
+    from .._kv import _Reader
+    from .._txn import Transaction, TransactionKeyValue
     from ._queries import Query
-    from ._txn import Transaction, TransactionKeyValue
 
 __all__ = ["Collection", "entity_info_of"]
 
@@ -326,21 +326,21 @@ class Collection(Generic[E]):
     # ------------------------------------------------------------------ live (quanta/_live)
 
     if TYPE_CHECKING:
-        from ._live import Coalesce, LiveFeed
+        from .._live import Coalesce, LiveFeed
 
     def watch_object(self, pk: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[E | None]:
         """The record with primary key ``pk`` (None while absent) now, then after each commit
         that changes it: a ``reactivex`` Observable, also async-iterable (docs/live.md).
         ``coalesce``: at most one emission per that many seconds; ``buffer``: emissions that
         may wait for a slow consumer (default 10,000) before ``SubscriberOverflowError``."""
-        from ._live import watch_object
+        from .._live import watch_object
 
         return watch_object(self, pk, coalesce=coalesce, buffer=buffer)
 
     def watch_lazy(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[None]:
         """None after each commit that changes a record of this collection (no current value
         first; nothing is decoded): "something here changed, look again"."""
-        from ._live import watch_lazy
+        from .._live import watch_lazy
 
         return watch_lazy(self, coalesce=coalesce, buffer=buffer)
 
@@ -523,7 +523,7 @@ async def _delete_records(info: EntityInfo, kv: TransactionKeyValue, keys: list[
     if rel is not None:
         if _links.has_pending():
             _links.resolve_pending()
-        if rel.incoming:  # links point here: apply their on_delete rules (quanta/_relations.py)
+        if rel.incoming:  # links point here: apply their on_delete rules (quanta/_entity/_relations.py)
             return await _relations.delete_graph(info, kv, keys)
     olds = await kv.get_many(keys)
     decode = info.decode

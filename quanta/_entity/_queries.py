@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from msgpack import packb as _packb
 
+from .._query import Expr, Field, Order, Plan, and_, as_order, check, plan
+from .._query.expr import And, Compare
+from .._query.links import has_through
+from .._schema import EntityInfo
+from ..errors import QueryError
 from . import _relations
 from ._collection import _delete_records, _keys
-from ._query import Expr, Field, Order, Plan, and_, as_order, check, plan
-from ._query.expr import And, Compare
-from ._query.links import has_through
-from ._schema import EntityInfo
-from .errors import QueryError
 
 if TYPE_CHECKING:
+    from .._txn import TransactionKeyValue
     from ._collection import Collection
-    from ._txn import TransactionKeyValue
 
 __all__ = ["Query"]
 
@@ -132,7 +132,7 @@ class Query(Generic[E]):
 
     async def _plan_at(self, reader: Any, *, ordered: bool = True) -> Plan:
         """The plan, run against ``reader``: a query through a link (``has``) first runs its
-        conditions on the target there (quanta/_relations.py); any other is planned once."""
+        conditions on the target there (quanta/_entity/_relations.py); any other is planned once."""
         if ordered and self._plan is not None:
             return self._plan
         where = self._where
@@ -298,19 +298,19 @@ class Query(Generic[E]):
     # consumer (default 10,000) before SubscriberOverflowError.
 
     if TYPE_CHECKING:
-        from ._live import Coalesce, LiveFeed, LiveStream, ResultDiff
+        from .._live import Coalesce, LiveFeed, LiveStream, ResultDiff
 
     def watch(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[list[E]]:
         """The result (``all()``) now, then each new result: a ``reactivex`` Observable that
         is also async-iterable; each subscription is its own."""
-        from ._live import watch
+        from .._live import watch
 
         return watch(self, coalesce=coalesce, buffer=buffer)
 
     def watch_diff(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[ResultDiff[E]]:
         """Like ``watch()``, as :class:`quanta.ResultDiff` s (removed, inserted, moved,
         modified); the first one inserts the current result."""
-        from ._live import watch_diff
+        from .._live import watch_diff
 
         return watch_diff(self, coalesce=coalesce, buffer=buffer)
 
@@ -318,37 +318,37 @@ class Query(Generic[E]):
         """``async for rows in q.live()``: the result now, then the newest result whenever
         the consumer asks and it changed (latest value: a slow consumer skips results in
         between). Subscribed when called."""
-        from ._live import live
+        from .._live import live
 
         return live(self, coalesce=coalesce)
 
     def watch_count(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[int]:
         """``count()``, live."""
-        from ._live import watch_count
+        from .._live import watch_count
 
         return watch_count(self, coalesce=coalesce, buffer=buffer)
 
     def watch_min(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[Any]:
         """``min(field)``, live."""
-        from ._live import watch_aggregate
+        from .._live import watch_aggregate
 
         return watch_aggregate(self, "min", field, coalesce=coalesce, buffer=buffer)
 
     def watch_max(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[Any]:
         """``max(field)``, live."""
-        from ._live import watch_aggregate
+        from .._live import watch_aggregate
 
         return watch_aggregate(self, "max", field, coalesce=coalesce, buffer=buffer)
 
     def watch_sum(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[Any]:
         """``sum(field)``, live (int and float fields; a float sum is exact, then rounded)."""
-        from ._live import watch_aggregate
+        from .._live import watch_aggregate
 
         return watch_aggregate(self, "sum", field, coalesce=coalesce, buffer=buffer)
 
     def watch_avg(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> LiveFeed[Any]:
         """``avg(field)``, live (int and float fields)."""
-        from ._live import watch_aggregate
+        from .._live import watch_aggregate
 
         return watch_aggregate(self, "avg", field, coalesce=coalesce, buffer=buffer)
 

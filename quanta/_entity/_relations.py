@@ -40,17 +40,17 @@ from collections.abc import Iterable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
+from .._codec import decode_key, encode_key, prefix_end
+from .._query import Expr, plan
+from .._query.expr import And, Not, Or
+from .._query.links import LinkIn, LinksAny, Through
+from .._schema.relations import SOURCE, Link, LinkSpec, resolve_pending
+from ..errors import IntegrityError, InvalidArgumentError
 from . import _collection as _c
-from ._codec import decode_key, encode_key, prefix_end
-from ._query import Expr, plan
-from ._query.expr import And, Not, Or
-from ._query.links import LinkIn, LinksAny, Through
-from ._schema.relations import SOURCE, Link, LinkSpec, resolve_pending
-from .errors import IntegrityError, InvalidArgumentError
 
 if TYPE_CHECKING:
-    from ._schema import EntityInfo
-    from ._txn import TransactionKeyValue
+    from .._schema import EntityInfo
+    from .._txn import TransactionKeyValue
 
 __all__ = [
     "bind",

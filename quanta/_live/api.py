@@ -40,8 +40,7 @@ from .states import (
 )
 
 if TYPE_CHECKING:
-    from .._collection import Collection
-    from .._queries import Query
+    from .._entity import Collection, Query
     from .._reactive import ChangeBus
     from .._storage import Engine
 

@@ -53,7 +53,7 @@ R = TypeVar("R")
 E = TypeVar("E")
 
 if TYPE_CHECKING:
-    from .._collection import Collection
+    from .._entity import Collection
 
 
 class Transactions:
@@ -119,7 +119,7 @@ class Transaction:
 
     def collection(self, cls: type[E]) -> Collection[E]:
         """The records of entity class ``cls``, read and written inside this transaction."""
-        from .._collection import Collection, entity_info_of  # the layer above: imported on use
+        from .._entity import Collection, entity_info_of  # the layer above: imported on use
 
         return Collection(entity_info_of(cls), sequences=self._manager.sequences, tx=self)
 
