@@ -1,10 +1,14 @@
-"""The entity layer: collections (``_collection.py``), entity writes, relations
-(``_relations.py``) and queries with their executor (``_queries.py``), over transactions
-(``quanta/_txn``), declarations (``quanta/_schema``) and the planner (``quanta/_query``).
+"""The entity layer: collections (``_collection.py``), entity writes (``writes.py``) and their
+index entries (``entries.py``), relations (``_relations.py``), queries (``_queries.py``) and
+the executor that runs their plans (``executor.py``), over transactions (``quanta/_txn``),
+declarations (``quanta/_schema``) and the planner (``quanta/_query``).
 
-What other layers use is exported here; the modules inside are this package's own."""
+Inside, a write flows down: ``_collection``/``_queries`` -> ``writes`` -> ``_relations`` ->
+``executor`` -> ``entries``, then the transaction. What other layers use is exported here.
+"""
 
 from ._collection import Collection, entity_info_of
 from ._queries import Query
+from .entries import entity_keys, index_entries, new_index_entries
 
-__all__ = ["Collection", "Query", "entity_info_of"]
+__all__ = ["Collection", "Query", "entity_info_of", "entity_keys", "index_entries", "new_index_entries"]

@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .._codec import decode_tuple, encode_key, encode_keys, encode_tuple, successor
-from .._schema import EntityInfo, IndexInfo
+from .._codec import decode_tuple, encode_key, encode_keys
+from .._schema import EntityInfo
 from .._schema import relations as _links
-from .._schema.keyspace import EntityKeys, record_prefix
-from ..errors import InvalidArgumentError, InvalidTypeError, UniqueViolationError
+from .._schema.keyspace import record_prefix
+from ..errors import InvalidArgumentError, InvalidTypeError
 from . import _relations
+from .entries import entity_keys
+from .writes import delete_records, put_records
 
 if TYPE_CHECKING:
     from .._catalog import Catalog
@@ -90,7 +91,7 @@ class Collection(Generic[E]):
         if sequences.catalog is not None:
             sequences.catalog.admit(info)  # SchemaMismatchError for a class the stored schema cannot read
         self._info = info
-        self._keys = _keys(info)
+        self._keys = entity_keys(info)
         # Objects of a class with links or backlinks are bound to this collection's source
         # (quanta/_schema/relations.py, "Binding"); for any other class nothing is done.
         self._bind = info.relations is not None and info.relations.bind
@@ -148,7 +149,7 @@ class Collection(Generic[E]):
         if info.auto:
             await self._assign_keys(items)
         pks = [getattr(obj, info.primary_key) for obj in items]
-        await self._write(lambda kv: _put_records(info, kv, items, pks))
+        await self._write(lambda kv: put_records(info, kv, items, pks))
         if self._bind:
             _relations.bind(items, self._source)
         return pks
@@ -194,7 +195,7 @@ class Collection(Generic[E]):
         if not keys:
             return 0
         info = self._info
-        return await self._write(lambda kv: _delete_records(info, kv, keys))
+        return await self._write(lambda kv: delete_records(info, kv, keys))
 
     async def rekey(self, old_pk: Any, new_pk: Any) -> bool:
         """Move the record with primary key ``old_pk`` to ``new_pk`` and make every link to it
@@ -288,10 +289,10 @@ class Collection(Generic[E]):
         if isinstance(pks, (str, bytes)) or not isinstance(pks, Iterable):
             raise InvalidTypeError("get_many takes an iterable of primary keys")
         pks = list(pks)
-        entity_keys = self._keys
-        pk_type = entity_keys.pk_type
+        ekeys = self._keys
+        pk_type = ekeys.pk_type
         if all(type(pk) is pk_type for pk in pks):  # the common case: no per-key checks needed
-            prefix = entity_keys.record_prefix
+            prefix = ekeys.record_prefix
             keys = [prefix + e for e in encode_keys(pks)]
         else:
             keys = [self._pk_key(pk) for pk in pks]
@@ -343,199 +344,3 @@ class Collection(Generic[E]):
         from .._live import watch_lazy
 
         return watch_lazy(self, coalesce=coalesce, buffer=buffer)
-
-
-# ---------------------------------------------------------------------- writing records
-
-
-def _keys(info: EntityInfo) -> EntityKeys:
-    """The entity's key builders, made once per class."""
-    keys: EntityKeys | None = info.cls.__dict__.get("__quanta_keys__")
-    if keys is None:
-        keys = EntityKeys(info.name, [idx.name for idx in info.indexes])
-        keys.pk_type = info.pk_field.key_type
-        type.__setattr__(info.cls, "__quanta_keys__", keys)
-    return keys
-
-
-def _entries(info: EntityInfo, keys: EntityKeys, obj: Any, pk: Any) -> dict[bytes, bytes]:
-    """Every index entry of ``obj`` (key -> value)."""
-    out: dict[bytes, bytes] = {}
-    rel = info.relations
-    get = _links.index_value if rel is not None and rel.links else _getattr  # links index their keys
-    for idx in info.indexes:
-        if idx.multi:
-            elements = get(obj, idx.fields[0])
-            if elements:
-                prefix = keys.index_prefixes[idx.name]
-                epk = encode_key(pk)
-                for element in set(elements):
-                    out[prefix + encode_key(element) + epk] = epk
-            continue
-        values = tuple([get(obj, f) for f in idx.fields])
-        if idx.unique:
-            if any(type(v) is float and v == 0.0 for v in values):
-                values = tuple(0.0 if type(v) is float and v == 0.0 else v for v in values)  # -0.0 == 0.0
-            if None not in values:
-                out[keys.unique(idx.name, values)] = encode_key(pk)
-        else:
-            out[keys.index(idx.name, values, pk)] = encode_key(pk)
-    return out
-
-
-def _unique_index(info: EntityInfo, key: bytes) -> IndexInfo:
-    name = decode_tuple(key[3:])[1]
-    for idx in info.indexes:
-        if idx.name == name:
-            return idx
-    raise AssertionError(name)  # pragma: no cover
-
-
-async def _put_records(info: EntityInfo, kv: TransactionKeyValue, items: list[Any], pks: list[Any]) -> None:
-    keys = _keys(info)
-    prefix = keys.record_prefix
-    epks = encode_keys(pks)
-    rkeys = [prefix + e for e in epks]
-    if len(set(rkeys)) != len(rkeys):  # a key given twice: the later object wins
-        latest = {k: (obj, pk, e) for k, obj, pk, e in zip(rkeys, items, pks, epks, strict=True)}
-        rkeys = list(latest)
-        items = [obj for obj, _, _ in latest.values()]
-        pks = [pk for _, pk, _ in latest.values()]
-        epks = [e for _, _, e in latest.values()]
-    if info.relations is not None and info.relations.links:
-        await _relations.check_targets(info, kv, items, rkeys)  # IntegrityError before any write
-    encode, decode = info.encode, info.decode
-    records = list(map(encode, items))
-    if not info.indexes:
-        kv._put_generated(rkeys, records)  # type: ignore[arg-type]
-        return
-    olds = await _old_records(kv, rkeys)
-    if all(old is None for old in olds) and not any(idx.unique for idx in info.indexes):
-        # Only new records and no unique index (a bulk load): index keys column by column.
-        entry_keys, entry_values = _new_entries(info, keys, items, epks)
-        kv._put_generated([*entry_keys, *rkeys], [*entry_values, *records])
-        return
-    removed: set[bytes] = set()
-    added: dict[bytes, bytes] = {}
-    claims: dict[bytes, Any] = {}  # unique entry -> pk claiming it in this batch
-    unique = any(idx.unique for idx in info.indexes)
-    for obj, pk, old in zip(items, pks, olds, strict=True):
-        new = _entries(info, keys, obj, pk)
-        if old is None:
-            before: dict[bytes, bytes] = {}
-        else:
-            before = _entries(info, keys, decode(old), pk)
-            removed.update(k for k in before if k not in new)
-        if not unique and not before:
-            added.update(new)
-            continue
-        for k, v in new.items():
-            if k in before:
-                continue
-            if k[2] == 0x75:  # a unique entry (kind byte b"u")
-                other = claims.get(k, _NONE)
-                if other is not _NONE and other != pk:
-                    _violation(info, k)
-                claims[k] = pk
-            added[k] = v
-    if claims:
-        fresh = [k for k in claims if k not in removed]
-        for k, existing in zip(fresh, await kv.get_many(fresh), strict=True):
-            if existing is not None and decode_tuple(existing)[0] != claims[k]:
-                _violation(info, k)
-    out_keys = [k for k in removed if k not in added]
-    out_values: list[bytes | None] = [None] * len(out_keys)
-    out_keys += added
-    out_values += added.values()
-    out_keys += rkeys
-    out_values += records
-    kv._put_generated(out_keys, out_values)
-
-
-_NONE = object()
-_getattr = getattr
-_PROBE_FROM = 256  # put_many of at least this many records first probes their key range
-
-
-async def _old_records(kv: TransactionKeyValue, rkeys: list[bytes]) -> list[bytes | None]:
-    """The stored records under ``rkeys`` (None where new). Reading them also makes a
-    concurrent change of one a conflict. A big batch first asks whether any record at all
-    lies between its smallest and largest key (one seek; a bulk load into an empty
-    collection, or past its last key, ends there): the range read makes any concurrent write
-    in it a conflict, which covers every key of the batch."""
-    if len(rkeys) >= _PROBE_FROM:
-        lo, hi = min(rkeys), max(rkeys)
-        async with aclosing(kv._scan_chunks(lo, successor(hi), False, 1)) as chunks:
-            async for _ in chunks:
-                break
-            else:
-                return [None] * len(rkeys)
-    return await kv.get_many(rkeys)
-
-
-def _new_entries(
-    info: EntityInfo, keys: EntityKeys, objs: list[Any], epks: list[bytes]
-) -> tuple[list[bytes], list[bytes | None]]:
-    """Keys and values of every non-unique index entry of ``objs`` (whose encoded primary
-    keys are ``epks``): ``_entries`` for a bulk insert, one index at a time, a column at a
-    time (an entry is the index prefix, the encoded values, then the encoded primary key;
-    its value is the encoded primary key)."""
-    out: list[bytes] = []
-    values: list[bytes | None] = []
-    rel = info.relations
-    get = _links.index_value if rel is not None and rel.links else _getattr  # links index their keys
-    for idx in info.indexes:
-        p = keys.index_prefixes[idx.name]
-        if idx.multi:
-            f = idx.fields[0]
-            for obj, e in zip(objs, epks, strict=True):
-                elements = get(obj, f)
-                if elements:
-                    distinct = set(elements)
-                    out += [p + encode_key(el) + e for el in distinct]
-                    values += [e] * len(distinct)
-            continue
-        if len(idx.fields) == 1:
-            column = encode_keys([get(obj, idx.fields[0]) for obj in objs])
-            out += [p + v + e for v, e in zip(column, epks, strict=True)]
-        else:
-            fields = idx.fields
-            out += [p + encode_tuple([get(obj, f) for f in fields]) + e for obj, e in zip(objs, epks, strict=True)]
-        values += epks
-    return out, values
-
-
-def _violation(info: EntityInfo, key: bytes) -> None:
-    idx = _unique_index(info, key)
-    values = decode_tuple(key[3:])[2:]
-    shown = values[0] if len(values) == 1 else values
-    raise UniqueViolationError(
-        f"{info.name}.{'/'.join(idx.fields)} must be unique: {shown!r} is already used by another record; "
-        "nothing was written",
-        entity=info.name,
-        index=idx.name,
-        value=shown,
-    )
-
-
-async def _delete_records(info: EntityInfo, kv: TransactionKeyValue, keys: list[bytes]) -> int:
-    rel = info.relations
-    if rel is not None:
-        if _links.has_pending():
-            _links.resolve_pending()
-        if rel.incoming:  # links point here: apply their on_delete rules (quanta/_entity/_relations.py)
-            return await _relations.delete_graph(info, kv, keys)
-    olds = await kv.get_many(keys)
-    decode = info.decode
-    entity_keys = _keys(info)
-    gone: list[bytes] = []
-    n = 0
-    for key, old in zip(keys, olds, strict=True):
-        if old is None:
-            continue
-        n += 1
-        obj = decode(old)
-        gone.extend(_entries(info, entity_keys, obj, getattr(obj, info.primary_key)))
-        gone.append(key)
-    kv._put_generated(gone, [None] * len(gone))
-    return n
