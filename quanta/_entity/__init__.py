@@ -7,8 +7,17 @@ Inside, a write flows down: ``_collection``/``_queries`` -> ``writes`` -> ``_rel
 ``executor`` -> ``entries``, then the transaction. What other layers use is exported here.
 """
 
-from ._collection import Collection, entity_info_of
+from ._collection import Collection, EntityContext, SchemaCatalog, entity_info_of
 from ._queries import Query
 from .entries import entity_keys, index_entries, new_index_entries
 
-__all__ = ["Collection", "Query", "entity_info_of", "entity_keys", "index_entries", "new_index_entries"]
+__all__ = [
+    "Collection",
+    "EntityContext",
+    "Query",
+    "SchemaCatalog",
+    "entity_info_of",
+    "entity_keys",
+    "index_entries",
+    "new_index_entries",
+]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .._codec import decode_tuple, encode_key, encode_keys
 from .._schema import EntityInfo
@@ -40,12 +40,13 @@ from .entries import entity_keys
 from .writes import delete_records, put_records
 
 if TYPE_CHECKING:
-    from .._catalog import Catalog
-    from .._kv import _Reader
+    from .._kv import KeyValue, Snapshot
+    from .._reactive import ChangeBus
+    from .._storage import Engine
     from .._txn import Transaction, TransactionKeyValue
     from ._queries import Query
 
-__all__ = ["Collection", "entity_info_of"]
+__all__ = ["Collection", "EntityContext", "SchemaCatalog", "entity_info_of"]
 
 E = TypeVar("E")
 R = TypeVar("R")
@@ -61,45 +62,89 @@ def entity_info_of(cls: object) -> EntityInfo:
     return info
 
 
-class _Sequences:
-    """Auto-increment counters, one per entity, shared by every collection of one database
-    (which also reach the database's schema catalog through it: ``catalog``)."""
+class SchemaCatalog(Protocol):
+    """What the entity layer asks of the database's schema catalog (``quanta._catalog.Catalog``
+    implements it; the catalog sits above this layer, so it is reached through this)."""
 
-    def __init__(self) -> None:
+    def admit(self, info: EntityInfo) -> None:
+        """Raise SchemaMismatchError if the stored schema cannot read records of ``info``."""
+
+    def planning_info(self, info: EntityInfo) -> EntityInfo:
+        """``info`` as the planner may use it: without indexes still being built."""
+
+
+class EntityContext:
+    """The entity layer's state for one open database, owned by the :class:`quanta.Database`
+    and shared by all its collections: the engine and change bus, the database's ``kv``, how
+    to run a transaction and take a snapshot, the auto-increment counters (``next``, one per
+    entity, seeded from the largest stored key on first use, with ``locks`` for the seeding),
+    and the schema catalog (``catalog``: it admits the classes collections are made for and
+    hides incomplete indexes from the planner). The live-query layer reaches the engine and
+    the bus through it (``Collection.context``).
+
+    Concurrency rules: event-loop thread only."""
+
+    __slots__ = ("bus", "catalog", "database", "engine", "kv", "locks", "next", "run", "snapshot")
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        bus: ChangeBus,
+        kv: KeyValue,
+        run: RunTransaction,
+        snapshot: Callable[[], Snapshot],
+        database: object,
+        catalog: SchemaCatalog | None = None,
+    ) -> None:
+        self.engine = engine
+        self.bus = bus
+        self.kv = kv
+        self.run = run
+        self.snapshot = snapshot
+        self.database = database  # what objects of a database collection load their links through
+        self.catalog = catalog
         self.next: dict[str, int] = {}
         self.locks: dict[str, asyncio.Lock] = {}
-        # The schema catalog (quanta/_catalog), set by the database: it admits the classes
-        # collections are made for and hides incomplete indexes from the planner.
-        self.catalog: Catalog | None = None
+
+    def collection(self, cls: type[E], tx: Transaction | None = None) -> Collection[E]:
+        """The collection of entity class ``cls``: of the database, or of transaction ``tx``."""
+        return Collection(entity_info_of(cls), self, tx=tx)
+
+
+RunTransaction = Callable[[Callable[["Transaction"], Awaitable[Any]]], Awaitable[Any]]
 
 
 class Collection(Generic[E]):
     """The records of one entity class. See the module docstring."""
 
-    __slots__ = ("_bind", "_info", "_keys", "_reader", "_run", "_sequences", "_snapshot", "_tx")
+    __slots__ = ("_bind", "_ctx", "_info", "_keys", "_tx")
 
-    def __init__(
-        self,
-        info: EntityInfo,
-        *,
-        sequences: _Sequences,
-        tx: Transaction | None = None,
-        run: Callable[[Callable[[Transaction], Awaitable[Any]]], Awaitable[Any]] | None = None,
-        reader: _Reader | None = None,
-        snapshot: Callable[[], Any] | None = None,
-    ) -> None:
-        if sequences.catalog is not None:
-            sequences.catalog.admit(info)  # SchemaMismatchError for a class the stored schema cannot read
+    def __init__(self, info: EntityInfo, context: EntityContext, *, tx: Transaction | None = None) -> None:
+        if context.catalog is not None:
+            context.catalog.admit(info)  # SchemaMismatchError for a class the stored schema cannot read
         self._info = info
         self._keys = entity_keys(info)
         # Objects of a class with links or backlinks are bound to this collection's source
         # (quanta/_schema/relations.py, "Binding"); for any other class nothing is done.
         self._bind = info.relations is not None and info.relations.bind
-        self._sequences = sequences
+        self._ctx = context
         self._tx = tx
-        self._run = run
-        self._reader = reader
-        self._snapshot = snapshot
+
+    @property
+    def context(self) -> EntityContext:
+        """The database's entity state (for the layers above: live queries)."""
+        return self._ctx
+
+    @property
+    def transaction(self) -> Transaction | None:
+        """The transaction this collection reads and writes in; None for the database's."""
+        return self._tx
+
+    @property
+    def info(self) -> EntityInfo:
+        """The entity's declaration (fields, keys, indexes, links)."""
+        return self._info
 
     @property
     def entity(self) -> type[E]:
@@ -109,7 +154,7 @@ class Collection(Generic[E]):
     def _source(self) -> Any:
         """What objects of this collection load their links through: the transaction, or
         the database (whose ``run_transaction`` runs this collection's writes)."""
-        return self._tx if self._tx is not None else getattr(self._run, "__self__", None)
+        return self._tx if self._tx is not None else self._ctx.database
 
     def __repr__(self) -> str:
         where = "transaction" if self._tx is not None else "database"
@@ -120,8 +165,7 @@ class Collection(Generic[E]):
     async def _write(self, op: Callable[[TransactionKeyValue], Awaitable[R]]) -> R:
         if self._tx is not None:
             return await op(self._tx.kv)
-        assert self._run is not None
-        result: R = await self._run(lambda tx: op(tx.kv))
+        result: R = await self._ctx.run(lambda tx: op(tx.kv))
         return result
 
     async def put(self, obj: E) -> Any:
@@ -157,7 +201,7 @@ class Collection(Generic[E]):
     async def _assign_keys(self, items: list[Any]) -> None:
         info = self._info
         name, pk = info.name, info.primary_key
-        seq = self._sequences
+        seq = self._ctx
         if name not in seq.next:
             lock = seq.locks.setdefault(name, asyncio.Lock())
             async with lock:
@@ -208,7 +252,7 @@ class Collection(Generic[E]):
             new_pk = float(new_pk)
         moved: bool = await self._write(lambda kv: _relations.rekey(info, kv, old_key, new_key, new_pk))
         if moved and info.auto and type(new_pk) is int:
-            seq = self._sequences.next
+            seq = self._ctx.next
             if info.name in seq and new_pk >= seq[info.name]:
                 seq[info.name] = new_pk + 1
         return moved
@@ -236,8 +280,7 @@ class Collection(Generic[E]):
         if self._tx is not None:
             await _relations.load_paths(self._tx.kv, source, info, items, tree)
             return
-        assert self._snapshot is not None
-        snap = self._snapshot()
+        snap = self._ctx.snapshot()
         try:
             await _relations.load_paths(snap.kv, source, info, items, tree)
         finally:
@@ -265,18 +308,17 @@ class Collection(Generic[E]):
 
     # ------------------------------------------------------------------ reads
 
-    def _read_view(self) -> _Reader | TransactionKeyValue:
+    def _read_view(self) -> KeyValue | TransactionKeyValue:
         if self._tx is not None:
             return self._tx.kv
-        assert self._reader is not None
-        return self._reader
+        return self._ctx.kv
 
     async def get(self, pk: Any) -> E | None:
         """The record with primary key ``pk``, or None."""
         keys = self._keys
         key = keys.record_prefix + encode_key(pk) if type(pk) is keys.pk_type else self._pk_key(pk)  # type: ignore[arg-type]
-        view = self._tx.kv if self._tx is not None else self._reader
-        data = await view.get(key)  # type: ignore[union-attr]
+        view = self._tx.kv if self._tx is not None else self._ctx.kv
+        data = await view.get(key)
         if data is None:
             return None
         obj = self._info.decode(data)

@@ -124,7 +124,7 @@ class Query(Generic[E]):
         return plan(self._planning(self._coll._info), self._where, self._order, self._limit, self._offset)
 
     def _planning(self, info: EntityInfo) -> EntityInfo:
-        catalog = self._coll._sequences.catalog
+        catalog = self._coll._ctx.catalog
         if catalog is not None:
             info = catalog.planning_info(info)  # without indexes still being built
         return info
@@ -174,8 +174,7 @@ class Query(Generic[E]):
         if coll._tx is not None:
             query_plan = await self._plan_at(coll._tx.kv, ordered=False)
             return await count_matches(query_plan, coll._info, coll._tx.kv)
-        assert coll._snapshot is not None
-        snap = coll._snapshot()
+        snap = coll._ctx.snapshot()
         try:
             query_plan = await self._plan_at(snap.kv, ordered=False)
             return await count_matches(query_plan, coll._info, snap.kv)
@@ -200,8 +199,7 @@ class Query(Generic[E]):
                 async for batch in batches:
                     yield batch
             return
-        assert coll._snapshot is not None
-        snap = coll._snapshot()
+        snap = coll._ctx.snapshot()
         try:
             async with aclosing(execute(await self._plan_at(snap.kv), coll._info, snap.kv)) as batches:
                 async for batch in batches:
@@ -216,8 +214,7 @@ class Query(Generic[E]):
         if coll._tx is not None:
             reader: Any = coll._tx.kv
         else:
-            assert coll._snapshot is not None
-            snap = coll._snapshot()
+            snap = coll._ctx.snapshot()
             reader = snap.kv
         try:
             async with aclosing(execute(await self._plan_at(reader), info, reader)) as batches:
