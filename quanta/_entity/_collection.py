@@ -1,5 +1,5 @@
-"""Collections: typed entity storage on top of transactions (queries and their executor are in
-``quanta/_entity/_queries.py``).
+"""Collections: typed entity storage on top of transactions (queries are in ``_queries.py``,
+their executor in ``executor.py``, the writes in ``writes.py``).
 
 ``db.collection(User)`` and ``tx.collection(User)`` return a :class:`Collection`. Writes go
 through a transaction: a collection of a transaction buffers them in it; a collection of the

@@ -12,8 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .._query import Expr, Field, Order, Plan, and_, as_order, check, plan
-from .._query.links import has_through
+from .._query import Expr, Field, Order, Plan, and_, as_order, check, has_through, plan
 from .._schema import EntityInfo
 from ..errors import QueryError
 from . import _relations

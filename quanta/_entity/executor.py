@@ -13,8 +13,7 @@ from typing import Any
 
 from msgpack import packb as _packb
 
-from .._query import Expr, Plan
-from .._query.expr import And, Compare
+from .._query import And, Compare, Expr, Plan
 from .._schema import EntityInfo
 from .entries import entity_keys
 

@@ -12,7 +12,7 @@ async scan only adds a checkpoint between chunks), so this costs the same CPU; t
 that a live query over a very large result holds the loop while it is read (docs/live.md).
 
 The plan contract is the one in ``quanta/_query/planner.py``; this is a second executor
-beside ``quanta/_entity/_queries.py``'s, yielding ``(encoded pk, stored bytes)`` so that results
+beside ``quanta/_entity/executor.py``'s, yielding ``(encoded pk, stored bytes)`` so that results
 can be compared by their bytes without re-encoding. Event-loop thread only.
 """
 
