@@ -15,12 +15,11 @@ implementation and may change without notice.
 from __future__ import annotations
 
 from ._catalog import SchemaProgress, migration
-from ._collection import Collection
 from ._db import Database, open
+from ._entity import Collection, Query
 from ._kv import Batch, KeyValue, Snapshot
 from ._live import ResultDiff
 from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, Options
-from ._queries import Query
 from ._query import asc, between, contains, desc, in_
 from ._reactive import Change, ChangeSet, Watch
 from ._schema import (

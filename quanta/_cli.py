@@ -30,8 +30,7 @@ from types import ModuleType
 from typing import Any, TextIO
 
 from . import _db
-from ._catalog.autogen import EntityReport, render, to_version_for
-from ._catalog.format import StoredSchema
+from ._catalog import EntityReport, StoredSchema, render, to_version_for
 from ._schema import EntityInfo
 from ._storage import (
     MANIFEST_MAGIC,

@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 
 from ._catalog import Catalog, SchemaProgress, check_entities
-from ._collection import Collection, _Sequences, entity_info_of
+from ._entity import Collection, EntityContext
 from ._kv import KeyValue, Snapshot, check_buffer, check_flag
 from ._options import Options
 from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, EventHub, Queue, Watch
@@ -41,10 +41,18 @@ class Database:
         self._bus = ChangeBus(engine)
         self._events = EventHub(engine)
         self._transactions = Transactions(engine)
-        self._transactions.sequences = _Sequences()
         self._catalog = Catalog(engine, self._transactions)  # stored schemas (quanta/_catalog)
-        self._transactions.sequences.catalog = self._catalog
         self.kv = KeyValue(engine, self._bus)
+        self._entities = EntityContext(
+            engine=engine,
+            bus=self._bus,
+            kv=self.kv,
+            run=self.run_transaction,
+            snapshot=self.snapshot,
+            database=self,
+            catalog=self._catalog,
+        )
+        self._transactions.entities = self._entities
 
     @property
     def path(self) -> str:
@@ -96,13 +104,7 @@ class Database:
         transaction; each read runs at one snapshot. Inside a transaction use
         ``tx.collection(cls)``."""
         self._engine.check_open()
-        return Collection(
-            entity_info_of(cls),
-            sequences=self._transactions.sequences,
-            run=self.run_transaction,
-            reader=self.kv,
-            snapshot=self.snapshot,
-        )
+        return self._entities.collection(cls)
 
     # ------------------------------------------------------------------ the change bus
 

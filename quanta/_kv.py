@@ -8,12 +8,13 @@ engine's commit path.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from contextlib import aclosing
 from operator import itemgetter
 
 import anyio.lowlevel
 
+from ._codec import prefix_end
 from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES
 from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, Queue, Watch
 from ._storage import MAX_SEQ, Engine
@@ -28,6 +29,7 @@ __all__ = [
     "check_flag",
     "check_key",
     "check_value",
+    "chunks",
     "key_range",
     "scan_args",
     "scan_chunks",
@@ -71,21 +73,13 @@ def _check_bound(name: str, bound: object) -> bytes | None:
     return bytes(bound)
 
 
-def _prefix_end(prefix: bytes) -> bytes | None:
-    """The smallest key greater than every key starting with ``prefix`` (None: no bound)."""
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return None
-    return stripped[:-1] + bytes([stripped[-1] + 1])
-
-
 def key_range(start: object, stop: object, prefix: object) -> tuple[bytes | None, bytes | None]:
     """``(lo, hi)`` for ``start <= key < stop`` and ``key.startswith(prefix)`` (None: unbounded)."""
     lo = _check_bound("start", start)
     hi = _check_bound("stop", stop)
     pre = _check_bound("prefix", prefix)
     if pre is not None:
-        end = _prefix_end(pre)
+        end = prefix_end(pre)
         lo = pre if lo is None else max(lo, pre)
         hi = end if hi is None else (hi if end is None else min(hi, end))
     return lo, hi
@@ -223,26 +217,42 @@ async def scan_chunks(
         return
     seq = engine.acquire_snapshot() if snapshot is None else snapshot
     try:
-        n = max(first, 1)
-        while True:
-            if engine.closed:
-                raise DatabaseClosedError(f"the database at {engine.path} was closed during a scan")
-            keys, values, bound, done = engine.scan_chunk(lo, hi, seq, n, reverse)
+        if engine.closed:
+            raise DatabaseClosedError(f"the database at {engine.path} was closed during a scan")
+        for keys, values, last in chunks(engine, lo, hi, seq, reverse, first):
             if keys:
                 yield keys, values
-            if done:
+            if last:
                 return
-            if reverse:
-                hi = bound
-            else:
-                lo = bound
-            n = min(n * 4, 4096)
             # Between chunks, let other tasks run: a long scan must not hold the loop even
             # if its consumer never awaits anything else.
             await anyio.lowlevel.checkpoint()
+            if engine.closed:
+                raise DatabaseClosedError(f"the database at {engine.path} was closed during a scan")
     finally:
         if snapshot is None:
             engine.release_snapshot(seq)
+
+
+def chunks(
+    engine: Engine, lo: bytes | None, hi: bytes | None, seq: int, reverse: bool, first: int = 64
+) -> Iterator[tuple[list[bytes], list[bytes], bool]]:
+    """The one chunked scan loop: the live entries of ``[lo, hi)`` at ``seq`` as ``(keys,
+    values, last)`` column chunks in scan order (a chunk may be empty where the engine
+    stepped over deleted keys; ``last``: nothing follows), ``first`` entries (about), then
+    chunks growing 4x up to 4,096. Synchronous: ``scan_chunks`` drives it with a checkpoint
+    between chunks; live queries read with it inside a commit's publish."""
+    n = max(first, 1)
+    while True:
+        keys, values, bound, done = engine.scan_chunk(lo, hi, seq, n, reverse)
+        yield keys, values, done
+        if done:
+            return
+        if reverse:
+            hi = bound
+        else:
+            lo = bound
+        n = min(n * 4, 4096)
 
 
 # ---------------------------------------------------------------------- writes

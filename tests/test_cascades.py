@@ -1,4 +1,4 @@
-"""Cascades (quanta/_relations.py): what deleting a linked record does, through the whole
+"""Cascades (quanta/_entity/_relations.py): what deleting a linked record does, through the whole
 graph, as one batch; and the cascade update of a key change (``rekey``).
 
 What is proved here:
@@ -616,7 +616,7 @@ def test_random_graphs_stay_consistent_under_puts_deletes_and_rekeys(
 ) -> None:
     """``per_key``: targets per link and level read as one range each; 1 makes every walk
     read grouped covering ranges (``_relations.referrers``)."""
-    from quanta import _relations
+    from quanta._entity import _relations
 
     async def run() -> None:
         async with quanta.open("/db", fs=MemoryFileSystem()) as db:

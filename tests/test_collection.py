@@ -1,4 +1,4 @@
-"""Collections (quanta/_collection.py): typed records and their index entries in storage.
+"""Collections (quanta/_entity/_collection.py): typed records and their index entries in storage.
 
 What is proved here, on the in-memory file layer and on a real directory:
 

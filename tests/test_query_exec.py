@@ -1,4 +1,4 @@
-"""Queries end to end: planner, executor and storage together (quanta/_queries.py).
+"""Queries end to end: planner, executor and storage together (quanta/_entity/_queries.py).
 
 The issue's proof: whichever access path the planner picks, a query returns exactly what a
 brute-force filter and sort of every record returns. A Hypothesis test stores a random

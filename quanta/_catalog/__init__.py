@@ -1,8 +1,9 @@
 """The schema catalog: stored schemas, schema versions, migrations and index jobs.
 
 The database (``quanta/_db.py``) owns one :class:`Catalog`; the collection layer reaches it
-through the per-database state it already shares (``_Sequences.catalog``) to admit classes
-and to hide incomplete indexes from the planner. ``migration`` is the public decorator.
+through the database's ``quanta._entity.EntityContext`` (``catalog``, typed by the entity
+layer's ``SchemaCatalog`` protocol, which :class:`Catalog` implements) to admit classes and
+to hide incomplete indexes from the planner. ``migration`` is the public decorator.
 
 Modules: ``format.py`` (the on-disk format), ``diff.py`` (comparing schemas; pure),
 ``migrations.py`` (steps and record conversions; pure), ``store.py`` (chunked storage
@@ -10,6 +11,7 @@ access), ``rewrite.py`` (staged, crash-safe record rewrites), ``builder.py`` (in
 and drops), ``catalog.py`` (the async shell), ``autogen.py`` (migration skeletons for the CLI).
 """
 
+from .autogen import EntityReport, render, to_version_for
 from .catalog import Catalog, check_entities
 from .diff import Decision, Difference, decide, differences
 from .format import HistoryEntry, StoredField, StoredIndex, StoredSchema, schema_of
@@ -20,6 +22,7 @@ __all__ = [
     "Catalog",
     "check_entities",
     "Decision",
+    "EntityReport",
     "Difference",
     "HistoryEntry",
     "SchemaProgress",
@@ -30,6 +33,8 @@ __all__ = [
     "decide",
     "differences",
     "migration",
+    "render",
     "schema_of",
     "steps_of",
+    "to_version_for",
 ]

@@ -29,7 +29,7 @@ from typing import Any
 import anyio
 
 from .._codec import decode_tuple, prefix_end
-from .._collection import _entries, _keys
+from .._entity import entity_keys, index_entries
 from .._schema import EntityInfo, IndexInfo
 from .._schema.keyspace import index_prefix, unique_prefix
 from .._txn import Transaction, Transactions
@@ -84,7 +84,7 @@ async def build(
     if job.total == 0:
         job.total = await store.count(lo, hi) + job.done
     single = dataclasses.replace(info, indexes=(index,))
-    keys = _keys(info)
+    keys = entity_keys(info)
     decode, pk_name = info.decode, info.primary_key
     jkey = job_key(entity, "build", index.name)
     cur: bytes | None = lo
@@ -104,7 +104,7 @@ async def build(
                         continue  # deleted since the chunk was listed
                     obj = decode(value)
                     pk = getattr(obj, pk_name)
-                    for k, v in _entries(single, keys, obj, pk).items():
+                    for k, v in index_entries(single, keys, obj, pk).items():
                         if index.unique:
                             other = owners.get(k)
                             if other is not None and other != pk:

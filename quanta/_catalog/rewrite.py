@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from .._codec import decode_tuple, encode_key, prefix_end
-from .._collection import _entries, _keys, _new_entries
+from .._entity import entity_keys, index_entries, new_index_entries
 from .._schema import EntityInfo, IndexInfo
 from .._schema.keyspace import NS, UNIQUE
 from ..errors import IntegrityError, InvalidTypeError, UniqueViolationError
@@ -287,7 +287,7 @@ class _Run:
         # A claim is its unique entry's key with the catalog's prefix: the unique entries come
         # from the collection's own code (which knows how links and -0.0 are indexed).
         unique_info = dataclasses.replace(info, indexes=tuple(uniques))
-        keys = _keys(info)
+        keys = entity_keys(info)
         head = len(NS + UNIQUE + encode_key(entity))
         claims_of = claim_prefix(entity)
         prefix, encode = stage_prefix(entity), info.encode
@@ -303,7 +303,7 @@ class _Run:
                 raise IntegrityError(f"{entity}: two migrated records have the primary key {pk!r}; nothing was changed")
             staged[key] = encode(obj)
             if uniques:
-                for uk in _entries(unique_info, keys, obj, pk):
+                for uk in index_entries(unique_info, keys, obj, pk):
                     ck = claims_of + uk[head:]
                     other = claims.get(ck)
                     if other is not None and other[0] != epk:
@@ -353,7 +353,7 @@ class _Run:
 
     async def _move(self) -> None:
         info, job = self.info, self.job
-        keys = _keys(info)
+        keys = entity_keys(info)
         decode, pk_name = info.decode, info.primary_key
         prefix = stage_prefix(self.entity)
         n = len(prefix)
@@ -373,12 +373,12 @@ class _Run:
             out_keys: list[bytes] = [record_prefix + e for e in epks]
             out_values: list[bytes | None] = list(data)
             if plain is not None:  # the non-unique entries, a column at a time
-                entry_keys, entry_values = _new_entries(plain, keys, objs, epks)
+                entry_keys, entry_values = new_index_entries(plain, keys, objs, epks)
                 out_keys += entry_keys
                 out_values += entry_values
             if unique is not None:
                 for obj in objs:
-                    entries = _entries(unique, keys, obj, getattr(obj, pk_name))
+                    entries = index_entries(unique, keys, obj, getattr(obj, pk_name))
                     out_keys += entries
                     out_values += entries.values()
             out_keys += staged

@@ -4,8 +4,9 @@ The catalog's jobs read and write the key space in chunks (a few hundred records
 at most), each chunk one atomic batch through the engine's ordered commit path that also
 records the job's progress, so a crash between two chunks resumes at the next one.
 
-Concurrency rules: event-loop thread only. ``read_chunk`` yields to the loop between the
-engine's scan chunks, so a chunk that has to step over many deleted keys (a range a
+Concurrency rules: event-loop thread only. ``read_chunk`` reads with the one chunked scan
+loop (``quanta/_kv.py``'s ``scan_chunks``, at one snapshot per call), which yields to the
+loop between the engine's scan chunks, so a chunk that has to step over many deleted keys (a range a
 migration just cleared) does not hold the loop.
 """
 
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
+from contextlib import aclosing
 from itertools import accumulate
 from typing import Any
 
-import anyio.lowlevel
-
+from .._kv import scan_chunks
 from .._storage import Engine
 from .format import pack, unpack
 
@@ -44,20 +45,14 @@ class Store:
     ) -> tuple[list[bytes], list[bytes], bytes | None]:
         """Up to ``n`` live ``(key, value)`` pairs of ``[lo, hi)`` in key order (fewer past
         ``max_bytes``), and where to continue (None: the range is exhausted). Reads the
-        latest committed state."""
+        latest committed state (one snapshot for the call)."""
         engine = self.engine
         engine.check_open()
         keys: list[bytes] = []
         values: list[bytes] = []
         size = 0
-        cur: bytes | None = lo
-        while True:
-            seq = engine.acquire_snapshot()
-            try:
-                ks, vs, bound, done = engine.scan_chunk(cur, hi, seq, max(n - len(keys), 1), False)
-            finally:
-                engine.release_snapshot(seq)
-            if ks:
+        async with aclosing(scan_chunks(engine, lo, hi, False, None, n)) as scan:
+            async for ks, vs in scan:
                 sizes = list(accumulate(map(len, vs), initial=size))  # sizes[i]: after i more entries
                 stop = n - len(keys)
                 if sizes[-1] >= max_bytes:
@@ -69,10 +64,7 @@ class Store:
                 keys += ks
                 values += vs
                 size = sizes[-1]
-            if done:
-                return keys, values, None
-            cur = bound
-            await anyio.lowlevel.checkpoint()
+        return keys, values, None
 
     async def count(self, lo: bytes, hi: bytes | None) -> int:
         n = 0

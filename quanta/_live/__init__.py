@@ -7,7 +7,7 @@ values of a query, pure), ``states.py`` (the maintained values, synchronous), ``
 (synchronous reads of a plan), ``dispatch.py`` (one dispatcher per entity class per
 database, fed by the change bus inside each commit's publish), ``faces.py`` (delivery:
 outlets: coalescing in front of the bus's queue, drained by ``quanta.Watch``), ``api.py`` (the entry points
-``quanta/_collection.py`` and ``quanta/_queries.py`` delegate to).
+``quanta/_entity/_collection.py`` and ``quanta/_entity/_queries.py`` delegate to).
 """
 
 from .api import Coalesce, live, watch, watch_aggregate, watch_count, watch_diff, watch_lazy, watch_object

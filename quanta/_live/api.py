@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-from .._kv import KeyValue, check_buffer
+from .._kv import check_buffer
 from .._query import Field
 from .._reactive import DEFAULT_CAPACITY, Queue, Watch
 from .._schema.keyspace import record_prefix
@@ -40,8 +40,7 @@ from .states import (
 )
 
 if TYPE_CHECKING:
-    from .._collection import Collection
-    from .._queries import Query
+    from .._entity import Collection, Query
     from .._reactive import ChangeBus
     from .._storage import Engine
 
@@ -73,16 +72,15 @@ def _slack(limit: int | None) -> int:
 
 
 def _database(coll: Collection[Any]) -> tuple[ChangeBus, Engine]:
-    if coll._tx is not None:
+    if coll.transaction is not None:
         raise QueryError(
             f"a live query of {coll._info.name} needs the database's collection (db.collection(...)): "
             "a transaction's collection sees writes that are not committed, and live queries follow commits"
         )
-    kv = coll._reader
-    assert isinstance(kv, KeyValue)
-    engine = kv._engine
+    context = coll.context
+    engine = context.engine
     engine.check_open()
-    return kv._bus, engine
+    return context.bus, engine
 
 
 def _coalesce(value: object) -> float | None:

@@ -37,8 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .._codec import encode_key, encode_tuple
-from .._query import Expr, Plan, sort_key
-from .._query.expr import And, Compare, Contains, In, IsNone, Or
+from .._query import And, Compare, Contains, Expr, In, IsNone, Or, Plan, sort_key
 from .._schema.info import EntityInfo
 from .._schema.keyspace import index_prefix
 from .._schema.relations import index_value

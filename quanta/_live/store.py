@@ -12,7 +12,7 @@ async scan only adds a checkpoint between chunks), so this costs the same CPU; t
 that a live query over a very large result holds the loop while it is read (docs/live.md).
 
 The plan contract is the one in ``quanta/_query/planner.py``; this is a second executor
-beside ``quanta/_queries.py``'s, yielding ``(encoded pk, stored bytes)`` so that results
+beside ``quanta/_entity/executor.py``'s, yielding ``(encoded pk, stored bytes)`` so that results
 can be compared by their bytes without re-encoding. Event-loop thread only.
 """
 
@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .._kv import chunks
 from .._schema.info import EntityInfo
 from .._schema.keyspace import record_prefix
 from .._schema.linkvalues import SOURCE
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["Source"]
 
 _FIRST_CHUNK = 64
-_MAX_CHUNK = 4096
 _GET_BATCH = 512
 
 
@@ -178,16 +178,7 @@ class Source:
 
 
 def _scan(engine: Engine, lo: bytes, hi: bytes | None, seq: int, reverse: bool) -> Iterator[tuple[bytes, bytes]]:
-    """Every live ``(key, value)`` with ``lo <= key < hi`` at ``seq``, in chunks."""
-    n = _FIRST_CHUNK
-    low: bytes | None = lo
-    while True:
-        keys, values, bound, done = engine.scan_chunk(low, hi, seq, n, reverse)
+    """Every live ``(key, value)`` with ``lo <= key < hi`` at ``seq`` (the scan loop of
+    ``quanta/_kv.py``, from a small first chunk)."""
+    for keys, values, _ in chunks(engine, lo, hi, seq, reverse, _FIRST_CHUNK):
         yield from zip(keys, values, strict=True)
-        if done:
-            return
-        if reverse:
-            hi = bound
-        else:
-            low = bound
-        n = min(n * 4, _MAX_CHUNK)

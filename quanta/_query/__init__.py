@@ -2,8 +2,15 @@
 planner (``planner.py``). Pure and synchronous; the collection runs the plans."""
 
 from .expr import (
+    And,
+    Compare,
+    Contains,
     Expr,
     Field,
+    In,
+    IsNone,
+    Not,
+    Or,
     Order,
     and_,
     as_order,
@@ -15,13 +22,23 @@ from .expr import (
     not_,
     or_,
 )
+from .links import LinkIn, LinksAny, Through, has_through
 from .planner import MAX_RANGES, Access, Plan, check, order_records, plan, sort_key
 
 __all__ = [
     "MAX_RANGES",
     "Access",
+    "And",
+    "Compare",
+    "Contains",
     "Expr",
     "Field",
+    "In",
+    "IsNone",
+    "LinkIn",
+    "LinksAny",
+    "Not",
+    "Or",
     "Order",
     "Plan",
     "and_",
@@ -37,4 +54,6 @@ __all__ = [
     "order_records",
     "plan",
     "sort_key",
+    "Through",
+    "has_through",
 ]

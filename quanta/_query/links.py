@@ -10,7 +10,7 @@ the planner serves it from the link's automatic index like any indexed field, an
 
 ``has(...)`` (a condition through the link, on the target's fields) builds a :class:`Through`
 node. It cannot be decided from one record: a query holding one is planned when it runs, in
-two steps (``quanta/_queries.py``): the condition is run as a query on the target
+two steps (``quanta/_entity/_queries.py``): the condition is run as a query on the target
 collection, at the same snapshot, and the ``Through`` node is replaced by "the link is one of
 the keys found" (:class:`LinkIn`, or :class:`LinksAny` for a ``Links`` field), which the
 planner serves with one range of the link's index per key. ``explain()`` shows both steps.

@@ -2,7 +2,7 @@
 
 ``plan(info, where, order_by, limit, offset) -> Plan`` is a pure function of the entity's
 :class:`~quanta._schema.info.EntityInfo` and the query: no I/O, no statistics, no event
-loop. The executor (``quanta/_queries.py``) runs the plan against a snapshot.
+loop. The executor (``quanta/_entity/executor.py``) runs the plan against a snapshot.
 
 The plan contract (what an executor does with a :class:`Plan`)
 ---------------------------------------------------------------

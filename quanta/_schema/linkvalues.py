@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeAlias, TypeVar, ov
 from ..errors import IntegrityError, InvalidArgumentError, InvalidTypeError
 
 if TYPE_CHECKING:
-    from .._queries import Query
+    from .._entity import Query
     from .._query.links import LinkField, LinksField
     from .relations import BacklinkSpec, LinkSpec
 

@@ -24,7 +24,7 @@ from bisect import bisect_left
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 
@@ -53,7 +53,16 @@ R = TypeVar("R")
 E = TypeVar("E")
 
 if TYPE_CHECKING:
-    from .._collection import Collection
+    from .._entity import Collection
+
+
+class EntityLayer(Protocol):
+    """What ``tx.collection(cls)`` asks of the entity layer above (the Database's
+    ``quanta._entity.EntityContext`` implements it)."""
+
+    def collection(self, cls: type[E], tx: Transaction | None = None) -> Collection[E]:
+        """The collection of ``cls`` read and written in ``tx``."""
+        ...
 
 
 class Transactions:
@@ -65,7 +74,7 @@ class Transactions:
         self.tracker = ConflictTracker()
         self.conflicts = 0  # commits refused (for stats)
         self.commits = 0
-        self.sequences: Any = None  # the entity layer's auto-increment counters (set by Database)
+        self.entities: EntityLayer | None = None  # what tx.collection() asks (set by Database)
 
     def begin(self, start: int) -> TxState:
         tracker = self.tracker
@@ -119,9 +128,10 @@ class Transaction:
 
     def collection(self, cls: type[E]) -> Collection[E]:
         """The records of entity class ``cls``, read and written inside this transaction."""
-        from .._collection import Collection, entity_info_of  # the layer above: imported on use
-
-        return Collection(entity_info_of(cls), sequences=self._manager.sequences, tx=self)
+        entities = self._manager.entities
+        if entities is None:
+            raise InvalidArgumentError("this transaction's manager has no entity layer: use db.transaction()")
+        return entities.collection(cls, self)
 
     def _check_active(self) -> None:
         if self._finished:

@@ -1,5 +1,5 @@
-"""Collections: typed entity storage on top of transactions (queries and their executor are in
-``quanta/_queries.py``).
+"""Collections: typed entity storage on top of transactions (queries are in ``_queries.py``,
+their executor in ``executor.py``, the writes in ``writes.py``).
 
 ``db.collection(User)`` and ``tx.collection(User)`` return a :class:`Collection`. Writes go
 through a transaction: a collection of a transaction buffers them in it; a collection of the
@@ -13,7 +13,7 @@ multi-entry index one per distinct element); per unique index one entry per reco
 values are all non-None (``unique_key``: the values). Every entry's value is the encoded
 primary key, so a query reaches the record by concatenation, without decoding the entry.
 
-Links (``quanta/_relations.py``): for an entity with link fields, ``put``/``put_many`` first
+Links (``quanta/_entity/_relations.py``): for an entity with link fields, ``put``/``put_many`` first
 check that every target exists (``IntegrityError``); deletes of an entity that links point to
 apply their ``on_delete`` rules through the graph in the same batch; objects of a class with
 links or backlinks are bound to the collection's database or transaction (what their links
@@ -28,23 +28,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from .._codec import decode_tuple, encode_key, encode_keys
+from .._schema import EntityInfo
+from .._schema import relations as _links
+from .._schema.keyspace import record_prefix
+from ..errors import InvalidArgumentError, InvalidTypeError
 from . import _relations
-from ._codec import decode_tuple, encode_key, encode_keys, encode_tuple, successor
-from ._schema import EntityInfo, IndexInfo
-from ._schema import relations as _links
-from ._schema.keyspace import EntityKeys, record_prefix
-from .errors import InvalidArgumentError, InvalidTypeError, UniqueViolationError
+from .entries import entity_keys
+from .writes import delete_records, put_records
 
 if TYPE_CHECKING:
-    from ._catalog import Catalog
-    from ._kv import _Reader
+    from .._kv import KeyValue, Snapshot
+    from .._reactive import ChangeBus
+    from .._storage import Engine
+    from .._txn import Transaction, TransactionKeyValue
     from ._queries import Query
-    from ._txn import Transaction, TransactionKeyValue
 
-__all__ = ["Collection", "entity_info_of"]
+__all__ = ["Collection", "EntityContext", "SchemaCatalog", "entity_info_of"]
 
 E = TypeVar("E")
 R = TypeVar("R")
@@ -60,45 +62,89 @@ def entity_info_of(cls: object) -> EntityInfo:
     return info
 
 
-class _Sequences:
-    """Auto-increment counters, one per entity, shared by every collection of one database
-    (which also reach the database's schema catalog through it: ``catalog``)."""
+class SchemaCatalog(Protocol):
+    """What the entity layer asks of the database's schema catalog (``quanta._catalog.Catalog``
+    implements it; the catalog sits above this layer, so it is reached through this)."""
 
-    def __init__(self) -> None:
+    def admit(self, info: EntityInfo) -> None:
+        """Raise SchemaMismatchError if the stored schema cannot read records of ``info``."""
+
+    def planning_info(self, info: EntityInfo) -> EntityInfo:
+        """``info`` as the planner may use it: without indexes still being built."""
+
+
+class EntityContext:
+    """The entity layer's state for one open database, owned by the :class:`quanta.Database`
+    and shared by all its collections: the engine and change bus, the database's ``kv``, how
+    to run a transaction and take a snapshot, the auto-increment counters (``next``, one per
+    entity, seeded from the largest stored key on first use, with ``locks`` for the seeding),
+    and the schema catalog (``catalog``: it admits the classes collections are made for and
+    hides incomplete indexes from the planner). The live-query layer reaches the engine and
+    the bus through it (``Collection.context``).
+
+    Concurrency rules: event-loop thread only."""
+
+    __slots__ = ("bus", "catalog", "database", "engine", "kv", "locks", "next", "run", "snapshot")
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        bus: ChangeBus,
+        kv: KeyValue,
+        run: RunTransaction,
+        snapshot: Callable[[], Snapshot],
+        database: object,
+        catalog: SchemaCatalog | None = None,
+    ) -> None:
+        self.engine = engine
+        self.bus = bus
+        self.kv = kv
+        self.run = run
+        self.snapshot = snapshot
+        self.database = database  # what objects of a database collection load their links through
+        self.catalog = catalog
         self.next: dict[str, int] = {}
         self.locks: dict[str, asyncio.Lock] = {}
-        # The schema catalog (quanta/_catalog), set by the database: it admits the classes
-        # collections are made for and hides incomplete indexes from the planner.
-        self.catalog: Catalog | None = None
+
+    def collection(self, cls: type[E], tx: Transaction | None = None) -> Collection[E]:
+        """The collection of entity class ``cls``: of the database, or of transaction ``tx``."""
+        return Collection(entity_info_of(cls), self, tx=tx)
+
+
+RunTransaction = Callable[[Callable[["Transaction"], Awaitable[Any]]], Awaitable[Any]]
 
 
 class Collection(Generic[E]):
     """The records of one entity class. See the module docstring."""
 
-    __slots__ = ("_bind", "_info", "_keys", "_reader", "_run", "_sequences", "_snapshot", "_tx")
+    __slots__ = ("_bind", "_ctx", "_info", "_keys", "_tx")
 
-    def __init__(
-        self,
-        info: EntityInfo,
-        *,
-        sequences: _Sequences,
-        tx: Transaction | None = None,
-        run: Callable[[Callable[[Transaction], Awaitable[Any]]], Awaitable[Any]] | None = None,
-        reader: _Reader | None = None,
-        snapshot: Callable[[], Any] | None = None,
-    ) -> None:
-        if sequences.catalog is not None:
-            sequences.catalog.admit(info)  # SchemaMismatchError for a class the stored schema cannot read
+    def __init__(self, info: EntityInfo, context: EntityContext, *, tx: Transaction | None = None) -> None:
+        if context.catalog is not None:
+            context.catalog.admit(info)  # SchemaMismatchError for a class the stored schema cannot read
         self._info = info
-        self._keys = _keys(info)
+        self._keys = entity_keys(info)
         # Objects of a class with links or backlinks are bound to this collection's source
         # (quanta/_schema/relations.py, "Binding"); for any other class nothing is done.
         self._bind = info.relations is not None and info.relations.bind
-        self._sequences = sequences
+        self._ctx = context
         self._tx = tx
-        self._run = run
-        self._reader = reader
-        self._snapshot = snapshot
+
+    @property
+    def context(self) -> EntityContext:
+        """The database's entity state (for the layers above: live queries)."""
+        return self._ctx
+
+    @property
+    def transaction(self) -> Transaction | None:
+        """The transaction this collection reads and writes in; None for the database's."""
+        return self._tx
+
+    @property
+    def info(self) -> EntityInfo:
+        """The entity's declaration (fields, keys, indexes, links)."""
+        return self._info
 
     @property
     def entity(self) -> type[E]:
@@ -108,7 +154,7 @@ class Collection(Generic[E]):
     def _source(self) -> Any:
         """What objects of this collection load their links through: the transaction, or
         the database (whose ``run_transaction`` runs this collection's writes)."""
-        return self._tx if self._tx is not None else getattr(self._run, "__self__", None)
+        return self._tx if self._tx is not None else self._ctx.database
 
     def __repr__(self) -> str:
         where = "transaction" if self._tx is not None else "database"
@@ -119,8 +165,7 @@ class Collection(Generic[E]):
     async def _write(self, op: Callable[[TransactionKeyValue], Awaitable[R]]) -> R:
         if self._tx is not None:
             return await op(self._tx.kv)
-        assert self._run is not None
-        result: R = await self._run(lambda tx: op(tx.kv))
+        result: R = await self._ctx.run(lambda tx: op(tx.kv))
         return result
 
     async def put(self, obj: E) -> Any:
@@ -148,7 +193,7 @@ class Collection(Generic[E]):
         if info.auto:
             await self._assign_keys(items)
         pks = [getattr(obj, info.primary_key) for obj in items]
-        await self._write(lambda kv: _put_records(info, kv, items, pks))
+        await self._write(lambda kv: put_records(info, kv, items, pks))
         if self._bind:
             _relations.bind(items, self._source)
         return pks
@@ -156,7 +201,7 @@ class Collection(Generic[E]):
     async def _assign_keys(self, items: list[Any]) -> None:
         info = self._info
         name, pk = info.name, info.primary_key
-        seq = self._sequences
+        seq = self._ctx
         if name not in seq.next:
             lock = seq.locks.setdefault(name, asyncio.Lock())
             async with lock:
@@ -194,7 +239,7 @@ class Collection(Generic[E]):
         if not keys:
             return 0
         info = self._info
-        return await self._write(lambda kv: _delete_records(info, kv, keys))
+        return await self._write(lambda kv: delete_records(info, kv, keys))
 
     async def rekey(self, old_pk: Any, new_pk: Any) -> bool:
         """Move the record with primary key ``old_pk`` to ``new_pk`` and make every link to it
@@ -207,7 +252,7 @@ class Collection(Generic[E]):
             new_pk = float(new_pk)
         moved: bool = await self._write(lambda kv: _relations.rekey(info, kv, old_key, new_key, new_pk))
         if moved and info.auto and type(new_pk) is int:
-            seq = self._sequences.next
+            seq = self._ctx.next
             if info.name in seq and new_pk >= seq[info.name]:
                 seq[info.name] = new_pk + 1
         return moved
@@ -235,8 +280,7 @@ class Collection(Generic[E]):
         if self._tx is not None:
             await _relations.load_paths(self._tx.kv, source, info, items, tree)
             return
-        assert self._snapshot is not None
-        snap = self._snapshot()
+        snap = self._ctx.snapshot()
         try:
             await _relations.load_paths(snap.kv, source, info, items, tree)
         finally:
@@ -264,18 +308,17 @@ class Collection(Generic[E]):
 
     # ------------------------------------------------------------------ reads
 
-    def _read_view(self) -> _Reader | TransactionKeyValue:
+    def _read_view(self) -> KeyValue | TransactionKeyValue:
         if self._tx is not None:
             return self._tx.kv
-        assert self._reader is not None
-        return self._reader
+        return self._ctx.kv
 
     async def get(self, pk: Any) -> E | None:
         """The record with primary key ``pk``, or None."""
         keys = self._keys
         key = keys.record_prefix + encode_key(pk) if type(pk) is keys.pk_type else self._pk_key(pk)  # type: ignore[arg-type]
-        view = self._tx.kv if self._tx is not None else self._reader
-        data = await view.get(key)  # type: ignore[union-attr]
+        view = self._tx.kv if self._tx is not None else self._ctx.kv
+        data = await view.get(key)
         if data is None:
             return None
         obj = self._info.decode(data)
@@ -288,10 +331,10 @@ class Collection(Generic[E]):
         if isinstance(pks, (str, bytes)) or not isinstance(pks, Iterable):
             raise InvalidTypeError("get_many takes an iterable of primary keys")
         pks = list(pks)
-        entity_keys = self._keys
-        pk_type = entity_keys.pk_type
+        ekeys = self._keys
+        pk_type = ekeys.pk_type
         if all(type(pk) is pk_type for pk in pks):  # the common case: no per-key checks needed
-            prefix = entity_keys.record_prefix
+            prefix = ekeys.record_prefix
             keys = [prefix + e for e in encode_keys(pks)]
         else:
             keys = [self._pk_key(pk) for pk in pks]
@@ -326,217 +369,21 @@ class Collection(Generic[E]):
     # ------------------------------------------------------------------ live (quanta/_live)
 
     if TYPE_CHECKING:
-        from ._live import Coalesce
-        from ._reactive import Watch
+        from .._live import Coalesce
+        from .._reactive import Watch
 
     def watch_object(self, pk: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[E | None]:
         """The record with primary key ``pk`` (None while absent) now, then after each commit
         that changes it: a ``reactivex`` Observable, also async-iterable (docs/live.md).
         ``coalesce``: at most one emission per that many seconds; ``buffer``: emissions that
         may wait for a slow consumer (default 10,000) before ``SubscriberOverflowError``."""
-        from ._live import watch_object
+        from .._live import watch_object
 
         return watch_object(self, pk, coalesce=coalesce, buffer=buffer)
 
     def watch_lazy(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[None]:
         """None after each commit that changes a record of this collection (no current value
         first; nothing is decoded): "something here changed, look again"."""
-        from ._live import watch_lazy
+        from .._live import watch_lazy
 
         return watch_lazy(self, coalesce=coalesce, buffer=buffer)
-
-
-# ---------------------------------------------------------------------- writing records
-
-
-def _keys(info: EntityInfo) -> EntityKeys:
-    """The entity's key builders, made once per class."""
-    keys: EntityKeys | None = info.cls.__dict__.get("__quanta_keys__")
-    if keys is None:
-        keys = EntityKeys(info.name, [idx.name for idx in info.indexes])
-        keys.pk_type = info.pk_field.key_type
-        type.__setattr__(info.cls, "__quanta_keys__", keys)
-    return keys
-
-
-def _entries(info: EntityInfo, keys: EntityKeys, obj: Any, pk: Any) -> dict[bytes, bytes]:
-    """Every index entry of ``obj`` (key -> value)."""
-    out: dict[bytes, bytes] = {}
-    rel = info.relations
-    get = _links.index_value if rel is not None and rel.links else _getattr  # links index their keys
-    for idx in info.indexes:
-        if idx.multi:
-            elements = get(obj, idx.fields[0])
-            if elements:
-                prefix = keys.index_prefixes[idx.name]
-                epk = encode_key(pk)
-                for element in set(elements):
-                    out[prefix + encode_key(element) + epk] = epk
-            continue
-        values = tuple([get(obj, f) for f in idx.fields])
-        if idx.unique:
-            if any(type(v) is float and v == 0.0 for v in values):
-                values = tuple(0.0 if type(v) is float and v == 0.0 else v for v in values)  # -0.0 == 0.0
-            if None not in values:
-                out[keys.unique(idx.name, values)] = encode_key(pk)
-        else:
-            out[keys.index(idx.name, values, pk)] = encode_key(pk)
-    return out
-
-
-def _unique_index(info: EntityInfo, key: bytes) -> IndexInfo:
-    name = decode_tuple(key[3:])[1]
-    for idx in info.indexes:
-        if idx.name == name:
-            return idx
-    raise AssertionError(name)  # pragma: no cover
-
-
-async def _put_records(info: EntityInfo, kv: TransactionKeyValue, items: list[Any], pks: list[Any]) -> None:
-    keys = _keys(info)
-    prefix = keys.record_prefix
-    epks = encode_keys(pks)
-    rkeys = [prefix + e for e in epks]
-    if len(set(rkeys)) != len(rkeys):  # a key given twice: the later object wins
-        latest = {k: (obj, pk, e) for k, obj, pk, e in zip(rkeys, items, pks, epks, strict=True)}
-        rkeys = list(latest)
-        items = [obj for obj, _, _ in latest.values()]
-        pks = [pk for _, pk, _ in latest.values()]
-        epks = [e for _, _, e in latest.values()]
-    if info.relations is not None and info.relations.links:
-        await _relations.check_targets(info, kv, items, rkeys)  # IntegrityError before any write
-    encode, decode = info.encode, info.decode
-    records = list(map(encode, items))
-    if not info.indexes:
-        kv._put_generated(rkeys, records)  # type: ignore[arg-type]
-        return
-    olds = await _old_records(kv, rkeys)
-    if all(old is None for old in olds) and not any(idx.unique for idx in info.indexes):
-        # Only new records and no unique index (a bulk load): index keys column by column.
-        entry_keys, entry_values = _new_entries(info, keys, items, epks)
-        kv._put_generated([*entry_keys, *rkeys], [*entry_values, *records])
-        return
-    removed: set[bytes] = set()
-    added: dict[bytes, bytes] = {}
-    claims: dict[bytes, Any] = {}  # unique entry -> pk claiming it in this batch
-    unique = any(idx.unique for idx in info.indexes)
-    for obj, pk, old in zip(items, pks, olds, strict=True):
-        new = _entries(info, keys, obj, pk)
-        if old is None:
-            before: dict[bytes, bytes] = {}
-        else:
-            before = _entries(info, keys, decode(old), pk)
-            removed.update(k for k in before if k not in new)
-        if not unique and not before:
-            added.update(new)
-            continue
-        for k, v in new.items():
-            if k in before:
-                continue
-            if k[2] == 0x75:  # a unique entry (kind byte b"u")
-                other = claims.get(k, _NONE)
-                if other is not _NONE and other != pk:
-                    _violation(info, k)
-                claims[k] = pk
-            added[k] = v
-    if claims:
-        fresh = [k for k in claims if k not in removed]
-        for k, existing in zip(fresh, await kv.get_many(fresh), strict=True):
-            if existing is not None and decode_tuple(existing)[0] != claims[k]:
-                _violation(info, k)
-    out_keys = [k for k in removed if k not in added]
-    out_values: list[bytes | None] = [None] * len(out_keys)
-    out_keys += added
-    out_values += added.values()
-    out_keys += rkeys
-    out_values += records
-    kv._put_generated(out_keys, out_values)
-
-
-_NONE = object()
-_getattr = getattr
-_PROBE_FROM = 256  # put_many of at least this many records first probes their key range
-
-
-async def _old_records(kv: TransactionKeyValue, rkeys: list[bytes]) -> list[bytes | None]:
-    """The stored records under ``rkeys`` (None where new). Reading them also makes a
-    concurrent change of one a conflict. A big batch first asks whether any record at all
-    lies between its smallest and largest key (one seek; a bulk load into an empty
-    collection, or past its last key, ends there): the range read makes any concurrent write
-    in it a conflict, which covers every key of the batch."""
-    if len(rkeys) >= _PROBE_FROM:
-        lo, hi = min(rkeys), max(rkeys)
-        async with aclosing(kv._scan_chunks(lo, successor(hi), False, 1)) as chunks:
-            async for _ in chunks:
-                break
-            else:
-                return [None] * len(rkeys)
-    return await kv.get_many(rkeys)
-
-
-def _new_entries(
-    info: EntityInfo, keys: EntityKeys, objs: list[Any], epks: list[bytes]
-) -> tuple[list[bytes], list[bytes | None]]:
-    """Keys and values of every non-unique index entry of ``objs`` (whose encoded primary
-    keys are ``epks``): ``_entries`` for a bulk insert, one index at a time, a column at a
-    time (an entry is the index prefix, the encoded values, then the encoded primary key;
-    its value is the encoded primary key)."""
-    out: list[bytes] = []
-    values: list[bytes | None] = []
-    rel = info.relations
-    get = _links.index_value if rel is not None and rel.links else _getattr  # links index their keys
-    for idx in info.indexes:
-        p = keys.index_prefixes[idx.name]
-        if idx.multi:
-            f = idx.fields[0]
-            for obj, e in zip(objs, epks, strict=True):
-                elements = get(obj, f)
-                if elements:
-                    distinct = set(elements)
-                    out += [p + encode_key(el) + e for el in distinct]
-                    values += [e] * len(distinct)
-            continue
-        if len(idx.fields) == 1:
-            column = encode_keys([get(obj, idx.fields[0]) for obj in objs])
-            out += [p + v + e for v, e in zip(column, epks, strict=True)]
-        else:
-            fields = idx.fields
-            out += [p + encode_tuple([get(obj, f) for f in fields]) + e for obj, e in zip(objs, epks, strict=True)]
-        values += epks
-    return out, values
-
-
-def _violation(info: EntityInfo, key: bytes) -> None:
-    idx = _unique_index(info, key)
-    values = decode_tuple(key[3:])[2:]
-    shown = values[0] if len(values) == 1 else values
-    raise UniqueViolationError(
-        f"{info.name}.{'/'.join(idx.fields)} must be unique: {shown!r} is already used by another record; "
-        "nothing was written",
-        entity=info.name,
-        index=idx.name,
-        value=shown,
-    )
-
-
-async def _delete_records(info: EntityInfo, kv: TransactionKeyValue, keys: list[bytes]) -> int:
-    rel = info.relations
-    if rel is not None:
-        if _links.has_pending():
-            _links.resolve_pending()
-        if rel.incoming:  # links point here: apply their on_delete rules (quanta/_relations.py)
-            return await _relations.delete_graph(info, kv, keys)
-    olds = await kv.get_many(keys)
-    decode = info.decode
-    entity_keys = _keys(info)
-    gone: list[bytes] = []
-    n = 0
-    for key, old in zip(keys, olds, strict=True):
-        if old is None:
-            continue
-        n += 1
-        obj = decode(old)
-        gone.extend(_entries(info, entity_keys, obj, getattr(obj, info.primary_key)))
-        gone.append(key)
-    kv._put_generated(gone, [None] * len(gone))
-    return n

@@ -8,23 +8,21 @@ snapshot per call; a query of a transaction's collection sees its own writes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from msgpack import packb as _packb
-
+from .._query import Expr, Field, Order, Plan, and_, as_order, check, has_through, plan
+from .._schema import EntityInfo
+from ..errors import QueryError
 from . import _relations
-from ._collection import _delete_records, _keys
-from ._query import Expr, Field, Order, Plan, and_, as_order, check, plan
-from ._query.expr import And, Compare
-from ._query.links import has_through
-from ._schema import EntityInfo
-from .errors import QueryError
+from .entries import entity_keys
+from .executor import count_matches, execute
+from .writes import delete_records
 
 if TYPE_CHECKING:
+    from .._txn import TransactionKeyValue
     from ._collection import Collection
-    from ._txn import TransactionKeyValue
 
 __all__ = ["Query"]
 
@@ -125,14 +123,14 @@ class Query(Generic[E]):
         return plan(self._planning(self._coll._info), self._where, self._order, self._limit, self._offset)
 
     def _planning(self, info: EntityInfo) -> EntityInfo:
-        catalog = self._coll._sequences.catalog
+        catalog = self._coll._ctx.catalog
         if catalog is not None:
             info = catalog.planning_info(info)  # without indexes still being built
         return info
 
     async def _plan_at(self, reader: Any, *, ordered: bool = True) -> Plan:
         """The plan, run against ``reader``: a query through a link (``has``) first runs its
-        conditions on the target there (quanta/_relations.py); any other is planned once."""
+        conditions on the target there (quanta/_entity/_relations.py); any other is planned once."""
         if ordered and self._plan is not None:
             return self._plan
         where = self._where
@@ -174,12 +172,11 @@ class Query(Generic[E]):
         coll = self._coll
         if coll._tx is not None:
             query_plan = await self._plan_at(coll._tx.kv, ordered=False)
-            return await _count(query_plan, coll._info, coll._tx.kv)
-        assert coll._snapshot is not None
-        snap = coll._snapshot()
+            return await count_matches(query_plan, coll._info, coll._tx.kv)
+        snap = coll._ctx.snapshot()
         try:
             query_plan = await self._plan_at(snap.kv, ordered=False)
-            return await _count(query_plan, coll._info, snap.kv)
+            return await count_matches(query_plan, coll._info, snap.kv)
         finally:
             snap.release()
 
@@ -197,14 +194,13 @@ class Query(Generic[E]):
                     yield batch
             return
         if coll._tx is not None:
-            async with aclosing(_execute(await self._plan_at(coll._tx.kv), coll._info, coll._tx.kv)) as batches:
+            async with aclosing(execute(await self._plan_at(coll._tx.kv), coll._info, coll._tx.kv)) as batches:
                 async for batch in batches:
                     yield batch
             return
-        assert coll._snapshot is not None
-        snap = coll._snapshot()
+        snap = coll._ctx.snapshot()
         try:
-            async with aclosing(_execute(await self._plan_at(snap.kv), coll._info, snap.kv)) as batches:
+            async with aclosing(execute(await self._plan_at(snap.kv), coll._info, snap.kv)) as batches:
                 async for batch in batches:
                     yield batch
         finally:
@@ -217,11 +213,10 @@ class Query(Generic[E]):
         if coll._tx is not None:
             reader: Any = coll._tx.kv
         else:
-            assert coll._snapshot is not None
-            snap = coll._snapshot()
+            snap = coll._ctx.snapshot()
             reader = snap.kv
         try:
-            async with aclosing(_execute(await self._plan_at(reader), info, reader)) as batches:
+            async with aclosing(execute(await self._plan_at(reader), info, reader)) as batches:
                 async for batch in batches:
                     _relations.bind(batch, source)
                     if tree:
@@ -276,14 +271,14 @@ class Query(Generic[E]):
             self.plan()  # a bad query fails here, before a transaction begins
 
         async def op(kv: TransactionKeyValue) -> int:
-            record = _keys(info).record
+            record = entity_keys(info).record
             pk = info.primary_key
             keys: list[bytes] = []
             query_plan = await self._plan_at(kv)
-            async with aclosing(_execute(query_plan, info, kv)) as batches:
+            async with aclosing(execute(query_plan, info, kv)) as batches:
                 async for batch in batches:
                     keys += [record(getattr(obj, pk)) for obj in batch]
-            return await _delete_records(info, kv, keys) if keys else 0
+            return await delete_records(info, kv, keys) if keys else 0
 
         return await coll._write(op)
 
@@ -298,20 +293,20 @@ class Query(Generic[E]):
     # consumer (default 10,000) before SubscriberOverflowError.
 
     if TYPE_CHECKING:
-        from ._live import Coalesce, ResultDiff
-        from ._reactive import Watch
+        from .._live import Coalesce, ResultDiff
+        from .._reactive import Watch
 
     def watch(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[list[E]]:
         """The result (``all()``) now, then each new result: a ``reactivex`` Observable that
         is also async-iterable; each subscription is its own."""
-        from ._live import watch
+        from .._live import watch
 
         return watch(self, coalesce=coalesce, buffer=buffer)
 
     def watch_diff(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[ResultDiff[E]]:
         """Like ``watch()``, as :class:`quanta.ResultDiff` s (removed, inserted, moved,
         modified); the first one inserts the current result."""
-        from ._live import watch_diff
+        from .._live import watch_diff
 
         return watch_diff(self, coalesce=coalesce, buffer=buffer)
 
@@ -319,146 +314,39 @@ class Query(Generic[E]):
         """``async for rows in q.live()``: the result now, then the newest result whenever
         the consumer asks and it changed (latest value: a slow consumer skips results in
         between). Subscribed when called."""
-        from ._live import live
+        from .._live import live
 
         return live(self, coalesce=coalesce)
 
     def watch_count(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[int]:
         """``count()``, live."""
-        from ._live import watch_count
+        from .._live import watch_count
 
         return watch_count(self, coalesce=coalesce, buffer=buffer)
 
     def watch_min(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[Any]:
         """``min(field)``, live."""
-        from ._live import watch_aggregate
+        from .._live import watch_aggregate
 
         return watch_aggregate(self, "min", field, coalesce=coalesce, buffer=buffer)
 
     def watch_max(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[Any]:
         """``max(field)``, live."""
-        from ._live import watch_aggregate
+        from .._live import watch_aggregate
 
         return watch_aggregate(self, "max", field, coalesce=coalesce, buffer=buffer)
 
     def watch_sum(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[Any]:
         """``sum(field)``, live (int and float fields; a float sum is exact, then rounded)."""
-        from ._live import watch_aggregate
+        from .._live import watch_aggregate
 
         return watch_aggregate(self, "sum", field, coalesce=coalesce, buffer=buffer)
 
     def watch_avg(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[Any]:
         """``avg(field)``, live (int and float fields)."""
-        from ._live import watch_aggregate
+        from .._live import watch_aggregate
 
         return watch_aggregate(self, "avg", field, coalesce=coalesce, buffer=buffer)
-
-
-async def _execute(p: Plan, info: EntityInfo, reader: Any) -> AsyncGenerator[list[Any], None]:
-    """Run plan ``p`` against ``reader`` (a snapshot's or a transaction's ``kv``): the
-    matching records, decoded, filtered and windowed, in result order, a batch at a time
-    (the contract is in ``quanta/_query/planner.py``). Batches, not single records: a
-    query's cost is per chunk of keys (C-level slicing, ``map``), not per-record frames."""
-    if p.limit == 0:
-        return
-    residual = p.residual
-    matches = residual.evaluate if residual is not None else None
-    needles = _needles(residual, info) if residual is not None else ()
-    decode = info.decode
-    skip, limit = p.offset, p.limit
-    sorted_by_access = p.sorted_by_access
-    # The first chunk: with a window and no filter, exactly what the window needs.
-    first = min(skip + limit, 4096) if sorted_by_access and limit is not None and residual is None else 256
-    found: list[Any] = []
-    async with aclosing(_raw_records(p, info, reader, first)) as source:
-        async for values in source:
-            for needle in needles:
-                values = [v for v in values if needle in v]
-            objs = list(map(decode, values))
-            if matches is not None:
-                objs = list(filter(matches, objs))
-            if not sorted_by_access:
-                found += objs
-                continue
-            if skip:
-                if len(objs) <= skip:
-                    skip -= len(objs)
-                    continue
-                objs = objs[skip:]
-                skip = 0
-            if limit is not None:
-                if len(objs) >= limit:
-                    yield objs[:limit]
-                    return
-                limit -= len(objs)
-            if objs:
-                yield objs
-    if not sorted_by_access:
-        end = None if limit is None else skip + limit
-        yield p.sort(found)[skip:end]
-
-
-async def _raw_records(p: Plan, info: EntityInfo, reader: Any, first: int) -> AsyncGenerator[list[bytes], None]:
-    """The stored records the access path reaches (before the residual filter), in access
-    order, a batch at a time."""
-    prefix = _keys(info).record_prefix
-    access = p.access
-    if access in ("pk_get", "unique_get"):
-        keys = [start for start, _ in p.ranges]
-        if p.reverse:  # the lookups, like ranges, in the plan's direction
-            keys.reverse()
-        values = [v for v in await reader.get_many(keys) if v is not None]
-        if access == "unique_get":  # a unique entry's value is its record's encoded primary key
-            values = [v for v in await reader.get_many([prefix + v for v in values]) if v is not None]
-        if values:
-            yield values
-        return
-    ranges: Sequence[tuple[bytes, bytes | None]] = p.ranges[::-1] if p.reverse else p.ranges
-    if access in ("pk_range", "full_scan"):
-        for start, stop in ranges:
-            async with aclosing(reader._scan_chunks(start, stop, p.reverse, first)) as chunks:
-                async for _, values in chunks:
-                    yield values
-        return
-    # Every index entry's value is its record's encoded primary key (canonical: equal bytes,
-    # equal keys), so the record key needs no decoding.
-    seen: set[bytes] | None = set() if p.dedupe else None
-    for start, stop in ranges:
-        async with aclosing(reader._scan_chunks(start, stop, p.reverse, first)) as chunks:
-            async for _, epks in chunks:
-                if seen is not None:
-                    epks = [e for e in dict.fromkeys(epks) if e not in seen]
-                    seen.update(epks)
-                if epks:
-                    records = await reader.get_many([prefix + e for e in epks])
-                    yield [r for r in records if r is not None]
-
-
-async def _count(p: Plan, info: EntityInfo, reader: Any) -> int:
-    """How many records ``p`` yields. Without a residual filter the access path's entries
-    are counted as they are (an index entry exists exactly when its record does: both are
-    written in one batch), so nothing is read twice or decoded."""
-    if p.residual is not None or p.access in ("pk_get", "unique_get"):
-        n = 0
-        async with aclosing(_execute(p, info, reader)) as batches:
-            async for batch in batches:
-                n += len(batch)
-        return n
-    if p.limit == 0:
-        return 0
-    n = 0
-    seen: set[bytes] | None = set() if p.dedupe else None
-    for start, stop in p.ranges:
-        async with aclosing(reader._scan_chunks(start, stop, False, 1024)) as chunks:
-            async for _, values in chunks:
-                if seen is None:
-                    n += len(values)
-                else:
-                    before = len(seen)
-                    seen.update(values)
-                    n += len(seen) - before
-    n = max(0, n - p.offset)
-    return n if p.limit is None else min(n, p.limit)
 
 
 def _merge_trees(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -466,20 +354,3 @@ def _merge_trees(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     for k, v in b.items():
         out[k] = _merge_trees(out[k], v) if k in out else v
     return out
-
-
-def _needles(residual: Expr, info: EntityInfo) -> tuple[bytes, ...]:
-    """Byte strings every stored record matching ``residual`` must contain: the msgpack form
-    of each ``str`` equality ANDed into it (a record stores a str field as exactly that
-    form). A record without one cannot match, so it is skipped undecoded; the residual still
-    decides for the rest."""
-    out: list[bytes] = []
-    for term in residual.items if isinstance(residual, And) else (residual,):
-        if isinstance(term, Compare) and term.op == "==" and type(term.value) is str and len(term.value) >= 2:
-            f = info.field(term.field.name)
-            if f.base is str:
-                try:
-                    out.append(_packb(term.value))
-                except UnicodeEncodeError:  # a lone surrogate: stored in another form
-                    continue
-    return tuple(out)

@@ -40,17 +40,16 @@ from collections.abc import Iterable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
-from . import _collection as _c
-from ._codec import decode_key, encode_key, prefix_end
-from ._query import Expr, plan
-from ._query.expr import And, Not, Or
-from ._query.links import LinkIn, LinksAny, Through
-from ._schema.relations import SOURCE, Link, LinkSpec, resolve_pending
-from .errors import IntegrityError, InvalidArgumentError
+from .._codec import decode_key, encode_key, prefix_end
+from .._query import And, Expr, LinkIn, LinksAny, Not, Or, Through, plan
+from .._schema.relations import SOURCE, Link, LinkSpec, resolve_pending
+from ..errors import IntegrityError, InvalidArgumentError
+from .entries import entity_keys, index_entries, new_index_entries
+from .executor import execute
 
 if TYPE_CHECKING:
-    from ._schema import EntityInfo
-    from ._txn import TransactionKeyValue
+    from .._schema import EntityInfo
+    from .._txn import TransactionKeyValue
 
 __all__ = [
     "bind",
@@ -90,7 +89,7 @@ async def check_targets(info: EntityInfo, kv: TransactionKeyValue, items: list[A
     need: dict[bytes, tuple[LinkSpec, Any, Link[Any]]] = {}
     pk_name = info.primary_key
     for spec in info.relations.links:
-        record = _c._keys(spec.target_info).record
+        record = entity_keys(spec.target_info).record
         name = spec.name
         first: dict[Any, tuple[Any, Link[Any]]] = {}  # distinct target keys (check() made their types exact)
         for obj in items:
@@ -131,7 +130,7 @@ async def referrers(kv: Any, spec: LinkSpec, targets: Sequence[bytes]) -> list[t
     """``(target, referrer)`` encoded primary keys of the records whose link field ``spec``
     points to one of ``targets`` (encoded primary keys of the target entity), read through
     the link's index (see the module docstring for the ranges)."""
-    keys = _c._keys(spec.owner_info)
+    keys = entity_keys(spec.owner_info)
     if spec.unique:  # one-to-one: a unique entry per target, holding the referrer's key
         prefix = keys.unique_prefixes[spec.index]
         found = await kv.get_many([prefix + e for e in targets])
@@ -183,7 +182,7 @@ async def delete_graph(info: EntityInfo, kv: TransactionKeyValue, keys: list[byt
             if not todo:
                 continue
             decode = level_info.decode
-            prefix = _c._keys(level_info).record_prefix
+            prefix = entity_keys(level_info).record_prefix
             gone: list[bytes] = []
             for key, old in zip(todo, await kv.get_many(todo), strict=True):
                 if old is not None:
@@ -198,7 +197,7 @@ async def delete_graph(info: EntityInfo, kv: TransactionKeyValue, keys: list[byt
                 if not refs:
                     continue
                 source = spec.owner_info
-                source_prefix = _c._keys(source).record_prefix
+                source_prefix = entity_keys(source).record_prefix
                 rule = spec.on_delete
                 if rule == "cascade":
                     following.setdefault(source.name, (source, []))[1].extend(source_prefix + r for _, r in refs)
@@ -211,7 +210,7 @@ async def delete_graph(info: EntityInfo, kv: TransactionKeyValue, keys: list[byt
     for spec, key, target, target_info in restricted:
         if key not in doomed:
             source = spec.owner_info
-            referrer = decode_key(key[len(_c._keys(source).record_prefix) :])
+            referrer = decode_key(key[len(entity_keys(source).record_prefix) :])
             raise IntegrityError(
                 f"cannot delete {target_info.name} {decode_key(target)!r}: {source.name} {referrer!r} links to it "
                 f"through {source.name}.{spec.name} (on_delete='restrict'); nothing was deleted"
@@ -228,13 +227,13 @@ async def delete_graph(info: EntityInfo, kv: TransactionKeyValue, keys: list[byt
         group[1].append(key)
         group[2].append(obj)
     for level_info, level_keys, objs in by_entity.values():
-        entity_keys = _c._keys(level_info)
+        level_keys_of = entity_keys(level_info)
         if any(idx.unique for idx in level_info.indexes):
             for obj in objs:
-                gone_keys.extend(_c._entries(level_info, entity_keys, obj, getattr(obj, level_info.primary_key)))
+                gone_keys.extend(index_entries(level_info, level_keys_of, obj, getattr(obj, level_info.primary_key)))
         else:  # every entry ends with the record's encoded key: built a column at a time
-            n = len(entity_keys.record_prefix)
-            gone_keys += _c._new_entries(level_info, entity_keys, objs, [k[n:] for k in level_keys])[0]
+            n = len(level_keys_of.record_prefix)
+            gone_keys += new_index_entries(level_info, level_keys_of, objs, [k[n:] for k in level_keys])[0]
     kv._put_generated([*gone_keys, *out_keys], [*([None] * len(gone_keys)), *out_values])
     return max(roots, 0)
 
@@ -270,10 +269,10 @@ def _rewrite(
     (same primary key): the record, and its index entries that changed. ``obj`` is checked
     first (types, constraints, validators)."""
     info.check(obj)
-    keys = _c._keys(info)
+    keys = entity_keys(info)
     pk = getattr(obj, info.primary_key)
-    before = _c._entries(info, keys, info.decode(old_data), pk)
-    after = _c._entries(info, keys, obj, pk)
+    before = index_entries(info, keys, info.decode(old_data), pk)
+    after = index_entries(info, keys, obj, pk)
     for k in before:
         if k not in after:
             out_keys.append(k)
@@ -304,7 +303,7 @@ async def rekey(info: EntityInfo, kv: TransactionKeyValue, old_key: bytes, new_k
         raise IntegrityError(
             f"{info.name}: cannot change the key to {new_pk!r}: another record has it; nothing was written"
         )
-    keys = _c._keys(info)
+    keys = entity_keys(info)
     prefix = keys.record_prefix
     old_epk = old_key[len(prefix) :]
     old_pk = decode_key(old_epk)
@@ -312,7 +311,7 @@ async def rekey(info: EntityInfo, kv: TransactionKeyValue, old_key: bytes, new_k
     updates: dict[bytes, tuple[EntityInfo, set[LinkSpec]]] = {}
     for spec in info.relations.incoming:
         source = spec.owner_info
-        source_prefix = _c._keys(source).record_prefix
+        source_prefix = entity_keys(source).record_prefix
         for _, r in await referrers(kv, spec, [old_epk]):
             updates.setdefault(source_prefix + r, (source, set()))[1].add(spec)
     mine = updates.pop(old_key, None)  # the record links to itself
@@ -330,8 +329,8 @@ async def rekey(info: EntityInfo, kv: TransactionKeyValue, old_key: bytes, new_k
         referrer = source.decode(data)
         _repoint(referrer, specs, old_epk, new_pk)
         _rewrite(source, key, data, referrer, out_keys, out_values)
-    before = _c._entries(info, keys, info.decode(old_data), old_pk)
-    after = _c._entries(info, keys, obj, new_pk)
+    before = index_entries(info, keys, info.decode(old_data), old_pk)
+    after = index_entries(info, keys, obj, new_pk)
     gone = [k for k in before if k not in after]
     out_keys += [*gone, old_key, *after, new_key]
     out_values += [*([None] * (len(gone) + 1)), *after.values(), info.encode(obj)]
@@ -389,7 +388,7 @@ async def load_paths(reader: Any, source: Any, info: EntityInfo, objs: Sequence[
         spec = rel.link(step)
         if spec is not None:
             target = spec.target_info
-            record = _c._keys(target).record
+            record = entity_keys(target).record
             wanted: dict[bytes, list[Link[Any]]] = {}
             for obj in objs:
                 value = obj.__dict__.get(step)
@@ -420,7 +419,7 @@ async def load_paths(reader: Any, source: Any, info: EntityInfo, objs: Sequence[
             owners.setdefault(encode_key(getattr(obj, owner_pk)), obj)
         source_info = link.owner_info
         pairs = await referrers(reader, link, list(owners))
-        prefix = _c._keys(source_info).record_prefix
+        prefix = entity_keys(source_info).record_prefix
         keys = list(dict.fromkeys(prefix + r for _, r in pairs))
         decode = source_info.decode
         by_key = {k: decode(v) for k, v in zip(keys, await reader.get_many(keys), strict=True) if v is not None}
@@ -452,9 +451,7 @@ async def materialize(e: Expr, reader: Any, planning: Any) -> Expr:
         inner = await materialize(e.inner, reader, planning)
         pk_name = target.primary_key
         pks: list[Any] = []
-        from ._queries import _execute  # the module above this one: imported on use
-
-        async with aclosing(_execute(plan(planning(target), inner), target, reader)) as batches:
+        async with aclosing(execute(plan(planning(target), inner), target, reader)) as batches:
             async for batch in batches:
                 pks += [getattr(o, pk_name) for o in batch]
         return LinksAny(e.field, tuple(pks)) if spec.many else LinkIn(e.field, tuple(pks))
