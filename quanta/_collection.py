@@ -20,8 +20,13 @@ links or backlinks are bound to the collection's database or transaction (what t
 load through). Any other entity runs exactly the code paths described above.
 
 Concurrency rules: event-loop thread only. Auto-increment keys come from a counter per entity
-(per open database), seeded from the largest stored key on first use; a key handed out is
-never reused, even if its transaction rolls back.
+(per open database), seeded on first use from the larger of the largest stored key + 1 and the
+persisted counter (``keyspace.sequence_key``); a key handed out is never handed out again by
+this open database, even if its transaction rolls back. A batch that deletes records of an
+auto-key entity (``delete``, a cascade, ``rekey``) raises the persisted counter past the keys
+it deletes, in the same batch (``_retire_keys``), so no committed key is ever handed out
+again, after a reopen or a crash either. (Keys taken by a transaction that never committed
+may be handed out again after a reopen: nothing of them was stored.)
 """
 
 from __future__ import annotations
@@ -32,11 +37,18 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _relations
-from ._codec import decode_tuple, encode_key, encode_keys, encode_tuple, successor
+from ._codec import decode_key, decode_tuple, encode_key, encode_keys, encode_tuple, successor
+from ._options import MAX_VALUE_BYTES
 from ._schema import EntityInfo, IndexInfo
 from ._schema import relations as _links
-from ._schema.keyspace import EntityKeys, record_prefix
-from .errors import InvalidArgumentError, InvalidTypeError, UniqueViolationError
+from ._schema.keyspace import EntityKeys, bad_record_error, index_prefix, record_prefix, sequence_key, unique_prefix
+from .errors import (
+    CorruptionError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    LimitExceededError,
+    UniqueViolationError,
+)
 
 if TYPE_CHECKING:
     from ._catalog import Catalog
@@ -148,7 +160,11 @@ class Collection(Generic[E]):
         if info.auto:
             await self._assign_keys(items)
         pks = [getattr(obj, info.primary_key) for obj in items]
-        await self._write(lambda kv: _put_records(info, kv, items, pks))
+        catalog = self._sequences.catalog
+        if catalog is not None and info.name not in catalog.schemas:  # the entity's first write
+            await self._write(lambda kv: _first_put(catalog, info, kv, items, pks))
+        else:
+            await self._write(lambda kv: _put_records(info, kv, items, pks))
         if self._bind:
             _relations.bind(items, self._source)
         return pks
@@ -161,7 +177,8 @@ class Collection(Generic[E]):
             lock = seq.locks.setdefault(name, asyncio.Lock())
             async with lock:
                 if name not in seq.next:
-                    seq.next[name] = await self._largest_key() + 1
+                    persisted = _stored_next(await self._read_view().get(sequence_key(name)))
+                    seq.next[name] = max(await self._largest_key() + 1, persisted)
         explicit = {value for obj in items if (value := getattr(obj, pk))}
         counter = seq.next[name]
         for obj in items:
@@ -278,7 +295,10 @@ class Collection(Generic[E]):
         data = await view.get(key)  # type: ignore[union-attr]
         if data is None:
             return None
-        obj = self._info.decode(data)
+        try:
+            obj = self._info.decode(data)
+        except CorruptionError as exc:
+            raise bad_record(self._info, key, exc) from exc
         if self._bind:
             obj.__dict__[_links.SOURCE] = self._source
         return obj  # type: ignore[no-any-return]
@@ -296,7 +316,11 @@ class Collection(Generic[E]):
         else:
             keys = [self._pk_key(pk) for pk in pks]
         decode = self._info.decode
-        out = [None if v is None else decode(v) for v in await self._read_view().get_many(keys)]
+        values = await self._read_view().get_many(keys)
+        try:
+            out = [None if v is None else decode(v) for v in values]
+        except CorruptionError as exc:
+            raise bad_record(self._info, _first_bad(decode, keys, values), exc) from exc
         if self._bind:
             _relations.bind(filter(None, out), self._source)
         return out
@@ -406,6 +430,8 @@ async def _put_records(info: EntityInfo, kv: TransactionKeyValue, items: list[An
         await _relations.check_targets(info, kv, items, rkeys)  # IntegrityError before any write
     encode, decode = info.encode, info.decode
     records = list(map(encode, items))
+    if max(map(len, records)) > MAX_VALUE_BYTES:
+        _too_large(info, records, pks)
     if not info.indexes:
         kv._put_generated(rkeys, records)  # type: ignore[arg-type]
         return
@@ -450,6 +476,85 @@ async def _put_records(info: EntityInfo, kv: TransactionKeyValue, items: list[An
     out_keys += rkeys
     out_values += records
     kv._put_generated(out_keys, out_values)
+
+
+async def _first_put(
+    catalog: Catalog, info: EntityInfo, kv: TransactionKeyValue, items: list[Any], pks: list[Any]
+) -> None:
+    """``_put_records`` for an entity the catalog has no schema of yet: the schema is
+    recorded in the same batch (or, if a commit recorded it meanwhile, checked against it:
+    ``SchemaMismatchError``, nothing written)."""
+    await catalog.record_first_use(info, kv)
+    await _put_records(info, kv, items, pks)
+
+
+def bad_record(info: EntityInfo, key: bytes, exc: CorruptionError) -> CorruptionError:
+    """``exc`` (a record that cannot be decoded) as an error naming the record's key; the
+    record stays deletable (``delete`` removes it without decoding it)."""
+    if exc.path.startswith("<record "):
+        return exc
+    return bad_record_error(info.name, key, exc._message)
+
+
+def _first_bad(decode: Callable[[bytes], Any], keys: list[bytes], values: list[bytes | None]) -> bytes:
+    for key, value in zip(keys, values, strict=True):
+        if value is not None:
+            try:
+                decode(value)
+            except CorruptionError:
+                return key
+    raise AssertionError("no record failed to decode")  # pragma: no cover
+
+
+async def find_bad_record(info: EntityInfo, reader: Any, values: list[bytes], exc: CorruptionError) -> CorruptionError:
+    """``bad_record`` for a query, which decodes values without their keys: the first of
+    ``values`` that fails is looked up by a scan of the entity's records (a rare path)."""
+    decode = info.decode
+    for value in values:
+        try:
+            decode(value)
+        except CorruptionError:
+            async for key, data in reader.scan(prefix=_keys(info).record_prefix):
+                if data == value:
+                    return bad_record(info, key, exc)
+            break
+    return exc
+
+
+def _too_large(info: EntityInfo, records: list[bytes], pks: list[Any]) -> None:
+    for data, pk in zip(records, pks, strict=True):
+        if len(data) > MAX_VALUE_BYTES:
+            raise LimitExceededError(
+                f"{info.name} {pk!r}: the record is {len(data)} bytes, over the limit of {MAX_VALUE_BYTES} bytes "
+                "for one value (quanta.MAX_VALUE_BYTES); nothing was written"
+            )
+
+
+def _stored_next(data: bytes | None) -> int:
+    """The persisted counter's value (0 if none)."""
+    if data is None:
+        return 0
+    try:
+        value = decode_key(data)
+    except Exception as exc:
+        raise CorruptionError(f"malformed auto-key counter: {exc}", path="<record>") from exc
+    return value if type(value) is int else 0
+
+
+async def _retire_keys(info: EntityInfo, kv: TransactionKeyValue, pks: Iterable[Any]) -> None:
+    """Buffer, in the batch that deletes (or moves away) the records with primary keys
+    ``pks``, a raise of ``info``'s persisted auto-key counter past them, so that a reopen
+    never hands them out again (nothing for an entity without auto keys). Reads the counter
+    in the transaction: two concurrent batches that both raise it conflict, and the later
+    one retries with the other's value."""
+    if not info.auto:
+        return
+    top = max((pk for pk in pks if type(pk) is int), default=0)
+    if top <= 0:
+        return
+    key = sequence_key(info.name)
+    if _stored_next(await kv.get(key)) <= top:
+        kv._put_generated([key], [encode_key(top + 1)])
 
 
 _NONE = object()
@@ -530,12 +635,34 @@ async def _delete_records(info: EntityInfo, kv: TransactionKeyValue, keys: list[
     entity_keys = _keys(info)
     gone: list[bytes] = []
     n = 0
+    deleted: list[Any] = []
     for key, old in zip(keys, olds, strict=True):
         if old is None:
             continue
         n += 1
-        obj = decode(old)
-        gone.extend(_entries(info, entity_keys, obj, getattr(obj, info.primary_key)))
+        try:
+            obj = decode(old)
+        except CorruptionError:  # a record that cannot be read can still be deleted
+            pk = decode_key(key[len(entity_keys.record_prefix) :])
+            gone.extend(await _entries_pointing_to(info, kv, key[len(entity_keys.record_prefix) :]))
+        else:
+            pk = getattr(obj, info.primary_key)
+            gone.extend(_entries(info, entity_keys, obj, pk))
+        deleted.append(pk)
         gone.append(key)
+    await _retire_keys(info, kv, deleted)
     kv._put_generated(gone, [None] * len(gone))
     return n
+
+
+async def _entries_pointing_to(info: EntityInfo, kv: TransactionKeyValue, epk: bytes) -> list[bytes]:
+    """Every index entry of ``info`` whose value is ``epk`` (the encoded primary key of a
+    record that cannot be decoded, so its entries cannot be computed): a scan of each index,
+    only on this rare path."""
+    out: list[bytes] = []
+    for idx in info.indexes:
+        start = (unique_prefix if idx.unique else index_prefix)(info.name, idx.name)
+        async for k, v in kv.scan(prefix=start):
+            if v == epk:
+                out.append(k)
+    return out

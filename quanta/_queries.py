@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from msgpack import packb as _packb
 
 from . import _relations
-from ._collection import _delete_records, _keys
+from ._collection import _delete_records, _keys, find_bad_record
 from ._query import Expr, Field, Order, Plan, and_, as_order, check, plan
 from ._query.expr import And, Compare
 from ._query.links import has_through
 from ._schema import EntityInfo
-from .errors import QueryError
+from .errors import CorruptionError, QueryError
 
 if TYPE_CHECKING:
     from ._collection import Collection
@@ -373,7 +373,10 @@ async def _execute(p: Plan, info: EntityInfo, reader: Any) -> AsyncGenerator[lis
         async for values in source:
             for needle in needles:
                 values = [v for v in values if needle in v]
-            objs = list(map(decode, values))
+            try:
+                objs = list(map(decode, values))
+            except CorruptionError as exc:
+                raise await find_bad_record(info, reader, values, exc) from exc
             if matches is not None:
                 objs = list(filter(matches, objs))
             if not sorted_by_access:
