@@ -19,8 +19,9 @@ list, tuple as an array, dict as a map) and extension types otherwise (``msgpack
 members are stored by value and decoded into the declared Enum class; dataclasses and
 embedded entities are stored inline as arrays of their fields (no version of their own) and
 decoded into the declared class; tuples are decoded as tuples where a tuple is declared.
-Where the type is ``Any`` nothing is converted on decode: arrays come back as lists, enums
-as their values. A link field (``quanta.Link[T]``) is stored as the target's primary key, as
+Where the type is ``Any`` only values that read back exactly are accepted (``typenode.ANY_TYPES``
+and lists, tuples, dicts, sets, frozensets of them; ``check`` refuses the rest): tuples there are
+stored as extension type 12, so they come back as tuples (also as dict keys and set elements). A link field (``quanta.Link[T]``) is stored as the target's primary key, as
 that key's type is stored (None for an empty optional link), and a ``quanta.Links[T]`` field
 as an array of them; decode makes ``Link`` objects of them (``relations.py``).
 
