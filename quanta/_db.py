@@ -175,14 +175,20 @@ class Database:
         self._engine.check_writable()
         await self._engine.compact()
 
-    async def verify(self, progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    async def verify(self, progress: Callable[[int, int], None] | None = None, *, deep: bool = False) -> dict[str, Any]:
         """Read every block of every live table and check checksums, order and counts.
 
         Raises CorruptionError naming the file on damage; returns ``{"tables", "entries"}``.
         ``progress(done, total)`` is called from a worker thread after each table.
+        ``deep=True`` also reads and decodes every entity record (with its class where one is
+        declared or in use, else against its stored schema) and adds ``"records"`` (how many)
+        and ``"problems"`` (one message per record that cannot be read, naming its key).
         """
         self._engine.check_open()
-        return await anyio.to_thread.run_sync(self._engine.verify_tables, progress)
+        out: dict[str, Any] = await anyio.to_thread.run_sync(self._engine.verify_tables, progress)
+        if deep:
+            out["records"], out["problems"] = await self._catalog.check_records()
+        return out
 
     async def stats(self) -> dict[str, Any]:
         """Counters and sizes: levels, memtables, bytes written, cache, stalls."""

@@ -39,7 +39,7 @@ import quanta
 from quanta import Index, PrimaryKey, SchemaMismatchError, Unique
 from quanta._catalog import StoredSchema, decide, differences, schema_of
 from quanta._catalog.format import describe, label, schema_key
-from quanta._codec import decode_tuple
+from quanta._codec import decode_tuple, encode_tuple
 from quanta._schema import entity_info
 from quanta._schema.keyspace import NS, index_key, record_key, unique_key
 from quanta._storage.vfs import MemoryFileSystem
@@ -699,6 +699,7 @@ async def test_records_written_without_a_declared_class_are_adopted_at_the_first
     async with quanta.open(PATH, fs=fs) as db:
         await db.collection(User).put_many(people(User, 100))
         await db.kv.delete(index_key("User", "city", ("Rome",), 2))  # a damaged entry adoption repairs
+        await db.kv.delete(NS + b"c" + encode_tuple(("User",)))  # as an older release stored them: no schema
     async with await open_db(fs, User) as db:
         assert [h.event for h in db._catalog.schemas["User"].history] == ["adopted"]
         users = db.collection(User)

@@ -45,6 +45,7 @@ LAYERS: list[str] = [
     # The entity layer, bottom up: a write flows from a collection or query down to writes,
     # relations, the executor and the index entries, never back up.
     "quanta._entity.entries",  # index entries of records (pure)
+    "quanta._entity.records",  # undecodable and oversized records, the persisted auto-key counter
     "quanta._entity.executor",  # runs the planner's plans over a reader
     "quanta._entity._relations",  # link checks, cascades, link loading
     "quanta._entity.writes",  # a batch of records with their index entries

@@ -47,11 +47,11 @@ import anyio
 
 from .._codec import decode_tuple, encode_key, encode_tuple, prefix_end
 from .._schema import EntityInfo, IndexInfo
-from .._schema.keyspace import NS, RECORD
+from .._schema.keyspace import NS, RECORD, bad_record_error
 from .._schema.msgpack_ext import decode_value
 from .._storage import Engine
 from .._txn import Transactions
-from ..errors import InvalidTypeError, SchemaMismatchError
+from ..errors import CorruptionError, InvalidTypeError, QuantaError, SchemaMismatchError
 from . import builder, rewrite
 from .diff import Decision, decide, differences, summary
 from .format import (
@@ -507,7 +507,10 @@ class Catalog:
         stored = self.schemas.get(name)
         job = self.record_jobs.get(name)
         if stored is None and job is None:
-            return  # not tracked: used unchecked until declared at open
+            stored = self._refresh_schema(name)
+            if stored is None:
+                self._claim(info)  # no schema stored yet: the first write records it
+                return
         problems: list[Any] = []
         if job is not None:
             problems.append(f"{name}: an interrupted {job.kind} to version {job.to_version} has not finished")
@@ -526,6 +529,88 @@ class Catalog:
             raise SchemaMismatchError(_message(problems, {name: hint}), differences=problems)
         self._bind(info)
         self._start_background()
+
+    def _refresh_schema(self, name: str) -> StoredSchema | None:
+        """The schema stored for ``name`` now (a commit of this database may have recorded it
+        since the catalog was loaded: see :meth:`record_first_use`), kept in :attr:`schemas`."""
+        data = self._store.get(schema_key(name))
+        if data is None:
+            return None
+        stored = self.schemas[name] = StoredSchema.from_bytes(data)
+        self._refresh_hidden(name)
+        return stored
+
+    def _claim(self, info: EntityInfo) -> None:
+        """Admit a class whose entity has no stored schema: refused if records of it are
+        stored anyway (written before schemas were recorded on first use: only a declared
+        open can check and adopt them), or if another class of this database already uses the
+        name with a different shape."""
+        name = info.name
+        lo, hi = entity_ranges(name)[0]
+        engine = self._engine
+        seq = engine.acquire_snapshot()
+        try:
+            found = engine.scan_chunk(lo, hi, seq, 1, False)[0]
+        finally:
+            engine.release_snapshot(seq)
+        hint = f"declare it when opening the database: quanta.open(path, entities=[{info.cls.__qualname__}, ...])"
+        if found:
+            problem = f"{name}: records are stored but no schema for them (written by an older release)"
+            raise SchemaMismatchError(
+                _message([problem], {name: f"{hint} checks and adopts them"}), differences=[problem]
+            )
+        other = self._bound.get(name)
+        if other is not None and other is not info:
+            problems: list[Any] = [d for d in differences(schema_of(other), schema_of(info)) if d.need != "catalog"]
+            if problems:
+                problems.insert(0, f"{name}: another class ({other.cls.__qualname__}) already uses this entity name")
+                raise SchemaMismatchError(_message(problems, {name: hint}), differences=problems)
+        self._bound[name] = info
+
+    def has_schema(self, name: str) -> bool:
+        """Whether a schema of entity ``name`` is stored (committed)."""
+        return name in self.schemas
+
+    async def record_first_use(self, info: EntityInfo, kv: Any) -> None:
+        """Called by the first write of an entity that has no stored schema, inside its
+        transaction (``kv``: the transaction's key-value view): buffer the class's schema in
+        the same batch, so records are never stored without one. If a commit recorded a
+        schema meanwhile, check the class against it instead (``SchemaMismatchError``). The
+        read makes two concurrent first writes conflict (one retries and finds the other's
+        schema). :attr:`schemas` learns a schema only once it is committed."""
+        name = info.name
+        data = await kv.get(schema_key(name))
+        if data is not None:
+            self.schemas[name] = StoredSchema.from_bytes(data)
+            self._refresh_hidden(name)
+            if self._bound.get(name) is info:
+                del self._bound[name]
+            self.admit(info)
+            return
+        declared = schema_of(info)
+        entry = declared.with_history(HistoryEntry(declared.version, time.time(), "created", _fields_text(declared), 0))
+        kv._put_generated([schema_key(name)], [entry.to_bytes()])
+
+    async def check_records(self) -> tuple[int, list[str]]:
+        """Read every stored record of every entity with a stored schema or a class in use,
+        and decode it (``Database.verify(deep=True)``): with the class where one is in use,
+        else as far as the stored schema tells (a msgpack array of the version and one value
+        per field). Returns how many records were read and one message per record that
+        cannot be read, naming its key."""
+        n = 0
+        problems: list[str] = []
+        for name in sorted(set(self.schemas) | set(self._bound)):
+            info, stored = self._bound.get(name), self.schemas.get(name)
+            lo, hi = entity_ranges(name)[0]
+            cur: bytes | None = lo
+            while cur is not None:
+                keys, values, cur = await self._store.read_chunk(cur, hi)
+                n += len(keys)
+                for key, data in zip(keys, values, strict=True):
+                    problem = _record_problem(info, stored, data)
+                    if problem is not None:
+                        problems.append(str(bad_record_error(name, key, problem)))
+        return n, problems
 
     def planning_info(self, info: EntityInfo) -> EntityInfo:
         """``info`` without the indexes queries must not use yet (not ``ready``)."""
@@ -666,6 +751,25 @@ def _index_info(info: EntityInfo, name: str) -> IndexInfo:
         if idx.name == name:
             return idx
     raise KeyError(name)  # pragma: no cover - callers check
+
+
+def _record_problem(info: EntityInfo | None, stored: StoredSchema | None, data: bytes) -> str | None:
+    """Why the stored record ``data`` cannot be read (None: it can)."""
+    if info is not None:
+        try:
+            info.decode(data)
+        except CorruptionError as exc:
+            return exc._message
+        except QuantaError as exc:  # (a record of another version: SchemaError)
+            return str(exc)
+        return None
+    try:
+        value = decode_value(data)
+    except CorruptionError as exc:
+        return exc._message
+    if stored is not None and (type(value) is not list or len(value) != 1 + len(stored.fields)):
+        return f"not a record of {len(stored.fields)} fields"
+    return None
 
 
 def _fields_text(schema: StoredSchema) -> str:

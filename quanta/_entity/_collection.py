@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from .._codec import decode_tuple, encode_key, encode_keys
 from .._schema import EntityInfo
 from .._schema import relations as _links
-from .._schema.keyspace import record_prefix
-from ..errors import InvalidArgumentError, InvalidTypeError
+from .._schema.keyspace import record_prefix, sequence_key
+from ..errors import CorruptionError, InvalidArgumentError, InvalidTypeError
 from . import _relations
 from .entries import entity_keys
+from .records import bad_record, first_bad, stored_next
 from .writes import delete_records, put_records
 
 if TYPE_CHECKING:
@@ -71,6 +72,13 @@ class SchemaCatalog(Protocol):
 
     def planning_info(self, info: EntityInfo) -> EntityInfo:
         """``info`` as the planner may use it: without indexes still being built."""
+
+    def has_schema(self, name: str) -> bool:
+        """Whether a schema of entity ``name`` is stored (committed)."""
+
+    async def record_first_use(self, info: EntityInfo, kv: TransactionKeyValue) -> None:
+        """In the first write of an entity with no stored schema (``kv``: its transaction):
+        buffer the schema in the same batch, or check ``info`` against one committed meanwhile."""
 
 
 class EntityContext:
@@ -193,7 +201,11 @@ class Collection(Generic[E]):
         if info.auto:
             await self._assign_keys(items)
         pks = [getattr(obj, info.primary_key) for obj in items]
-        await self._write(lambda kv: put_records(info, kv, items, pks))
+        catalog = self._ctx.catalog
+        if catalog is not None and not catalog.has_schema(info.name):  # the entity's first write
+            await self._write(lambda kv: _first_put(catalog, info, kv, items, pks))
+        else:
+            await self._write(lambda kv: put_records(info, kv, items, pks))
         if self._bind:
             _relations.bind(items, self._source)
         return pks
@@ -206,7 +218,8 @@ class Collection(Generic[E]):
             lock = seq.locks.setdefault(name, asyncio.Lock())
             async with lock:
                 if name not in seq.next:
-                    seq.next[name] = await self._largest_key() + 1
+                    persisted = stored_next(await self._read_view().get(sequence_key(name)))
+                    seq.next[name] = max(await self._largest_key() + 1, persisted)
         explicit = {value for obj in items if (value := getattr(obj, pk))}
         counter = seq.next[name]
         for obj in items:
@@ -321,7 +334,10 @@ class Collection(Generic[E]):
         data = await view.get(key)
         if data is None:
             return None
-        obj = self._info.decode(data)
+        try:
+            obj = self._info.decode(data)
+        except CorruptionError as exc:
+            raise bad_record(self._info, key, exc) from exc
         if self._bind:
             obj.__dict__[_links.SOURCE] = self._source
         return obj  # type: ignore[no-any-return]
@@ -339,7 +355,11 @@ class Collection(Generic[E]):
         else:
             keys = [self._pk_key(pk) for pk in pks]
         decode = self._info.decode
-        out = [None if v is None else decode(v) for v in await self._read_view().get_many(keys)]
+        values = await self._read_view().get_many(keys)
+        try:
+            out = [None if v is None else decode(v) for v in values]
+        except CorruptionError as exc:
+            raise bad_record(self._info, first_bad(decode, keys, values), exc) from exc
         if self._bind:
             _relations.bind(filter(None, out), self._source)
         return out
@@ -387,3 +407,13 @@ class Collection(Generic[E]):
         from .._live import watch_lazy
 
         return watch_lazy(self, coalesce=coalesce, buffer=buffer)
+
+
+async def _first_put(
+    catalog: SchemaCatalog, info: EntityInfo, kv: TransactionKeyValue, items: list[Any], pks: list[Any]
+) -> None:
+    """``put_records`` for an entity the catalog has no schema of yet: the schema is
+    recorded in the same batch (or, if a commit recorded it meanwhile, checked against it:
+    ``SchemaMismatchError``, nothing written)."""
+    await catalog.record_first_use(info, kv)
+    await put_records(info, kv, items, pks)

@@ -46,6 +46,7 @@ from .._schema.relations import SOURCE, Link, LinkSpec, resolve_pending
 from ..errors import IntegrityError, InvalidArgumentError
 from .entries import entity_keys, index_entries, new_index_entries
 from .executor import execute
+from .records import retire_keys
 
 if TYPE_CHECKING:
     from .._schema import EntityInfo
@@ -234,6 +235,7 @@ async def delete_graph(info: EntityInfo, kv: TransactionKeyValue, keys: list[byt
         else:  # every entry ends with the record's encoded key: built a column at a time
             n = len(level_keys_of.record_prefix)
             gone_keys += new_index_entries(level_info, level_keys_of, objs, [k[n:] for k in level_keys])[0]
+        await retire_keys(level_info, kv, [getattr(obj, level_info.primary_key) for obj in objs])
     kv._put_generated([*gone_keys, *out_keys], [*([None] * len(gone_keys)), *out_values])
     return max(roots, 0)
 
@@ -334,6 +336,7 @@ async def rekey(info: EntityInfo, kv: TransactionKeyValue, old_key: bytes, new_k
     gone = [k for k in before if k not in after]
     out_keys += [*gone, old_key, *after, new_key]
     out_values += [*([None] * (len(gone) + 1)), *after.values(), info.encode(obj)]
+    await retire_keys(info, kv, [old_pk])
     kv._put_generated(out_keys, out_values)
     return True
 

@@ -15,7 +15,9 @@ from msgpack import packb as _packb
 
 from .._query import And, Compare, Expr, Plan
 from .._schema import EntityInfo
+from ..errors import CorruptionError
 from .entries import entity_keys
+from .records import find_bad_record
 
 __all__ = ["count_matches", "execute"]
 
@@ -40,7 +42,10 @@ async def execute(p: Plan, info: EntityInfo, reader: Any) -> AsyncGenerator[list
         async for values in source:
             for needle in needles:
                 values = [v for v in values if needle in v]
-            objs = list(map(decode, values))
+            try:
+                objs = list(map(decode, values))
+            except CorruptionError as exc:
+                raise await find_bad_record(info, reader, values, exc) from exc
             if matches is not None:
                 objs = list(filter(matches, objs))
             if not sorted_by_access:

@@ -9,12 +9,14 @@ from __future__ import annotations
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
-from .._codec import decode_tuple, encode_keys, successor
+from .._codec import decode_key, decode_tuple, encode_keys, successor
+from .._options import MAX_VALUE_BYTES
 from .._schema import EntityInfo, IndexInfo
 from .._schema import relations as _links
-from ..errors import UniqueViolationError
+from ..errors import CorruptionError, UniqueViolationError
 from . import _relations
 from .entries import entity_keys, index_entries, new_index_entries
+from .records import entries_pointing_to, retire_keys, too_large
 
 if TYPE_CHECKING:
     from .._txn import TransactionKeyValue
@@ -45,6 +47,8 @@ async def put_records(info: EntityInfo, kv: TransactionKeyValue, items: list[Any
         await _relations.check_targets(info, kv, items, rkeys)  # IntegrityError before any write
     encode, decode = info.encode, info.decode
     records = list(map(encode, items))
+    if max(map(len, records)) > MAX_VALUE_BYTES:
+        too_large(info, records, pks)
     if not info.indexes:
         kv._put_generated(rkeys, records)  # type: ignore[arg-type]
         return
@@ -136,12 +140,22 @@ async def delete_records(info: EntityInfo, kv: TransactionKeyValue, keys: list[b
     ekeys = entity_keys(info)
     gone: list[bytes] = []
     n = 0
+    deleted: list[Any] = []
     for key, old in zip(keys, olds, strict=True):
         if old is None:
             continue
         n += 1
-        obj = decode(old)
-        gone.extend(index_entries(info, ekeys, obj, getattr(obj, info.primary_key)))
+        try:
+            obj = decode(old)
+        except CorruptionError:  # a record that cannot be read can still be deleted
+            epk = key[len(ekeys.record_prefix) :]
+            pk = decode_key(epk)
+            gone.extend(await entries_pointing_to(info, kv, epk))
+        else:
+            pk = getattr(obj, info.primary_key)
+            gone.extend(index_entries(info, ekeys, obj, pk))
+        deleted.append(pk)
         gone.append(key)
+    await retire_keys(info, kv, deleted)
     kv._put_generated(gone, [None] * len(gone))
     return n

@@ -213,6 +213,13 @@ class EventHub(Hub):
             tap.send(event)
 
 
+_CATALOG = b"\x00Qc"  # the schema catalog's reserved keys (quanta/_schema/keyspace.py)
+
+
+def _is_catalog(key: bytes) -> bool:
+    return key.startswith(_CATALOG)
+
+
 class ChangeBus(Hub):
     """Routes each commit's changes to the subscribers whose key ranges they touch."""
 
@@ -291,6 +298,11 @@ class ChangeBus(Hub):
         """Hand one commit to its subscribers (the engine's apply hook; see the module doc)."""
         if self._dirty:
             self._rebuild()
+        if origin == "transaction" and any(map(_is_catalog, keys)):
+            # The entity layer's bookkeeping in a user's commit (a schema recorded on first
+            # use, the auto-key counter): not part of what the user changed.
+            kept = [i for i, k in enumerate(keys) if not k.startswith(_CATALOG)]
+            keys, values = [keys[i] for i in kept], [values[i] for i in kept]
         if len(keys) > 1:
             latest = dict(zip(keys, values, strict=True))  # a key written twice: the last write
             if len(latest) != len(keys):

@@ -19,8 +19,10 @@ list, tuple as an array, dict as a map) and extension types otherwise (``msgpack
 members are stored by value and decoded into the declared Enum class; dataclasses and
 embedded entities are stored inline as arrays of their fields (no version of their own) and
 decoded into the declared class; tuples are decoded as tuples where a tuple is declared.
-Where the type is ``Any`` nothing is converted on decode: arrays come back as lists, enums
-as their values. A link field (``quanta.Link[T]``) is stored as the target's primary key, as
+Where the type is ``Any`` only values that read back exactly are accepted (``typenode.ANY_TYPES``
+and lists, tuples, dicts, sets, frozensets of them; ``check`` refuses the rest): tuples there are
+stored as extension type 12, so they come back as tuples (also as dict keys and set elements).
+A link field (``quanta.Link[T]``) is stored as the target's primary key, as
 that key's type is stored (None for an empty optional link), and a ``quanta.Links[T]`` field
 as an array of them; decode makes ``Link`` objects of them (``relations.py``).
 
@@ -73,8 +75,18 @@ from .msgpack_ext import (
     _set_ext,
     decode_value,
     encode_value,
+    exact_any,
 )
-from .typenode import _NONE, TypeNode, UnsupportedType, coerce, parse_type, type_label
+from .typenode import (
+    _NONE,
+    ANY_TYPES,
+    TypeNode,
+    UnsupportedType,
+    any_problem,
+    coerce,
+    parse_type,
+    type_label,
+)
 
 __all__ = [
     "Codec",
@@ -114,8 +126,8 @@ def _needs_enc(node: TypeNode) -> bool:
     (to arrays), and plain Enum members (to their values: ``_default`` would do it too, but a
     call from msgpack back into Python costs more than ``.value``); containers holding them.
     msgpack and ``_default`` handle every other type."""
-    if node.kind == "dataclass":
-        return True
+    if node.kind in ("dataclass", "any"):
+        return True  # (an Any position: tuples and what holds them need extension types)
     if node.kind == "enum":
         return not issubclass(node.py, _NATIVE)
     return any(_needs_enc(a) for a in node.args)
@@ -161,6 +173,9 @@ class _Gen:
             "_type": type,
             "_set_ext": _set_ext,
             "_coerce": coerce,
+            "_any": exact_any,
+            "_any_problem": any_problem,
+            "_ANY_TYPES": ANY_TYPES,
         }
         self.defs: list[str] = []
         self.n = 0
@@ -182,6 +197,8 @@ class _Gen:
         if not _needs_enc(node):
             return x
         k = node.kind
+        if k == "any":
+            return f"_any({x})"
         if k == "dataclass":
             return f"{self.enc_dataclass(node)}({x})"
         if k == "enum":
@@ -202,7 +219,8 @@ class _Gen:
             return f"{fn}({x})"
         if k == "dict":
             tk, tv = self.name("t"), self.name("t")
-            return f"{{{tk}: {self.enc(node.args[1], tv)} for {tk}, {tv} in {x}.items()}}"
+            key = self.enc(node.args[0], tk) if node.args[0].kind == "any" else tk
+            return f"{{{key}: {self.enc(node.args[1], tv)} for {tk}, {tv} in {x}.items()}}"
         raise AssertionError(k)  # pragma: no cover
 
     def enc_dataclass(self, node: TypeNode) -> str:
@@ -281,8 +299,8 @@ class _Gen:
         """Statements checking ``o.<attr>`` (bound to ``v``): a cheap test of the value's class
         (and of its elements' classes, in one C pass), and the slow walk (``coerce``) only when
         the test fails; a converted value (int -> float) is stored back."""
-        if node.kind == "any":
-            return []
+        if node.kind == "any":  # only the classes the record stores exactly (typenode.ANY_TYPES)
+            return [f"v = o.{attr}", "if v.__class__ not in _ANY_TYPES:", f"    _any_problem(v, {path!r})"]
         value = f"_coerce({self.const(node, 'n')}, v, {path!r})"
         fix = f"o.{attr} = {value}" if direct else f"_osa(o, {attr!r}, {value})"
         optional = node.kind == "optional"
@@ -305,9 +323,7 @@ class _Gen:
             return None
         conds = [f"v.__class__ is not {self.const(ctype, 'T')}"]
         for i, arg in enumerate(node.args):
-            if arg.kind == "any":
-                continue
-            fast = _fast_types(arg)
+            fast = ANY_TYPES if arg.kind == "any" else _fast_types(arg)
             if fast is None:
                 return None
             src = "v.values()" if node.kind == "dict" and i == 1 else "v"  # (a dict iterates its keys)

@@ -10,6 +10,8 @@ byte, then an order-preserving tuple (``quanta._codec.encode_tuple``)::
 An entry's value ``(pk,)`` is ``encode_key(pk)``, the last bytes of its record's key: a query
 turns an entry into its record's key by concatenation, with no decoding.
     catalog       NS "c" (entity,)                            -> the stored schema
+    key counter   NS "c" (entity, "~seq")                     -> encode_key(n): no auto key
+                                                                 below n may be handed out
 
 Because the tuple encoding is order-preserving and prefix-free, all records of an entity are
 one contiguous range ordered by primary key, and all entries of an index are one range
@@ -25,16 +27,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .._codec import encode_key, encode_tuple, prefix_end
+from .._codec import decode_key, encode_key, encode_tuple, prefix_end
+from ..errors import CorruptionError
 
 __all__ = [
     "NS",
     "EntityKeys",
+    "bad_record_error",
     "catalog_key",
     "index_key",
     "index_prefix",
     "record_key",
     "record_prefix",
+    "sequence_key",
     "unique_key",
     "unique_prefix",
 ]
@@ -72,6 +77,27 @@ def unique_prefix(entity: str, index: str, values: Sequence[Any] = ()) -> bytes:
 
 def catalog_key(entity: str) -> bytes:
     return NS + CATALOG + encode_tuple((entity,))
+
+
+def bad_record_error(entity: str, key: bytes, problem: str) -> CorruptionError:
+    """The error for the stored record under ``key`` that cannot be read (``problem`` says
+    why), naming the entity, the primary key and the key's bytes."""
+    start = NS + RECORD + encode_key(entity)
+    try:
+        pk: Any = decode_key(key[len(start) :])
+    except Exception:
+        pk = key[len(start) :]
+    return CorruptionError(
+        f"the {entity} record with primary key {pk!r} (key {key.hex()}) cannot be read: {problem}; "
+        f"delete({pk!r}) removes it, and db.verify(deep=True) lists every such record",
+        path=f"<record {entity} {pk!r}>",
+    )
+
+
+def sequence_key(entity: str) -> bytes:
+    """Where an auto-key entity keeps the smallest key it may still hand out after a reopen
+    (written in the same batch as a delete of its largest keys; see ``_collection.py``)."""
+    return NS + CATALOG + encode_tuple((entity, "~seq"))
 
 
 class EntityKeys:

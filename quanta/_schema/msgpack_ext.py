@@ -24,6 +24,9 @@ Extension types (msgpack ``ExtType(code, payload)``; integers big-endian)::
                               sets encode alike: by value when all are int, all str or all
                               bytes; otherwise by their encoded bytes
     11    frozenset           as 10
+    12    tuple (in Any)      a msgpack array of the elements; written only for tuples in
+                              ``Any`` positions, where a plain array would come back as a
+                              list (and, as a dict key or set element, fail to hash)
 
 Zone kinds: 0 ``datetime.timezone(offset)`` (text empty); 1 ``zoneinfo.ZoneInfo(text)``,
 whose offset is stored too (0 for a ``time``, which has no offset in a zone), so that if
@@ -54,9 +57,10 @@ from typing import Any
 import msgpack
 
 from ..errors import CorruptionError, InvalidTypeError, QuantaError
+from .typenode import ANY_TYPES
 from .typenode import SUPPORTED as _SUPPORTED
 
-__all__ = ["ExtCode", "decode_value", "encode_value"]
+__all__ = ["ExtCode", "decode_value", "encode_value", "exact_any"]
 
 
 class ExtCode(IntEnum):
@@ -73,6 +77,7 @@ class ExtCode(IntEnum):
     UUID = 9
     SET = 10
     FROZENSET = 11
+    TUPLE = 12
 
 
 _RECORD = "<record>"  # the CorruptionError path: a record is not a file
@@ -282,6 +287,42 @@ def _dec_frozenset(data: bytes) -> frozenset[Any]:
     return frozenset(_unpack_elements(data))
 
 
+def _dec_tuple(data: bytes) -> tuple[Any, ...]:
+    return tuple(msgpack.unpackb(data, ext_hook=_ext_hook, strict_map_key=False, unicode_errors="surrogatepass"))
+
+
+# ---------------------------------------------------------------------------------------------
+# ``Any`` values: stored so that they read back as the same value of the same type.
+
+
+def exact_any(v: Any) -> Any:
+    """``v`` (a value of an ``Any`` position, already checked by :func:`any_problem`) in the
+    form the record packer stores exactly: tuples as extension type 12 (a plain array reads
+    back as a list), sets and frozensets as 10 and 11 with their elements converted alike.
+    Lists and dicts of scalars are returned as they are."""
+    c = v.__class__
+    if c in ANY_TYPES:
+        return v
+    if c is list:
+        if ANY_TYPES.issuperset(map(type, v)):
+            return v
+        return [exact_any(x) for x in v]
+    if c is tuple:
+        items = [exact_any(x) for x in v]
+        try:
+            payload = _packers.pack(items)
+        except UnicodeEncodeError:
+            payload = _packers.pack_sp(items)
+        return _tuple_new(_ExtType, (12, payload))
+    if c is dict:
+        if ANY_TYPES.issuperset(map(type, v)) and ANY_TYPES.issuperset(map(type, v.values())):
+            return v
+        return {exact_any(k): exact_any(x) for k, x in v.items()}
+    if c is set or c is frozenset:
+        return _set_ext([exact_any(x) for x in v], 10 if c is set else 11)
+    return v  # not storable: the packer's ``default`` hook raises InvalidTypeError
+
+
 _EXT_ENCODERS: dict[type, Callable[[Any], msgpack.ExtType]] = {
     datetime: _enc_datetime,
     date: _enc_date,
@@ -306,6 +347,7 @@ _EXT_DECODERS: dict[int, Callable[[bytes], Any]] = {
     9: _dec_uuid,
     10: _dec_set,
     11: _dec_frozenset,
+    12: _dec_tuple,
 }
 assert set(_EXT_DECODERS) == {c.value for c in ExtCode}
 

@@ -30,10 +30,12 @@ from typing import Any, NoReturn
 from ..errors import InvalidTypeError
 
 __all__ = [
+    "ANY_TYPES",
     "SCALAR_TYPES",
     "SUPPORTED",
     "TypeNode",
     "UnsupportedType",
+    "any_problem",
     "coerce",
     "parse_type",
     "strip_annotated",
@@ -233,6 +235,58 @@ def _parse_dataclass(cls: type, localns: Any, seen: dict[type, TypeNode]) -> Typ
 # is not plainly of its declared type).
 
 
+ANY_TYPES: frozenset[type] = frozenset(
+    {_NONE, bool, int, float, str, bytes, datetime, date, time, timedelta, Decimal, uuid.UUID}
+)
+"""The scalar classes an ``Any`` position stores exactly (besides list, tuple, dict, set and
+frozenset of them). Subclasses (Enum members, IntEnum, str subclasses, ...) are refused: they
+would read back as their base class."""
+_ANY_LABEL = (
+    "None, bool, int, float, str, bytes, datetime, date, time, timedelta, Decimal, UUID and "
+    "list, tuple, dict, set, frozenset of them"
+)
+
+
+def any_problem(v: Any, path: str) -> None:
+    """Raise ``InvalidTypeError`` naming ``path`` and the offending part (``Item.meta[2][0]``)
+    if ``v`` holds anything an ``Any`` position cannot store exactly (see :data:`ANY_TYPES`)."""
+    try:
+        found = _any_bad(v)
+    except RecursionError:
+        raise InvalidTypeError(f"{path}: the value is nested too deeply to be stored") from None
+    if found is not None:
+        where, bad = found
+        raise InvalidTypeError(
+            f"{path}{where}: a value of type {type(bad).__qualname__} cannot be stored exactly in an Any "
+            f"position (it would read back as another type); storable there: {_ANY_LABEL}"
+        )
+
+
+def _any_bad(v: Any) -> tuple[str, Any] | None:
+    """``(path suffix, offending value)`` of the first unstorable part of ``v``, or None."""
+    c = v.__class__
+    if c in ANY_TYPES:
+        return None
+    if c is list or c is tuple:
+        for i, x in enumerate(v):
+            if x.__class__ not in ANY_TYPES and (found := _any_bad(x)) is not None:
+                return f"[{i}]{found[0]}", found[1]
+        return None
+    if c is dict:
+        for k, x in v.items():
+            if k.__class__ not in ANY_TYPES and (found := _any_bad(k)) is not None:
+                return f" key {k!r}{found[0]}", found[1]
+            if x.__class__ not in ANY_TYPES and (found := _any_bad(x)) is not None:
+                return f"[{k!r}]{found[0]}", found[1]
+        return None
+    if c is set or c is frozenset:
+        for x in v:
+            if x.__class__ not in ANY_TYPES and (found := _any_bad(x)) is not None:
+                return f" element {x!r}{found[0]}", found[1]
+        return None
+    return "", v
+
+
 def _fail(node: TypeNode, value: Any, path: str, detail: str = "") -> NoReturn:
     raise InvalidTypeError(f"{path}: expected {type_label(node)}, got {type(value).__qualname__}{detail}")
 
@@ -253,7 +307,10 @@ def coerce(node: TypeNode, v: Any, path: str, shown: TypeNode | None = None) -> 
             if isinstance(v, float):
                 return v
             if isinstance(v, int) and not isinstance(v, bool):
-                return float(v)
+                try:
+                    return float(v)
+                except OverflowError:
+                    raise InvalidTypeError(f"{path}: the int {v} is too large for a float") from None
         elif t is date:
             if isinstance(v, date) and not isinstance(v, datetime):
                 return v
@@ -261,6 +318,8 @@ def coerce(node: TypeNode, v: Any, path: str, shown: TypeNode | None = None) -> 
             return v
         _fail(shown, v, path)
     if k == "any":
+        if v.__class__ not in ANY_TYPES:
+            any_problem(v, path)
         return v
     if k == "optional":
         return None if v is None else coerce(node.args[0], v, path, node)
