@@ -22,8 +22,9 @@ Departures from plain dataclasses, and why: instances built by ``decode`` skip
 ``__init__`` and ``__post_init__`` (records are data that was valid when written; running
 user code per decoded record would cost more than the decode itself); an ``auto`` primary key
 (``= quanta.auto()``, or ``PrimaryKey(auto=True)`` without a default) gets ``0`` (``None`` if
-declared ``int | None``), the "not assigned yet" value the collection replaces on insert; ``slots=True`` is not offered (the descriptors live
-in the class namespace, where slot descriptors would be).
+declared ``int | None``), the "not assigned yet" value the collection replaces on insert;
+``slots=True`` is not offered (the descriptors live in the class namespace, where slot
+descriptors would be).
 """
 
 from __future__ import annotations
@@ -211,6 +212,8 @@ def _build(
         pk = [m for m in _metadata(tp) if isinstance(m, PrimaryKey)]
         if isinstance(_class_attribute(cls, fname), AutoKey):
             where = f"{qual}.{fname}"
+            if fname not in own:
+                raise SchemaError(f"{where}: declare the quanta.auto() key on the entity class itself, not on a base")
             if fname in relations:
                 raise SchemaError(f"{where}: a link cannot be the primary key; drop = quanta.auto()")
             if any(not m.auto for m in pk):
