@@ -11,12 +11,13 @@ entities (``relations.py``).
 
 from .constraints import Constraint, Length, OneOf, Pattern, Range
 from .entity import entity, entity_info
-from .fields import Index, PrimaryKey, Unique, field
+from .fields import AutoKey, Index, PrimaryKey, Unique, auto, field
 from .info import EntityInfo, FieldInfo, IndexInfo, ValidatorInfo
 from .relations import Backlink, Link, Links, backlink, link, links
 from .validation import validator
 
 __all__ = [
+    "AutoKey",
     "Backlink",
     "Constraint",
     "EntityInfo",
@@ -32,6 +33,7 @@ __all__ = [
     "Range",
     "Unique",
     "ValidatorInfo",
+    "auto",
     "backlink",
     "entity",
     "entity_info",

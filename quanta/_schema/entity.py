@@ -21,9 +21,10 @@ At decoration time, once per class, it
 Departures from plain dataclasses, and why: instances built by ``decode`` skip
 ``__init__`` and ``__post_init__`` (records are data that was valid when written; running
 user code per decoded record would cost more than the decode itself); an ``auto`` primary key
-without a default gets ``0`` (``None`` if declared ``int | None``), the "not assigned yet"
-value the collection replaces on insert; ``slots=True`` is not offered (the descriptors live
-in the class namespace, where slot descriptors would be).
+(``= quanta.auto()``, or ``PrimaryKey(auto=True)`` without a default) gets ``0`` (``None`` if
+declared ``int | None``), the "not assigned yet" value the collection replaces on insert;
+``slots=True`` is not offered (the descriptors live in the class namespace, where slot
+descriptors would be).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from ..errors import SchemaError
 from . import relations as _links
 from .adapter import build_codec
 from .constraints import Constraint
-from .fields import Index, PrimaryKey, Unique, field
+from .fields import AutoKey, Index, PrimaryKey, Unique, field
 from .info import ORDERABLE_TYPES, EntityInfo, FieldInfo, IndexInfo
 from .relations import (
     ON_DELETE,
@@ -204,13 +205,27 @@ def _build(
     for back in backlinks:
         del hints[back.name]
 
-    # The auto key's "not assigned" default goes in before the dataclass is made.
+    # The auto key's "not assigned" default goes in before the dataclass is made, in place of
+    # a quanta.auto() marker or, for Annotated[int, PrimaryKey(auto=True)], of no default.
+    auto_defaults: set[str] = set()
     for fname, tp in hints.items():
-        if fname in own and fname not in cls.__dict__:
-            pk = [m for m in _metadata(tp) if isinstance(m, PrimaryKey)]
-            if pk and pk[0].auto:
-                base, _ = strip_annotated(tp)
-                setattr(cls, fname, None if _is_optional(base) else 0)
+        pk = [m for m in _metadata(tp) if isinstance(m, PrimaryKey)]
+        if isinstance(_class_attribute(cls, fname), AutoKey):
+            where = f"{qual}.{fname}"
+            if fname not in own:
+                raise SchemaError(f"{where}: declare the quanta.auto() key on the entity class itself, not on a base")
+            if fname in relations:
+                raise SchemaError(f"{where}: a link cannot be the primary key; drop = quanta.auto()")
+            if any(not m.auto for m in pk):
+                raise SchemaError(
+                    f"{where}: = quanta.auto() declares an auto key, but the annotation says PrimaryKey(); "
+                    "drop the PrimaryKey() marker (or write PrimaryKey(auto=True))"
+                )
+            auto_defaults.add(fname)
+        elif not (fname in own and fname not in cls.__dict__ and pk and pk[0].auto):
+            continue
+        base, _ = strip_annotated(tp)
+        setattr(cls, fname, None if _is_optional(base) else 0)
 
     try:
         dataclasses.dataclass(cls, kw_only=True)
@@ -226,6 +241,8 @@ def _build(
         where = f"{qual}.{f.name}"
         tp = hints[f.name]
         meta = _metadata(tp)
+        if f.name in auto_defaults and not any(isinstance(m, PrimaryKey) for m in meta):
+            meta = (*meta, PrimaryKey(auto=True))
         nested = _nested_key_marker(tp)
         if nested is not None:
             raise SchemaError(
@@ -592,6 +609,15 @@ def _field_mentioning(cls: type, name: str) -> str | None:
     return None
 
 
+def _class_attribute(cls: type, name: str) -> Any:
+    """``name`` in the namespace of ``cls`` or of its nearest base that has it (no descriptor
+    is invoked), or None."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return None
+
+
 def _metadata(tp: Any) -> tuple[Any, ...]:
     """Annotated metadata of a field, also when written inside ``X | None``."""
     base, meta = strip_annotated(tp)
@@ -655,8 +681,8 @@ def _check_primary_key(
 ) -> tuple[str, bool]:
     if not pk_fields:
         raise SchemaError(
-            f"{qual}: no primary key; mark one field with Annotated[..., PrimaryKey()], e.g. "
-            "id: Annotated[int, PrimaryKey(auto=True)]"
+            f"{qual}: no primary key; mark one field with Annotated[..., PrimaryKey()], or declare an "
+            "auto-assigned one: id: int = quanta.auto()"
         )
     names = sorted({n for n, _ in pk_fields}, key=lambda n: by_name[n].position)
     if len(pk_fields) > 1:
@@ -666,7 +692,9 @@ def _check_primary_key(
     fi = by_name[fname]
     where = f"{qual}.{fname}"
     if pk.auto and fi.base is not int:
-        raise SchemaError(f"{where}: PrimaryKey(auto=True) needs an int key, not {_name(fi.base)}")
+        raise SchemaError(
+            f"{where}: an auto key (quanta.auto() or PrimaryKey(auto=True)) needs an int key, not {_name(fi.base)}"
+        )
     if fi.optional and not pk.auto:
         raise SchemaError(f"{where}: a primary key cannot be None (only an auto key may be int | None)")
     if fi.key_type is None:

@@ -2,7 +2,9 @@
 
 ``PrimaryKey``, ``Index`` and ``Unique`` go in ``Annotated[...]`` metadata (``Index`` and
 ``Unique`` also in ``@entity(indexes=[...])`` for composite indexes); ``field`` is the
-dataclass field specifier (defaults, ``default_factory``). They are plain immutable values:
+dataclass field specifier (defaults, ``default_factory``); ``auto()`` is the default that
+declares an auto-assigned integer primary key (``id: int = quanta.auto()``). They are plain
+immutable values:
 the ``@entity`` decorator (``entity.py``) reads them once, at decoration time, and checks
 every combination there.
 """
@@ -11,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
-__all__ = ["Index", "PrimaryKey", "Unique", "field"]
+__all__ = ["AutoKey", "Index", "PrimaryKey", "Unique", "auto", "field"]
 
 _T = TypeVar("_T")
 
@@ -23,8 +25,10 @@ class PrimaryKey:
 
     One per entity. ``auto=True`` (int keys only): the collection assigns the next integer
     on insert when the field holds ``0`` or ``None``; the field defaults to ``0`` (``None``
-    for ``int | None``) when the class gives it no default. Declare the default yourself
-    (``= 0``) if a type checker should let constructors leave the key out.
+    for ``int | None``) when the class gives it no default. A type checker cannot read
+    ``Annotated`` metadata, so to it such a field has no default and every constructor call
+    must pass the key: write the auto key as ``id: int = quanta.auto()`` (see :func:`auto`),
+    which needs no ``PrimaryKey`` marker and which type checkers see as a default.
     """
 
     __slots__ = ("auto",)
@@ -40,6 +44,39 @@ class PrimaryKey:
 
     def __hash__(self) -> int:
         return hash((PrimaryKey, self.auto))
+
+
+class AutoKey:
+    """The value :func:`auto` returns: the ``@entity`` decorator replaces it by the "not
+    assigned yet" default (``0``, or ``None`` for ``int | None``) before the class becomes a
+    dataclass, so an instance never holds it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "quanta.auto()"
+
+
+_AUTO = AutoKey()
+
+
+def auto() -> int:
+    """Declare the auto-assigned integer primary key: ``id: int = quanta.auto()``.
+
+    The same as ``id: Annotated[int, PrimaryKey(auto=True)]``: the field is the primary key,
+    it defaults to ``0`` (``None`` when declared ``int | None``), and the collection assigns
+    the next integer on insert when it holds ``0`` or ``None``. Unlike the ``Annotated``
+    form, a type checker sees the default, so ``User(name="Ann")`` type-checks (a type
+    checker cannot read ``Annotated`` metadata, and a field it sees without a default is a
+    required constructor argument). ``User(id=7, name="Ann")`` still sets the key.
+
+    Statically this returns ``int``, so ``name: str = quanta.auto()`` is a type error; at
+    run time it returns a marker (:class:`AutoKey`) that ``@entity`` replaces. It is
+    deliberately not one of ``@entity``'s ``dataclass_transform`` field specifiers: type
+    checkers count a field specifier call as a default only when it is passed
+    ``default=``/``default_factory=``, while any other call is a default.
+    """
+    return cast(int, _AUTO)
 
 
 class Index:

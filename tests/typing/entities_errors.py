@@ -80,3 +80,37 @@ Writer(articles=[])  # E: call-arg
 a.labels.append(a)  # E: arg-type
 not_a_writer: Article = a.writer.target  # E: assignment
 maybe: Link[Writer] = a.editor  # E: assignment
+
+
+# Keys: only an auto key may be left out of a constructor call, and only when the type checker
+# sees its default (= quanta.auto()); Annotated metadata is invisible to it.
+from quanta import auto  # noqa: E402
+
+
+@entity
+class Keyed:
+    id: Annotated[str, PrimaryKey()]
+    text: str = ""
+
+
+@entity
+class Numbered:
+    id: int = auto()
+    text: str = ""
+
+
+@entity
+class AutoNoDefault:
+    id: Annotated[int, PrimaryKey(auto=True)]
+
+
+@entity
+class NotAnInt:
+    id: str = auto()  # E: assignment
+
+
+Keyed()  # E: call-arg
+Keyed(text="x")  # E: call-arg
+Numbered()
+Numbered(id="1")  # E: arg-type
+AutoNoDefault()  # E: call-arg

@@ -163,3 +163,31 @@ async def reads(db: quanta.Database) -> None:
     rows = await articles.where(Article.writer == ann).include("writer").all()
     assert_type(rows, list[Article])
     assert_type(await db.collection(Writer).rekey(1, 2), bool)
+
+
+# Auto keys: `id: int = quanta.auto()` is a default a type checker sees, so constructors may
+# leave the key out (and may still set it); `Annotated[int, PrimaryKey(auto=True)] = 0` too.
+@quanta.entity
+class Note:
+    id: int = quanta.auto()
+    text: str
+
+
+@quanta.entity
+class Draft:
+    id: Annotated[int, PrimaryKey(auto=True)] = quanta.auto()  # the marker is redundant, allowed
+    text: str = ""
+
+
+@quanta.entity
+class Maybe:
+    id: int | None = quanta.auto()  # None until stored
+
+
+n1 = Note(text="hi")
+n2 = Note(id=7, text="yo")
+assert_type(n1.id, int)
+assert_type(Note.id, int)
+d = Draft()
+assert_type(Maybe().id, int | None)
+by_id: bool = Note.id > 3
