@@ -317,16 +317,32 @@ class TransactionKeyValue:
                     raise TransactionClosedError("the transaction finished during the scan")
                 yield chunk
 
-    def put(self, key: bytes, value: bytes) -> None:
-        """Buffer ``key = value``; written when the transaction commits."""
+    async def put(self, key: bytes, value: bytes) -> None:
+        """Buffer ``key = value``; written when the transaction commits. A coroutine like
+        ``db.kv.put`` (so the same code runs in and out of a transaction), though it never
+        suspends: the write is only buffered."""
         key = check_key(key)
         value = check_value(value)
         self._buffer(key, value, len(key) + len(value))
 
-    def delete(self, key: bytes) -> None:
+    async def delete(self, key: bytes) -> None:
         """Buffer the removal of ``key``."""
         key = check_key(key)
         self._buffer(key, None, len(key))
+
+    async def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """Buffer every ``(key, value)`` of ``items``; all are checked first, so a bad one
+        buffers nothing."""
+        if isinstance(items, (bytes, str, dict)) or not isinstance(items, Iterable):
+            raise InvalidTypeError(f"put_many takes an iterable of (key, value) pairs, got {type(items).__name__}")
+        keys: list[bytes] = []
+        values: list[bytes | None] = []
+        for item in items:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise InvalidTypeError(f"put_many items must be (key, value) tuples, got {item!r:.80}")
+            keys.append(check_key(item[0]))
+            values.append(check_value(item[1]))
+        self._put_generated(keys, values)
 
     def _buffer(self, key: bytes, value: bytes | None, size: int) -> None:
         tx = self._tx
