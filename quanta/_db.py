@@ -108,16 +108,16 @@ class Database:
 
     def changes(
         self,
-        prefix: bytes | None = None,
         start: bytes | None = None,
         stop: bytes | None = None,
         *,
+        prefix: bytes | None = None,
         with_old: bool = False,
         buffer: int = DEFAULT_CAPACITY,
     ) -> Stream[ChangeSet]:
-        """Subscribe now to every later commit that changes a key in range (``prefix``, and
-        ``start <= key < stop``); an async iterator of :class:`ChangeSet`, in commit order,
-        each holding just the keys in range.
+        """Subscribe now to every later commit that changes a key in range (``start <= key <
+        stop``, and ``prefix``: the same range arguments as ``db.kv.scan``); an async
+        iterator of :class:`ChangeSet`, in commit order, each holding just the keys in range.
 
         ``stream.start_seq`` is the last commit before the subscription: it yields exactly
         the matching commits after it. ``with_old=True`` fills ``Change.old_value``.
@@ -130,10 +130,10 @@ class Database:
 
     def observe(
         self,
-        prefix: bytes | None = None,
         start: bytes | None = None,
         stop: bytes | None = None,
         *,
+        prefix: bytes | None = None,
         with_old: bool = False,
         buffer: int = DEFAULT_CAPACITY,
     ) -> Feed[ChangeSet]:

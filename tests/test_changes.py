@@ -891,14 +891,15 @@ async def check_routing(
     try:
         for n in range(len(commits) + 1):
             for i, sub in enumerate(subs):
-                args = (sub["prefix"], sub["start"], sub["stop"])
+                args = (sub["start"], sub["stop"])
                 if joins[i] == n:
                     if sub["face"] == "stream":
-                        streams[i] = db.changes(*args, with_old=sub["with_old"])
+                        streams[i] = db.changes(*args, prefix=sub["prefix"], with_old=sub["with_old"])
                         assert streams[i].start_seq == n
                     else:
                         rec = Recorder()
-                        observers[i] = (rec, db.observe(*args, with_old=sub["with_old"]).subscribe(rec))
+                        feed = db.observe(*args, prefix=sub["prefix"], with_old=sub["with_old"])
+                        observers[i] = (rec, feed.subscribe(rec))
                 if leaves[i] == n:
                     if i in streams:  # read what it has (aclose drops undelivered items), then leave
                         received[i] = await take(streams[i], len(expected[i]))

@@ -397,7 +397,7 @@ async def test_watch_range_without_bounds_is_every_commit(db: quanta.Database) -
 
 async def test_watch_range_delivers_what_observe_delivers(db: quanta.Database) -> None:
     ranged = aiter(db.kv.watch_range(b"k2", b"k7", prefix=b"k", with_old=True))
-    observed = aiter(db.observe(b"k", b"k2", b"k7", with_old=True))  # observe(prefix, start, stop)
+    observed = aiter(db.observe(b"k2", b"k7", prefix=b"k", with_old=True))  # the same arguments as watch_range
     for i in range(10):
         await db.kv.put_many([(b"k%d" % i, b"v%d" % i), (b"k%d" % (9 - i), b"w%d" % i)])
     await db.close()
