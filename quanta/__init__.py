@@ -14,6 +14,9 @@ implementation and may change without notice.
 
 from __future__ import annotations
 
+import inspect as _inspect
+import typing as _typing
+
 from ._catalog import SchemaProgress, migration
 from ._collection import Collection
 from ._db import Database, open
@@ -21,7 +24,7 @@ from ._kv import Batch, KeyValue, Snapshot
 from ._live import LiveFeed, LiveStream, ResultDiff
 from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, Options
 from ._queries import Query
-from ._query import asc, between, contains, desc, in_
+from ._query import Plan, asc, between, contains, desc, in_
 from ._reactive import Change, ChangeSet, Feed, Stream
 from ._schema import (
     Backlink,
@@ -111,6 +114,7 @@ __all__ = [
     "OneOf",
     "Options",
     "Pattern",
+    "Plan",
     "PrimaryKey",
     "QuantaError",
     "Query",
@@ -154,3 +158,29 @@ __all__ = [
 ]
 
 from . import errors
+
+
+def _claim_public_names() -> None:
+    """Everything public shows the facade as its home, as httpx does: ``quanta.Database``,
+    not ``quanta._db.Database`` (in reprs, tracebacks, docs and pickles; pickle finds each
+    class here). A class's string annotations are resolved in the module its ``__module__``
+    names (``typing.get_type_hints``, pydantic, FastAPI), so they are resolved first, where
+    they were written; ones that never resolved (TYPE_CHECKING names) are left as they are."""
+    namespace = globals()
+    for name in __all__:
+        obj = namespace[name]
+        if isinstance(obj, type):
+            own = _inspect.get_annotations(obj)
+            if own:
+                try:
+                    hints = _typing.get_type_hints(obj, include_extras=True)
+                except NameError:
+                    pass
+                else:
+                    obj.__annotations__ = {key: hints.get(key, value) for key, value in own.items()}
+            obj.__module__ = "quanta"
+        elif callable(obj) and hasattr(obj, "__code__"):
+            obj.__module__ = "quanta"
+
+
+_claim_public_names()

@@ -48,14 +48,17 @@ class Database:
 
     @property
     def path(self) -> str:
+        """The database directory."""
         return self._engine.path
 
     @property
     def options(self) -> Options:
+        """The options the database was opened with."""
         return self._engine.opts
 
     @property
     def closed(self) -> bool:
+        """True once ``aclose()`` (or ``close()``) ran."""
         return self._engine.closed
 
     def snapshot(self) -> Snapshot:

@@ -115,6 +115,7 @@ class Transaction:
 
     @property
     def finished(self) -> bool:
+        """True once the transaction committed or rolled back."""
         return self._finished
 
     def collection(self, cls: type[E]) -> Collection[E]:
@@ -178,6 +179,11 @@ class Transaction:
             self._finished = True
             self._release()
 
+    async def aclose(self) -> None:
+        """Roll back unless the transaction already committed or rolled back (what leaving
+        an ``async with`` block with an exception does). Idempotent."""
+        await self.rollback()
+
     async def __aenter__(self) -> Transaction:
         return self
 
@@ -190,6 +196,16 @@ class Transaction:
             await self.commit()
         else:
             await self.rollback()
+
+    def __repr__(self) -> str:
+        if not self._finished:
+            state = "active"
+        elif self.commit_seq is not None:
+            state = f"committed at {self.commit_seq}"
+        else:
+            state = "finished"
+        mode = " read-only" if self.read_only else ""
+        return f"<quanta.Transaction seq={self.seq} {state}{mode} writes={len(self._writes)}>"
 
     def __del__(self) -> None:
         if not getattr(self, "_finished", True):
@@ -212,6 +228,9 @@ class TransactionKeyValue:
 
     def __init__(self, tx: Transaction) -> None:
         self._tx = tx
+
+    def __repr__(self) -> str:
+        return f"<quanta.TransactionKeyValue of {self._tx!r}>"
 
     def _note_read(self, keys: Iterable[bytes]) -> None:
         state = self._tx._state
