@@ -621,7 +621,7 @@ async def _rmw(tx: Any, op: tuple[bytes, ...], calls: list[int]) -> None:
     calls[0] += 1
     values = [await tx.kv.get(k) for k in op]
     for k, v in zip(op, values, strict=True):
-        tx.kv.put(k, txn_value(txn_counter(v) + 1))
+        await tx.kv.put(k, txn_value(txn_counter(v) + 1))
 
 
 async def _txn_run(db: Any, cfg: TxnConfig) -> dict[str, Any]:

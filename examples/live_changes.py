@@ -74,8 +74,8 @@ async def main_async(path: str) -> None:
             await db.kv.put(b"order:%05d" % i, b"%d" % (i % 50))
             await db.kv.put(b"blob:%05d" % i, os.urandom(512))  # filler: not an order
         async with db.transaction() as tx:  # one atomic change set: a refund and a cancellation
-            tx.kv.put(b"order:00007", b"0")
-            tx.kv.delete(b"order:00008")
+            await tx.kv.put(b"order:00007", b"0")
+            await tx.kv.delete(b"order:00008")
         await db.kv.put(b"status", b"loading")  # the same value: a watch emits nothing
         await db.kv.put(b"status", b"done")
         await db.compact()

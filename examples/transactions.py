@@ -39,8 +39,8 @@ async def transfer(db: quanta.Database, src: bytes, dst: bytes, amount: int) -> 
         if balance < amount:
             return False  # nothing written: the transaction commits empty, for free
         target = int(await tx.kv.get(dst) or b"0")
-        tx.kv.put(src, b"%d" % (balance - amount))
-        tx.kv.put(dst, b"%d" % (target + amount))
+        await tx.kv.put(src, b"%d" % (balance - amount))
+        await tx.kv.put(dst, b"%d" % (target + amount))
         return True
 
     return await db.run_transaction(move, retries=50)
@@ -83,8 +83,8 @@ async def main_async(path: str) -> None:
         first, second = db.transaction(), db.transaction()
         a = int(await first.kv.get(ACCOUNTS[0]) or b"0")
         b = int(await second.kv.get(ACCOUNTS[0]) or b"0")
-        first.kv.put(ACCOUNTS[0], b"%d" % (a + 1))
-        second.kv.put(ACCOUNTS[0], b"%d" % (b + 1))
+        await first.kv.put(ACCOUNTS[0], b"%d" % (a + 1))
+        await second.kv.put(ACCOUNTS[0], b"%d" % (b + 1))
         await first.commit()
         try:
             await second.commit()

@@ -14,13 +14,16 @@ implementation and may change without notice.
 
 from __future__ import annotations
 
+import inspect as _inspect
+import typing as _typing
+
 from ._catalog import SchemaProgress, migration
 from ._db import Database, open
 from ._entity import Collection, Query
 from ._kv import Batch, KeyValue, Snapshot
 from ._live import ResultDiff
 from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, Options
-from ._query import asc, between, contains, desc, in_
+from ._query import Plan, asc, between, contains, desc, in_
 from ._reactive import Change, ChangeSet, Watch
 from ._schema import (
     Backlink,
@@ -60,14 +63,17 @@ from .errors import (
     QuantaError,
     QueryError,
     ReadOnlyError,
+    ReservedKeyError,
     SchemaError,
     SchemaMismatchError,
     StorageIOError,
     SubscriberOverflowError,
     TransactionClosedError,
     UniqueViolationError,
+    UnsupportedPlatformError,
     ValidationError,
     Violation,
+    WrongEventLoopError,
 )
 
 __version__ = "0.1.0"
@@ -105,12 +111,14 @@ __all__ = [
     "OneOf",
     "Options",
     "Pattern",
+    "Plan",
     "PrimaryKey",
     "QuantaError",
     "Query",
     "QueryError",
     "Range",
     "ReadOnlyError",
+    "ReservedKeyError",
     "ResultDiff",
     "SchemaError",
     "SchemaMismatchError",
@@ -124,9 +132,11 @@ __all__ = [
     "TransactionKeyValue",
     "Unique",
     "UniqueViolationError",
+    "UnsupportedPlatformError",
     "ValidationError",
     "Violation",
     "Watch",
+    "WrongEventLoopError",
     "__version__",
     "asc",
     "auto",
@@ -146,3 +156,29 @@ __all__ = [
 ]
 
 from . import errors
+
+
+def _claim_public_names() -> None:
+    """Everything public shows the facade as its home, as httpx does: ``quanta.Database``,
+    not ``quanta._db.Database`` (in reprs, tracebacks, docs and pickles; pickle finds each
+    class here). A class's string annotations are resolved in the module its ``__module__``
+    names (``typing.get_type_hints``, pydantic, FastAPI), so they are resolved first, where
+    they were written; ones that never resolved (TYPE_CHECKING names) are left as they are."""
+    namespace = globals()
+    for name in __all__:
+        obj = namespace[name]
+        if isinstance(obj, type):
+            own = _inspect.get_annotations(obj)
+            if own:
+                try:
+                    hints = _typing.get_type_hints(obj, include_extras=True)
+                except NameError:
+                    pass
+                else:
+                    obj.__annotations__ = {key: hints.get(key, value) for key, value in own.items()}
+            obj.__module__ = "quanta"
+        elif callable(obj) and hasattr(obj, "__code__"):
+            obj.__module__ = "quanta"
+
+
+_claim_public_names()

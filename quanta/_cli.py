@@ -143,7 +143,7 @@ async def demo(path: str, records: int = 100_000, out: TextIO = sys.stdout) -> N
         first, second = db.transaction(), db.transaction()
         for tx in (first, second):
             user = msgpack.unpackb(await tx.kv.get(key))
-            tx.kv.put(key, msgpack.packb({**user, "age": user["age"] + 1}))
+            await tx.kv.put(key, msgpack.packb({**user, "age": user["age"] + 1}))
         await first.commit()
         try:
             await second.commit()

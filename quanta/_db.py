@@ -56,14 +56,17 @@ class Database:
 
     @property
     def path(self) -> str:
+        """The database directory."""
         return self._engine.path
 
     @property
     def options(self) -> Options:
+        """The options the database was opened with."""
         return self._engine.opts
 
     @property
     def closed(self) -> bool:
+        """True once ``aclose()`` (or ``close()``) ran."""
         return self._engine.closed
 
     def snapshot(self) -> Snapshot:
@@ -110,17 +113,18 @@ class Database:
 
     def changes(
         self,
-        prefix: bytes | None = None,
         start: bytes | None = None,
         stop: bytes | None = None,
         *,
+        prefix: bytes | None = None,
         with_old: bool = False,
         buffer: int = DEFAULT_CAPACITY,
     ) -> Watch[ChangeSet]:
-        """Subscribe now to every later commit that changes a key in range (``prefix``, and
-        ``start <= key < stop``): a :class:`quanta.Watch` of :class:`ChangeSet`, in commit
-        order, each holding just the keys in range (an async iterator, and an Observable
-        whose first observer takes this subscription if it was not iterated).
+        """Subscribe now to every later commit that changes a key in range (``start <= key <
+        stop``, and ``prefix``: the same range arguments as ``db.kv.scan``): a
+        :class:`quanta.Watch` of :class:`ChangeSet`, in commit order, each holding just the
+        keys in range (an async iterator, and an Observable whose first observer takes this
+        subscription if it was not iterated).
 
         ``stream.start_seq`` is the last commit before the subscription: it yields exactly
         the matching commits after it. ``with_old=True`` fills ``Change.old_value``.
@@ -133,10 +137,10 @@ class Database:
 
     def observe(
         self,
-        prefix: bytes | None = None,
         start: bytes | None = None,
         stop: bytes | None = None,
         *,
+        prefix: bytes | None = None,
         with_old: bool = False,
         buffer: int = DEFAULT_CAPACITY,
     ) -> Watch[ChangeSet]:

@@ -123,11 +123,19 @@ def batch_size_check(total: int) -> None:
 
 
 class _Reader:
+    """The reads shared by ``db.kv`` and ``snapshot.kv``: ``get``, ``get_many``, ``scan``, at
+    the snapshot given (None: the latest committed state)."""
+
     __slots__ = ("_engine", "_snapshot")
 
     def __init__(self, engine: Engine, snapshot: int | None) -> None:
         self._engine = engine
         self._snapshot = snapshot
+
+    def __repr__(self) -> str:
+        at = "latest" if self._snapshot is None else f"seq={self._snapshot}"
+        state = " closed" if self._engine.closed else ""
+        return f"<quanta.{type(self).__name__} {self._engine.path!r} {at}{state}>"
 
     def _check(self) -> Engine:
         engine = self._engine
@@ -402,11 +410,16 @@ class Batch:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def __repr__(self) -> str:
+        state = "committed" if self._committed else "open"
+        return f"<quanta.Batch {state} ops={len(self._keys)} bytes={self._bytes}>"
+
     def _check_open(self) -> None:
         if self._committed:
             raise InvalidArgumentError("this batch was already committed; create a new one")
 
     def put(self, key: bytes, value: bytes) -> Batch:
+        """Add ``key = value`` (checked now); returns the batch, so calls chain."""
         self._check_open()
         key = check_key(key)
         value = check_value(value)
@@ -417,6 +430,7 @@ class Batch:
         return self
 
     def delete(self, key: bytes) -> Batch:
+        """Add the removal of ``key`` (checked now); returns the batch, so calls chain."""
         self._check_open()
         key = check_key(key)
         batch_size_check(self._bytes + len(key))
@@ -459,13 +473,27 @@ class Snapshot:
         self.kv = _Reader(engine, self.seq)
         self._released = False
 
+    @property
+    def released(self) -> bool:
+        """True once the snapshot was released."""
+        return self._released
+
     def release(self) -> None:
+        """Release the snapshot now (``aclose`` without the await). Idempotent."""
         if not self._released:
             self._released = True
             self._engine.release_snapshot(self.seq)
+
+    async def aclose(self) -> None:
+        """Release the snapshot: compaction may drop the versions it kept. Idempotent."""
+        self.release()
 
     async def __aenter__(self) -> Snapshot:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.release()
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else "open"
+        return f"<quanta.Snapshot seq={self.seq} {state}>"

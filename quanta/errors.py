@@ -9,8 +9,11 @@ QuantaError
 ├── InvalidArgumentError (ValueError)   bad option, empty key, ...
 │   ├── InvalidTypeError (TypeError)    a str where bytes are required, ...
 │   ├── LimitExceededError              key, value or batch over the documented limits
-│   └── ValidationError                 an entity breaks its constraints or validators
-│                                       (lists every violation)
+│   ├── ValidationError                 an entity breaks its constraints or validators
+│   │                                   (lists every violation)
+│   ├── SchemaError (TypeError)         a bad entity declaration (names class and field)
+│   ├── QueryError                      an ill-typed or impossible query, raised when built
+│   └── ReservedKeyError                a db.kv call inside the entity key space (b"\x00Q...")
 ├── CorruptionError                     a checksum or structure check failed (names file, offset)
 ├── DatabaseLockedError                 another process or open() holds the directory
 ├── DatabaseClosedError                 the database was closed
@@ -22,13 +25,13 @@ QuantaError
 ├── ConflictError                       a transaction lost to a concurrent commit; retry it
 ├── TransactionClosedError              a transaction used after it committed or rolled back
 ├── SubscriberOverflowError             a subscriber fell too far behind the change bus
-├── SchemaError (TypeError)             a bad entity declaration (names class and field)
 ├── SchemaMismatchError                 declared entity classes differ from the stored schemas
 │                                       and no migration covers it (lists each difference)
-├── QueryError (ValueError)             an ill-typed or impossible query, raised when built
 ├── IntegrityError                      a write would break a relationship or uniqueness rule
 │   └── UniqueViolationError            a put would give a unique index a duplicate value
 ├── StorageIOError                      an operating-system I/O call failed (errno kept)
+├── UnsupportedPlatformError            Windows, or an event loop other than asyncio
+├── WrongEventLoopError                 a database used from another event loop than its own
 └── DatabaseFailedError                 a fatal failure stopped writes; reopen to recover
     └── BackgroundError                 ... and it happened in background flush/compaction
 ```
@@ -59,6 +62,7 @@ __all__ = [
     "NotADatabaseError",
     "QuantaError",
     "ReadOnlyError",
+    "ReservedKeyError",
     "StorageIOError",
     "QueryError",
     "SchemaError",
@@ -66,7 +70,9 @@ __all__ = [
     "SubscriberOverflowError",
     "TransactionClosedError",
     "UniqueViolationError",
+    "UnsupportedPlatformError",
     "ValidationError",
+    "WrongEventLoopError",
 ]
 
 
@@ -227,13 +233,20 @@ class SubscriberOverflowError(QuantaError):
         return _rebuild, (type(self), self.args, {"last_seq": self.last_seq})
 
 
-class SchemaError(QuantaError, TypeError):
+class SchemaError(InvalidArgumentError, TypeError):
     """An entity class is declared wrongly (a missing or duplicate primary key, an index on a
     field that cannot be ordered, ``auto=True`` on a non-int key, ...). Raised when the
     class is decorated; the message names the class and the field."""
 
 
-class QueryError(QuantaError, ValueError):
+class ReservedKeyError(InvalidArgumentError):
+    """A ``db.kv`` or ``tx.kv`` call named a key inside the reserved entity key space (keys
+    starting with ``b"\x00Q"``: entity records, indexes, the catalog). Entity data changes only
+    through collections and migrations; nothing was written. ``db.kv.scan(...,
+    include_reserved=True)`` shows those keys for debugging (docs/kv.md)."""
+
+
+class QueryError(InvalidArgumentError):
     """A query is ill-typed or impossible (a comparison with a value of the wrong type, an
     unknown field, ``contains`` on a field that is not a collection, ...). Raised when the
     query is built, not when it runs."""
@@ -284,6 +297,19 @@ class StorageIOError(QuantaError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return _rebuild, (type(self), self.args, {"errno": self.errno, "path": self.path})
+
+
+class UnsupportedPlatformError(QuantaError):
+    """QuantaDB cannot run here: on Windows (it needs POSIX file locks and ``fsync``
+    semantics), or under an event loop other than asyncio (trio, for example). Raised by
+    ``quanta.open`` before anything touches the disk; the message names what is supported:
+    Linux and macOS, CPython 3.11+, asyncio (directly or through anyio's asyncio backend)."""
+
+
+class WrongEventLoopError(QuantaError):
+    """A database was used from an event loop other than the one that opened it (a second
+    ``asyncio.run``, another thread's loop). A database belongs to the loop it was opened on:
+    open it (and close it) inside the loop that uses it."""
 
 
 class DatabaseFailedError(QuantaError):

@@ -512,9 +512,9 @@ class Workload:
                     elif isinstance(s, Scan):
                         results.append(await collect(tx.kv, s, rng))
                     elif isinstance(s, Put):
-                        results.append(tx.kv.put(s.key, s.value))
+                        results.append(await tx.kv.put(s.key, s.value))
                     else:
-                        results.append(tx.kv.delete(s.key))
+                        results.append(await tx.kv.delete(s.key))
                     await self.maybe_yield()
                 committing = True
 
@@ -626,7 +626,7 @@ async def test_a_transaction_begun_during_a_group_fsync_sees_the_commit_in_fligh
     try:
         async with db.transaction() as tx:
             seen = await tx.kv.get(b"k")
-            tx.kv.delete(b"a")
+            await tx.kv.delete(b"a")
         txn = Txn(txn.steps, committed=True)
     except quanta.ConflictError:
         txn = Txn(txn.steps, committed=False)

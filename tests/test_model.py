@@ -198,9 +198,9 @@ class DatabaseMachine(RuleBasedStateMachine):
                 own: dict[bytes, bytes | None] = {}
                 for k, v in ops:
                     if v is None:
-                        tx.kv.delete(k)
+                        await tx.kv.delete(k)
                     else:
-                        tx.kv.put(k, v)
+                        await tx.kv.put(k, v)
                     own[k] = v
                 view = {k: v for k, v in {**self.model, **own}.items() if v is not None}
                 assert await tx.kv.get(probe) == view.get(probe)

@@ -124,9 +124,9 @@ async def apply_tx_ops(tx: quanta.Transaction, ops: list[Any]) -> None:
         elif kind == "get_many":
             await tx.kv.get_many(args[0])
         elif kind == "put":
-            tx.kv.put(args[0], args[1])
+            await tx.kv.put(args[0], args[1])
         elif kind == "delete":
-            tx.kv.delete(args[0])
+            await tx.kv.delete(args[0])
         else:
             await collect(tx.kv.scan(**args[0]))
 
@@ -202,7 +202,7 @@ async def test_commits_made_before_a_transaction_began_never_conflict(db: quanta
         assert tx.seq == (await db.stats())["last_seq"]
         assert await tx.kv.get(b"a") == b"1"
         await collect(tx.kv.scan())
-        tx.kv.put(b"a", b"2")
+        await tx.kv.put(b"a", b"2")
     assert await db.kv.get(b"a") == b"2"
     if older is not None:
         await older.rollback()
@@ -215,7 +215,7 @@ async def test_of_two_transactions_that_conflict_the_first_to_commit_wins(db: qu
     first, second = db.transaction(), db.transaction()
     for tx, read, write in ((first, b"x", b"y"), (second, b"y", b"x")):
         assert await tx.kv.get(read) == b"1"
-        tx.kv.put(write, b"0")
+        await tx.kv.put(write, b"0")
     assert await second.commit() is not None
     with pytest.raises(quanta.ConflictError) as err:
         await first.commit()
@@ -229,12 +229,12 @@ async def test_a_conflict_is_checked_against_commits_still_open_transactions_mad
     a younger one finished (pruning is by the oldest open snapshot)."""
     old = db.transaction()
     await old.kv.get(b"k")
-    old.kv.put(b"o", b"1")
+    await old.kv.put(b"o", b"1")
     young = db.transaction()
-    young.kv.put(b"k", b"young")
+    await young.kv.put(b"k", b"young")
     await young.commit()
     newest = db.transaction()
-    newest.kv.put(b"n", b"1")
+    await newest.kv.put(b"n", b"1")
     assert await newest.commit() is not None  # young's write is older than newest: no conflict
     with pytest.raises(quanta.ConflictError) as err:
         await old.commit()
@@ -267,16 +267,16 @@ async def test_reads_do_not_see_commits_made_after_the_transaction_began(db_fact
 async def test_a_transaction_reads_its_own_writes(db: quanta.Database) -> None:
     await db.kv.put_many([(b"a", b"1"), (b"b", b"1")])
     async with db.transaction() as tx:
-        tx.kv.put(b"a", b"2")
-        tx.kv.delete(b"b")
-        tx.kv.put(b"c", b"3")
-        tx.kv.put(b"c", b"4")  # the latest buffered write wins
-        tx.kv.delete(b"missing")
+        await tx.kv.put(b"a", b"2")
+        await tx.kv.delete(b"b")
+        await tx.kv.put(b"c", b"3")
+        await tx.kv.put(b"c", b"4")  # the latest buffered write wins
+        await tx.kv.delete(b"missing")
         assert await tx.kv.get(b"a") == b"2"
         assert await tx.kv.get(b"b") is None
         assert await tx.kv.get(b"c") == b"4"
         assert await tx.kv.get_many([b"c", b"b", b"a", b"missing", b"a"]) == [b"4", None, b"2", None, b"2"]
-        tx.kv.put(b"b", b"back")
+        await tx.kv.put(b"b", b"back")
         assert await tx.kv.get(b"b") == b"back"
         # nobody else sees any of it before the commit
         assert await state(db) == {b"a": b"1", b"b": b"1"}
@@ -323,7 +323,7 @@ async def test_scan_merges_the_snapshot_with_own_puts_and_deletes(db: quanta.Dat
     merged = {k: v for k, v in {**base, **own}.items() if v is not None}
     async with db.transaction() as tx:
         for key, value in own.items():
-            tx.kv.put(key, value) if value is not None else tx.kv.delete(key)
+            await tx.kv.put(key, value) if value is not None else await tx.kv.delete(key)
         await db.kv.put(b"b0", b"later")  # committed after the snapshot: invisible
         for kwargs in SCANS:
             assert await collect(tx.kv.scan(**kwargs)) == model_scan(merged, **kwargs), kwargs
@@ -333,9 +333,9 @@ async def test_scan_merges_the_snapshot_with_own_puts_and_deletes(db: quanta.Dat
 async def test_a_scan_sees_own_writes_made_before_it_started_not_after(db: quanta.Database) -> None:
     await db.kv.put_many([(b"a", b"0"), (b"c", b"0")])
     async with db.transaction() as tx:
-        tx.kv.put(b"b", b"t")
+        await tx.kv.put(b"b", b"t")
         scan = tx.kv.scan()
-        tx.kv.put(b"d", b"late")
+        await tx.kv.put(b"d", b"late")
         assert await collect(scan) == [(b"a", b"0"), (b"b", b"t"), (b"c", b"0")]
         assert await collect(tx.kv.scan()) == [(b"a", b"0"), (b"b", b"t"), (b"c", b"0"), (b"d", b"late")]
 
@@ -352,10 +352,10 @@ async def test_a_transaction_spanning_many_writes_and_a_long_scan_is_exact(db_fa
         for i in range(0, 600, 3):
             key = b"k%04d" % i
             if i % 2:
-                tx.kv.put(key, b"tx")
+                await tx.kv.put(key, b"tx")
                 model[key] = b"tx"
             else:
-                tx.kv.delete(key)
+                await tx.kv.delete(key)
                 model.pop(key, None)
         assert await collect(tx.kv.scan()) == model_scan(model)
         assert await collect(tx.kv.scan(reverse=True, limit=250)) == model_scan(model, reverse=True, limit=250)
@@ -367,7 +367,7 @@ async def test_tx_seq_is_the_snapshot_and_commit_seq_the_commit(db: quanta.Datab
     async with db.transaction() as tx:
         assert tx.seq == (await db.stats())["last_seq"]
         assert tx.commit_seq is None
-        tx.kv.put(b"b", b"1")
+        await tx.kv.put(b"b", b"1")
         await db.kv.put(b"c", b"1")
     assert tx.commit_seq == tx.seq + 2 == (await db.stats())["last_seq"]
     assert (await db.stats())["transactions_committed"] == 1
@@ -375,7 +375,7 @@ async def test_tx_seq_is_the_snapshot_and_commit_seq_the_commit(db: quanta.Datab
 
 async def test_an_explicit_commit_inside_the_block_commits_once(db: quanta.Database) -> None:
     async with db.transaction() as tx:
-        tx.kv.put(b"a", b"1")
+        await tx.kv.put(b"a", b"1")
         seq = await tx.commit()
         assert seq is not None and tx.commit_seq == seq
     assert await commits(db) == 1
@@ -406,9 +406,9 @@ async def test_an_exception_rolls_back_and_propagates(db: quanta.Database) -> No
     await db.kv.put(b"a", b"1")
     with pytest.raises(ZeroDivisionError):
         async with db.transaction() as tx:
-            tx.kv.put(b"a", b"2")
-            tx.kv.put(b"b", b"2")
-            tx.kv.delete(b"a")
+            await tx.kv.put(b"a", b"2")
+            await tx.kv.put(b"b", b"2")
+            await tx.kv.delete(b"a")
             _ = 1 / 0
     assert tx.finished and tx.commit_seq is None
     assert await state(db) == {b"a": b"1"}
@@ -418,7 +418,7 @@ async def test_an_exception_rolls_back_and_propagates(db: quanta.Database) -> No
 
 async def test_an_explicit_rollback_discards_and_the_block_exit_does_not_commit(db: quanta.Database) -> None:
     async with db.transaction() as tx:
-        tx.kv.put(b"a", b"2")
+        await tx.kv.put(b"a", b"2")
         await tx.rollback()
         await tx.rollback()  # idempotent
     assert await state(db) == {}
@@ -432,8 +432,8 @@ async def test_cancelling_inside_the_block_rolls_back(db: quanta.Database) -> No
 
     async def body() -> None:
         async with db.transaction() as tx:
-            tx.kv.put(b"a", b"2")
-            tx.kv.put(b"b", b"2")
+            await tx.kv.put(b"a", b"2")
+            await tx.kv.put(b"b", b"2")
             await tx.kv.get(b"a")
             entered.set()
             await asyncio.sleep(3600)
@@ -460,8 +460,8 @@ async def test_cancelling_while_the_commit_is_awaited_is_all_or_nothing(db_facto
             async with db.transaction() as tx:
                 await tx.kv.get(b"counter")
                 for key in keys:
-                    tx.kv.put(key, b"v")
-                tx.kv.delete(b"gone")
+                    await tx.kv.put(key, b"v")
+                await tx.kv.delete(b"gone")
 
         task = asyncio.create_task(body())
         for _ in range(turns):
@@ -487,21 +487,21 @@ async def test_cancelling_while_the_commit_is_awaited_is_all_or_nothing(db_facto
 async def finish(db: quanta.Database, how: str) -> quanta.Transaction:
     tx = db.transaction()
     if how == "commit":
-        tx.kv.put(b"a", b"1")
+        await tx.kv.put(b"a", b"1")
         await tx.commit()
     elif how == "empty-commit":
         await tx.commit()
     elif how == "rollback":
-        tx.kv.put(b"a", b"1")
+        await tx.kv.put(b"a", b"1")
         await tx.rollback()
     elif how == "exception":
         with pytest.raises(KeyError):
             async with tx:
-                tx.kv.put(b"a", b"1")
+                await tx.kv.put(b"a", b"1")
                 raise KeyError("x")
     else:  # conflict
         await tx.kv.get(b"a")
-        tx.kv.put(b"b", b"1")
+        await tx.kv.put(b"b", b"1")
         await db.kv.put(b"a", b"other")
         with pytest.raises(quanta.ConflictError):
             await tx.commit()
@@ -520,9 +520,9 @@ async def test_a_finished_transaction_refuses_every_further_use(db: quanta.Datab
     with pytest.raises(quanta.TransactionClosedError):
         await collect(tx.kv.scan())
     with pytest.raises(quanta.TransactionClosedError):
-        tx.kv.put(b"a", b"2")
+        await tx.kv.put(b"a", b"2")
     with pytest.raises(quanta.TransactionClosedError):
-        tx.kv.delete(b"a")
+        await tx.kv.delete(b"a")
     with pytest.raises(quanta.TransactionClosedError):
         await tx.commit()
     await tx.rollback()  # a no-op, not an error
@@ -544,7 +544,7 @@ async def test_a_scan_stops_when_its_transaction_finishes_under_it(db: quanta.Da
 
 async def test_a_transaction_dropped_unfinished_warns_and_releases_its_snapshot(db: quanta.Database) -> None:
     tx = db.transaction()
-    tx.kv.put(b"a", b"1")
+    await tx.kv.put(b"a", b"1")
     assert db._engine.on_append is not None
     with pytest.warns(ResourceWarning, match="without commit or rollback"):
         del tx
@@ -563,9 +563,9 @@ async def test_a_read_only_transaction_reads_and_refuses_writes(db: quanta.Datab
         assert tx.read_only
         assert_idle(db)  # it never registers for conflict checks
         with pytest.raises(quanta.ReadOnlyError):
-            tx.kv.put(b"a", b"2")
+            await tx.kv.put(b"a", b"2")
         with pytest.raises(quanta.ReadOnlyError):
-            tx.kv.delete(b"a")
+            await tx.kv.delete(b"a")
         assert await tx.kv.get(b"a") == b"1"
         assert await tx.kv.get_many([b"a", b"b"]) == [b"1", None]
         assert await collect(tx.kv.scan()) == [(b"a", b"1")]
@@ -590,7 +590,7 @@ async def test_read_only_must_be_a_bool(db: quanta.Database, flag: object) -> No
 
 async def test_run_transaction_commits_and_returns_what_fn_returned(db: quanta.Database) -> None:
     async def fn(tx: quanta.Transaction) -> str:
-        tx.kv.put(b"a", b"1")
+        await tx.kv.put(b"a", b"1")
         return "result"
 
     assert await db.run_transaction(fn) == "result"
@@ -614,7 +614,7 @@ async def test_run_transaction_increments_under_contention_are_exact(db: quanta.
     async def increment(tx: quanta.Transaction) -> int:
         value = int(await tx.kv.get(b"n") or b"0")
         await asyncio.sleep(0)
-        tx.kv.put(b"n", b"%d" % (value + 1))
+        await tx.kv.put(b"n", b"%d" % (value + 1))
         return value
 
     async def worker() -> None:
@@ -642,7 +642,7 @@ def interfering(
         await tx.kv.get(b"hot")
         if len(calls) <= conflicts:
             await db.kv.put(b"hot", b"%d" % len(calls))
-        tx.kv.put(b"result", b"attempt %d" % len(calls))
+        await tx.kv.put(b"result", b"attempt %d" % len(calls))
         return len(calls)
 
     return fn, calls
@@ -675,7 +675,7 @@ async def test_run_transaction_does_not_retry_other_exceptions(db: quanta.Databa
     async def fn(tx: quanta.Transaction) -> None:
         nonlocal calls
         calls += 1
-        tx.kv.put(b"a", b"1")
+        await tx.kv.put(b"a", b"1")
         raise LookupError("boom")
 
     with pytest.raises(LookupError, match="boom"):
@@ -723,14 +723,14 @@ async def test_buffered_writes_are_limited_to_max_batch_bytes(db: quanta.Databas
     fit = quanta.MAX_BATCH_BYTES // (len(big) + 8)
     tx = db.transaction()
     for i in range(fit):
-        tx.kv.put(b"big%05d" % i, big)
+        await tx.kv.put(b"big%05d" % i, big)
     with pytest.raises(quanta.LimitExceededError):
-        tx.kv.put(b"one-more", big)
+        await tx.kv.put(b"one-more", big)
     # Replacing a buffered value counts only the new size: shrinking one makes room again.
-    tx.kv.put(b"big00000", b"small")
-    tx.kv.put(b"one-more", b"y" * (len(big) - 100))
+    await tx.kv.put(b"big00000", b"small")
+    await tx.kv.put(b"one-more", b"y" * (len(big) - 100))
     with pytest.raises(quanta.LimitExceededError):
-        tx.kv.put(b"one-more", big + big[:200])  # over the value limit too
+        await tx.kv.put(b"one-more", big + big[:200])  # over the value limit too
     assert await tx.kv.get(b"big00000") == b"small"
     await tx.rollback()
     assert await state(db) == {}
@@ -741,15 +741,15 @@ async def test_writes_are_limited_to_max_tx_keys_distinct_keys(
 ) -> None:
     monkeypatch.setattr(txmod, "MAX_TX_KEYS", 3)
     async with db.transaction() as tx:
-        tx.kv.put(b"a", b"1")
-        tx.kv.delete(b"b")
-        tx.kv.put(b"c", b"1")
-        tx.kv.put(b"a", b"2")  # rewriting a buffered key is not a new key
-        tx.kv.put(b"b", b"2")
+        await tx.kv.put(b"a", b"1")
+        await tx.kv.delete(b"b")
+        await tx.kv.put(b"c", b"1")
+        await tx.kv.put(b"a", b"2")  # rewriting a buffered key is not a new key
+        await tx.kv.put(b"b", b"2")
         with pytest.raises(quanta.LimitExceededError):
-            tx.kv.put(b"d", b"1")
+            await tx.kv.put(b"d", b"1")
         with pytest.raises(quanta.LimitExceededError):
-            tx.kv.delete(b"e")
+            await tx.kv.delete(b"e")
     assert await state(db) == {b"a": b"2", b"b": b"2", b"c": b"1"}
 
 
@@ -758,7 +758,7 @@ async def test_point_reads_are_limited_to_max_tx_keys_distinct_keys(
 ) -> None:
     monkeypatch.setattr(txmod, "MAX_TX_KEYS", 3)
     async with db.transaction() as tx:
-        tx.kv.put(b"own", b"1")
+        await tx.kv.put(b"own", b"1")
         await tx.kv.get_many([b"a", b"b"])
         await tx.kv.get(b"a")  # already read
         await tx.kv.get(b"own")  # reading its own write is not a read
@@ -792,7 +792,7 @@ async def test_scans_are_limited_to_max_tx_ranges(db: quanta.Database, monkeypat
         assert await collect(tx.kv.scan(prefix=b"a", limit=0)) == []
         with pytest.raises(quanta.LimitExceededError):
             tx.kv.scan(start=b"b")  # refused at the call, before iterating
-        tx.kv.put(b"b", b"1")
+        await tx.kv.put(b"b", b"1")
     assert await state(db) == {b"a": b"1", b"b": b"1"}
 
 
@@ -804,10 +804,10 @@ async def test_a_transaction_open_while_too_many_keys_are_written_expires(db: qu
     await db.kv.put(b"r", b"old")
     old = db.transaction()
     assert await old.kv.get(b"r") == b"old"
-    old.kv.put(b"old", b"1")
+    await old.kv.put(b"old", b"1")
     await db.kv.put_many([(b"k%d" % i, b"1") for i in range(5)])  # 5 tracked key writes
     young = db.transaction()
-    young.kv.put(b"young", b"1")
+    await young.kv.put(b"young", b"1")
     await db.kv.put_many([(b"m%d" % i, b"1") for i in range(6)])  # 11 > 10: the oldest expires
     assert db._transactions.tracker.tracked_keys <= 10
     # An expired transaction still reads its snapshot ...
@@ -832,7 +832,7 @@ async def test_an_expired_transaction_that_wrote_nothing_still_finishes_cleanly(
     assert_idle(db)
     async with db.transaction() as tx2:  # a new transaction after the expiry is tracked again
         await tx2.kv.get(b"k0")
-        tx2.kv.put(b"x", b"1")
+        await tx2.kv.put(b"x", b"1")
         await db.kv.put(b"k0", b"2")
         with pytest.raises(quanta.ConflictError):
             await tx2.commit()
@@ -845,7 +845,7 @@ async def test_an_expired_transaction_that_wrote_nothing_still_finishes_cleanly(
 async def test_a_closed_database_refuses_transactions(db: quanta.Database) -> None:
     await db.kv.put(b"a", b"1")
     tx = db.transaction()
-    tx.kv.put(b"b", b"1")
+    await tx.kv.put(b"b", b"1")
     await db.close()
     with pytest.raises(quanta.DatabaseClosedError):
         await tx.kv.get(b"a")
@@ -854,9 +854,9 @@ async def test_a_closed_database_refuses_transactions(db: quanta.Database) -> No
     with pytest.raises(quanta.DatabaseClosedError):
         await collect(tx.kv.scan())
     with pytest.raises(quanta.DatabaseClosedError):
-        tx.kv.put(b"c", b"1")
+        await tx.kv.put(b"c", b"1")
     with pytest.raises(quanta.DatabaseClosedError):
-        tx.kv.delete(b"c")
+        await tx.kv.delete(b"c")
     with pytest.raises(quanta.DatabaseClosedError):
         await tx.commit()
     await tx.rollback()
@@ -872,11 +872,11 @@ async def test_a_closed_database_refuses_transactions(db: quanta.Database) -> No
 async def test_a_reopened_database_has_exactly_the_committed_transactions(db_factory: OpenFn) -> None:
     db = await db_factory()
     async with db.transaction() as tx:
-        tx.kv.put(b"a", b"1")
-        tx.kv.put(b"b", b"1")
+        await tx.kv.put(b"a", b"1")
+        await tx.kv.put(b"b", b"1")
     with pytest.raises(RuntimeError):
         async with db.transaction() as tx:
-            tx.kv.put(b"c", b"1")
+            await tx.kv.put(b"c", b"1")
             raise RuntimeError
     await db.close()
     db = await db_factory()
@@ -888,7 +888,7 @@ async def test_leaving_a_transaction_block_after_the_database_closed_finishes_it
     try:
         with pytest.raises(quanta.DatabaseClosedError):
             async with tx:
-                tx.kv.put(b"a", b"1")
+                await tx.kv.put(b"a", b"1")
                 await db.close()
         assert tx.finished
         assert db._engine.on_append is None
@@ -917,11 +917,11 @@ async def test_every_key_taking_method_rejects_a_bad_key_and_the_transaction_goe
     db: quanta.Database, key: object, error: type[Exception]
 ) -> None:
     async with db.transaction() as tx:
-        tx.kv.put(b"ok", b"1")
+        await tx.kv.put(b"ok", b"1")
         with pytest.raises(error):
-            tx.kv.put(key, b"v")  # type: ignore[arg-type]
+            await tx.kv.put(key, b"v")  # type: ignore[arg-type]
         with pytest.raises(error):
-            tx.kv.delete(key)  # type: ignore[arg-type]
+            await tx.kv.delete(key)  # type: ignore[arg-type]
         with pytest.raises(error):
             await tx.kv.get(key)  # type: ignore[arg-type]
         with pytest.raises(error):
@@ -934,7 +934,7 @@ async def test_every_key_taking_method_rejects_a_bad_key_and_the_transaction_goe
 async def test_put_rejects_a_bad_value_and_buffers_nothing(db: quanta.Database, value: object) -> None:
     async with db.transaction() as tx:
         with pytest.raises(quanta.InvalidTypeError):
-            tx.kv.put(b"k", value)  # type: ignore[arg-type]
+            await tx.kv.put(b"k", value)  # type: ignore[arg-type]
         assert await tx.kv.get(b"k") is None
     assert await commits(db) == 0
 
@@ -959,7 +959,7 @@ async def test_scan_and_get_many_reject_bad_arguments_at_the_call(db: quanta.Dat
         for keys in [b"ab", "ab", 3, None]:  # a single key, or not an iterable
             with pytest.raises(quanta.InvalidTypeError):
                 await tx.kv.get_many(keys)  # type: ignore[arg-type]
-        tx.kv.put(b"b", b"1")
+        await tx.kv.put(b"b", b"1")
     assert await state(db) == {b"a": b"1", b"b": b"1"}
 
 
@@ -968,7 +968,7 @@ async def test_bytes_subclasses_are_stored_as_plain_bytes(db: quanta.Database) -
         pass
 
     async with db.transaction() as tx:
-        tx.kv.put(B(b"k"), B(b"v"))
+        await tx.kv.put(B(b"k"), B(b"v"))
         assert type(await tx.kv.get(B(b"k"))) is bytes
     ((key, value),) = await collect(db.kv.scan())
     assert (type(key), type(value)) == (bytes, bytes)
@@ -999,7 +999,7 @@ async def test_a_commit_appended_but_not_yet_fsynced_counts_as_after_the_snapsho
         assert_idle(db)  # tracking is off: the in-flight write was not recorded when appended
         tx = db.transaction()
         assert await tx.kv.get(b"k") == (b"old" if attempt == 0 else b"new%d" % (attempt - 1))
-        tx.kv.put(b"k", b"tx")
+        await tx.kv.put(b"k", b"tx")
         await writer
         with pytest.raises(quanta.ConflictError) as err:
             await tx.commit()
@@ -1022,7 +1022,7 @@ async def test_a_transaction_waiting_for_its_fsync_is_seen_by_one_that_begins_me
     async def increment() -> None:
         async with db.transaction() as tx:
             value = int(await tx.kv.get(b"k") or b"0")
-            tx.kv.put(b"k", b"%d" % (value + 1))
+            await tx.kv.put(b"k", b"%d" % (value + 1))
 
     results = await asyncio.gather(*(increment() for _ in range(10)), return_exceptions=True)
     committed = [r for r in results if r is None]
@@ -1042,10 +1042,10 @@ async def test_a_committed_transaction_publishes_one_change_set(db: quanta.Datab
     await db.kv.put(b"b", b"0")
     async with db.changes(with_old=True) as stream:
         async with db.transaction() as tx:
-            tx.kv.put(b"c", b"1")
-            tx.kv.put(b"a", b"1")
-            tx.kv.delete(b"b")
-            tx.kv.put(b"a", b"2")
+            await tx.kv.put(b"c", b"1")
+            await tx.kv.put(b"a", b"1")
+            await tx.kv.delete(b"b")
+            await tx.kv.put(b"a", b"2")
         change_set = await next_change_set(stream)
         assert change_set.seq == tx.commit_seq
         assert change_set.origin == "transaction"
@@ -1084,7 +1084,7 @@ async def test_the_tracker_is_idle_once_every_transaction_finished(db: quanta.Da
     assert db._engine.on_append is not None
     for i, tx in enumerate(open_txs):
         await tx.kv.get(b"k")
-        tx.kv.put(b"t%d" % i, b"1")
+        await tx.kv.put(b"t%d" % i, b"1")
         await db.kv.put(b"plain%d" % i, b"1")
         assert db._transactions.tracker.tracked_keys > 0
     await open_txs[0].commit()

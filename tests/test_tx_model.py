@@ -250,13 +250,13 @@ class Scenario:
         if kind in ("put", "delete"):
             if run.read_only:
                 with pytest.raises(quanta.ReadOnlyError):
-                    tx.kv.put(step[1], b"x") if kind == "put" else tx.kv.delete(step[1])
+                    await tx.kv.put(step[1], b"x") if kind == "put" else await tx.kv.delete(step[1])
             elif kind == "put":
                 value = self.value(f"t{run.index}")
-                tx.kv.put(step[1], value)
+                await tx.kv.put(step[1], value)
                 run.writes[step[1]] = value
             else:
-                tx.kv.delete(step[1])
+                await tx.kv.delete(step[1])
                 run.writes[step[1]] = None
             return
         own = dict(run.writes)

@@ -114,8 +114,8 @@ async def test_every_kind_of_commit_updates_a_watch_with_its_final_value(db: qua
     await db.kv.batch().put(b"k", b"ignored").put(b"k", b"from batch").commit()
     assert await take(watch, 1) == [b"from batch"]
     async with db.transaction() as tx:
-        tx.kv.put(b"k", b"ignored")
-        tx.kv.put(b"k", b"from transaction")
+        await tx.kv.put(b"k", b"ignored")
+        await tx.kv.put(b"k", b"from transaction")
     assert await take(watch, 1) == [b"from transaction"]
     await db.kv.batch().put(b"k", b"ignored").delete(b"k").commit()
     assert await take(watch, 1) == [None]
@@ -382,7 +382,7 @@ async def test_watch_range_as_an_async_iterator(db: quanta.Database) -> None:
     stream = aiter(db.kv.watch_range(prefix=b"user:"))
     await db.kv.put_many([(b"user:1", b"ann"), (b"users", b"no"), (b"user:2", b"bob")])
     async with db.transaction() as tx:
-        tx.kv.put(b"user:3", b"cy")
+        await tx.kv.put(b"user:3", b"cy")
     cs1, cs2 = await take(stream, 2)
     assert cs1.changes == (put(b"user:1", b"ann"), put(b"user:2", b"bob"))
     assert (cs2.origin, cs2.changes) == ("transaction", (put(b"user:3", b"cy"),))
@@ -397,7 +397,7 @@ async def test_watch_range_without_bounds_is_every_commit(db: quanta.Database) -
 
 async def test_watch_range_delivers_what_observe_delivers(db: quanta.Database) -> None:
     ranged = aiter(db.kv.watch_range(b"k2", b"k7", prefix=b"k", with_old=True))
-    observed = aiter(db.observe(b"k", b"k2", b"k7", with_old=True))  # observe(prefix, start, stop)
+    observed = aiter(db.observe(b"k2", b"k7", prefix=b"k", with_old=True))  # the same arguments as watch_range
     for i in range(10):
         await db.kv.put_many([(b"k%d" % i, b"v%d" % i), (b"k%d" % (9 - i), b"w%d" % i)])
     await db.close()

@@ -124,6 +124,7 @@ class Transaction:
 
     @property
     def finished(self) -> bool:
+        """True once the transaction committed or rolled back."""
         return self._finished
 
     def collection(self, cls: type[E]) -> Collection[E]:
@@ -188,6 +189,11 @@ class Transaction:
             self._finished = True
             self._release()
 
+    async def aclose(self) -> None:
+        """Roll back unless the transaction already committed or rolled back (what leaving
+        an ``async with`` block with an exception does). Idempotent."""
+        await self.rollback()
+
     async def __aenter__(self) -> Transaction:
         return self
 
@@ -200,6 +206,16 @@ class Transaction:
             await self.commit()
         else:
             await self.rollback()
+
+    def __repr__(self) -> str:
+        if not self._finished:
+            state = "active"
+        elif self.commit_seq is not None:
+            state = f"committed at {self.commit_seq}"
+        else:
+            state = "finished"
+        mode = " read-only" if self.read_only else ""
+        return f"<quanta.Transaction seq={self.seq} {state}{mode} writes={len(self._writes)}>"
 
     def __del__(self) -> None:
         if not getattr(self, "_finished", True):
@@ -222,6 +238,9 @@ class TransactionKeyValue:
 
     def __init__(self, tx: Transaction) -> None:
         self._tx = tx
+
+    def __repr__(self) -> str:
+        return f"<quanta.TransactionKeyValue of {self._tx!r}>"
 
     def _note_read(self, keys: Iterable[bytes]) -> None:
         state = self._tx._state
@@ -327,16 +346,32 @@ class TransactionKeyValue:
                     raise TransactionClosedError("the transaction finished during the scan")
                 yield chunk
 
-    def put(self, key: bytes, value: bytes) -> None:
-        """Buffer ``key = value``; written when the transaction commits."""
+    async def put(self, key: bytes, value: bytes) -> None:
+        """Buffer ``key = value``; written when the transaction commits. A coroutine like
+        ``db.kv.put`` (so the same code runs in and out of a transaction), though it never
+        suspends: the write is only buffered."""
         key = check_key(key)
         value = check_value(value)
         self._buffer(key, value, len(key) + len(value))
 
-    def delete(self, key: bytes) -> None:
+    async def delete(self, key: bytes) -> None:
         """Buffer the removal of ``key``."""
         key = check_key(key)
         self._buffer(key, None, len(key))
+
+    async def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """Buffer every ``(key, value)`` of ``items``; all are checked first, so a bad one
+        buffers nothing."""
+        if isinstance(items, (bytes, str, dict)) or not isinstance(items, Iterable):
+            raise InvalidTypeError(f"put_many takes an iterable of (key, value) pairs, got {type(items).__name__}")
+        keys: list[bytes] = []
+        values: list[bytes | None] = []
+        for item in items:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise InvalidTypeError(f"put_many items must be (key, value) tuples, got {item!r:.80}")
+            keys.append(check_key(item[0]))
+            values.append(check_value(item[1]))
+        self._put_generated(keys, values)
 
     def _buffer(self, key: bytes, value: bytes | None, size: int) -> None:
         tx = self._tx
