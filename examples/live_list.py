@@ -23,7 +23,6 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
 
 try:
     import quanta
@@ -31,12 +30,12 @@ except ImportError:  # a checkout without `pip install -e .`: use the package ne
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import quanta
 
-from quanta import Index, PrimaryKey, desc
+from quanta import Index, desc
 
 
 @quanta.entity(indexes=[Index("done", "priority")])
 class Task:
-    id: Annotated[int, PrimaryKey(auto=True)]
+    id: int = quanta.auto()
     title: str
     priority: int = 0  # higher is more urgent
     done: bool = False

@@ -32,14 +32,14 @@ from quanta import PrimaryKey
 
 @quanta.entity(version=1)
 class Author:
-    id: Annotated[int, PrimaryKey(auto=True)]
+    id: int = quanta.auto()
     name: Annotated[str, quanta.Length(min=1, max=80)]
     posts: quanta.Backlink[Post] = quanta.backlink("author")  # inverse of Post.author
 
 
 @quanta.entity(version=1)
 class Post:
-    id: Annotated[int, PrimaryKey(auto=True)]
+    id: int = quanta.auto()
     title: str
     author: quanta.Link[Author] = quanta.link(on_delete="cascade")
     tags: quanta.Links[Tag] = quanta.links(on_delete="set_null")  # a deleted tag leaves the list
@@ -54,7 +54,7 @@ class Tag:
 
 @quanta.entity
 class Comment:
-    id: Annotated[int, PrimaryKey(auto=True)]
+    id: int = quanta.auto()
     post: quanta.Link[Post] = quanta.link(on_delete="cascade")
     by: quanta.Link[Author | None] = quanta.link(default=None, on_delete="restrict")
     text: str = ""

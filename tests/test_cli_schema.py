@@ -126,7 +126,9 @@ def test_schema_prints_fields_indexes_and_history_and_changes_nothing(project: P
     assert doc["jobs"] == [] and doc["untracked"] == []
 
 
-def test_schema_lists_entities_stored_without_a_schema(tmp_path: Path) -> None:
+def test_schema_lists_entities_first_used_without_a_declaration(tmp_path: Path) -> None:
+    """An entity written without ``entities=`` has its schema recorded by its first write
+    (issue 13), so ``schema`` shows it like a declared one."""
     (tmp_path / "models.py").write_text(textwrap.dedent(MODELS_V1))
     run_python(
         """
@@ -134,7 +136,7 @@ def test_schema_lists_entities_stored_without_a_schema(tmp_path: Path) -> None:
         from models import User
 
         async def main():
-            async with quanta.open("db") as db:  # not declared: no schema recorded
+            async with quanta.open("db") as db:  # not declared: the first write records it
                 await db.collection(User).put(User(email="a@x.io", name="A"))
 
         asyncio.run(main())
@@ -142,7 +144,7 @@ def test_schema_lists_entities_stored_without_a_schema(tmp_path: Path) -> None:
         tmp_path,
     )
     out = cli("schema", "db", cwd=tmp_path).stdout
-    assert "User  records stored, no schema yet" in out
+    assert "User  version 1  class models.User" in out and "no schema yet" not in out
     empty = tmp_path / "empty"
     run_python(
         """
