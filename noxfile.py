@@ -45,10 +45,10 @@ def tests(session: nox.Session) -> None:
 
 # Model-style modules whose QUANTA_LONG=1 form is simply more (and longer) examples.
 LONG_MODELS = [
-    "tests/test_model.py",
-    "tests/test_metamorphic.py",
-    "tests/test_tx_model.py",
-    "tests/test_linearizability.py",
+    "tests/kv/test_model.py",
+    "tests/storage/test_metamorphic.py",
+    "tests/kv/test_tx_model.py",
+    "tests/kv/test_linearizability.py",
 ]
 
 

@@ -4,6 +4,7 @@ temporary directory (every test that takes it runs on both, as in tinydb's conft
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,10 @@ from hypothesis import HealthCheck, settings
 
 import quanta
 from quanta._storage.vfs import FileSystem, MemoryFileSystem, OSFileSystem
+
+# Tests are grouped by layer (tests/storage, kv, entity, live, catalog, system); the helpers they
+# share live in tests/support and are imported by name.
+sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 # Shared machines are noisy: no per-example deadline and no "too slow" health check, so a
 # loaded CI runner cannot turn a passing property into a flaky failure.

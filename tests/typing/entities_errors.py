@@ -1,5 +1,5 @@
 """Entity code that must NOT type-check: each bad line ends with ``# E: <error code>``, and
-tests/test_typing.py asserts mypy reports exactly those codes on exactly those lines."""
+tests/system/test_typing.py asserts mypy reports exactly those codes on exactly those lines."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Entity code that must type-check under ``mypy --strict`` (tests/test_typing.py runs it).
+"""Entity code that must type-check under ``mypy --strict`` (tests/system/test_typing.py runs it).
 
 ``@entity`` carries ``dataclass_transform``: constructors are keyword-only and typed, and a
 field read on the class keeps the field's type (at run time it is a query field).

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
+EXAMPLES = sorted((Path(__file__).parent.parent.parent / "examples").glob("*.py"))
 
 
 def test_there_are_examples() -> None:
@@ -24,7 +24,7 @@ def test_example_runs(example: Path, tmp_path: Path) -> None:
     assert done.stdout.strip(), "an example prints what it shows"
 
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).parent.parent.parent / "README.md"
 README_BLOCKS = [b.split("```", 1)[0] for b in README.read_text().split("```python\n")[1:]]
 
 

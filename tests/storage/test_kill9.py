@@ -1,6 +1,6 @@
 """kill -9 at random moments: every acknowledged commit survives, no batch is ever partial.
 
-A child process (tests/kill9_child.py) writes to a real directory with durability="sync" and
+A child process (tests/support/kill9_child.py) writes to a real directory with durability="sync" and
 tiny memtables, so WAL rotations, flushes and compactions -- in the child's worker processes
 -- run all the time. It prints the id of each commit after the commit returned. We SIGKILL
 its whole process group (the child and its workers) at a random moment, sometimes while it is
@@ -51,7 +51,7 @@ from kill9_child import (
 
 import quanta
 
-CHILD = str(Path(__file__).with_name("kill9_child.py"))
+CHILD = str(Path(__file__).parent.parent / "support" / "kill9_child.py")
 LONG = os.environ.get("QUANTA_LONG") == "1"
 WRITERS = 3
 PER_DIR = 10  # kill/recover cycles on one directory before starting a fresh one

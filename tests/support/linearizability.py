@@ -43,7 +43,7 @@ not need are removed one by one (removing a read never makes a linearizable hist
 non-linearizable, as reads change no state, so what remains is still a genuine contradiction
 among things the clients saw; writes stay, since removing one could invent a contradiction).
 
-This module is plain synchronous code over values; ``tests/test_linearizability.py`` tests it
+This module is plain synchronous code over values; ``tests/kv/test_linearizability.py`` tests it
 on hand-written histories and then uses it on concurrent histories of real databases.
 """
 

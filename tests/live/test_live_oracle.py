@@ -32,7 +32,7 @@ import random
 from typing import Annotated, Any
 
 import pytest
-from test_query_exec import Person  # every kind of index, as the query tests use it
+from shared_entities import Person  # every kind of index, as the query tests use it
 
 import quanta
 from quanta import PrimaryKey, UniqueViolationError, between, contains, desc, in_

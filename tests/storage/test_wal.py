@@ -25,7 +25,7 @@ from quanta._storage.vfs import FileSystem, MemoryFileSystem
 from quanta._storage.wal import WalReplay, WalWriter, decode_batch, encode_batch, replay_wal
 from quanta.errors import CorruptionError, LimitExceededError
 
-TESTDATA = Path(__file__).parent / "testdata" / "wal"
+TESTDATA = Path(__file__).parent.parent / "testdata" / "wal"
 
 # --------------------------------------------------------------------------- golden runner
 

@@ -53,7 +53,7 @@ from quanta._schema.keyspace import (
 )
 from quanta.errors import QueryError
 
-TESTDATA = Path(__file__).parent / "testdata" / "planner"
+TESTDATA = Path(__file__).parent.parent / "testdata" / "planner"
 
 # ---------------------------------------------------------------------------------------------
 # Two entities, built by hand

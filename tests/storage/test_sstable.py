@@ -30,7 +30,7 @@ from quanta._storage.sstable import FOOTER_SIZE, TableBuilder, TableProperties, 
 from quanta._storage.vfs import FileSystem, MemoryFileSystem, OSFileSystem, ReadableFile
 from quanta.errors import CorruptionError
 
-TESTDATA = Path(__file__).parent / "testdata" / "sstable"
+TESTDATA = Path(__file__).parent.parent / "testdata" / "sstable"
 Entry = tuple[bytes, int, bytes | None]
 PATH = "/db/000007.sst"
 

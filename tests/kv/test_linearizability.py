@@ -8,7 +8,7 @@ sentence covers read-your-writes, no stale reads after a completed write, atomic
 serializable transactions that write nothing when they conflict, all-or-nothing cancellation,
 and a reopen that shows the state of some linearization.
 
-The checker is ``tests/linearizability.py`` (Wing & Gong's search with Lowe's memoization, as
+The checker is ``tests/support/linearizability.py`` (Wing & Gong's search with Lowe's memoization, as
 in Knossos and Porcupine). The first half of this module tests the checker itself on
 hand-written histories -- a checker that accepts everything would make the second half
 vacuous. Timelines in the docstrings read left to right; ``|--op--|`` spans invocation to

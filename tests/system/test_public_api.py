@@ -86,7 +86,7 @@ def test_a_bad_query_and_a_bad_declaration_are_caught_as_caller_bugs() -> None:
 def test_every_error_is_documented() -> None:
     from pathlib import Path
 
-    text = (Path(__file__).parent.parent / "docs" / "errors.md").read_text()
+    text = (Path(__file__).parent.parent.parent / "docs" / "errors.md").read_text()
     for name in quanta.errors.__all__:
         assert f"`{name}`" in text, name
 

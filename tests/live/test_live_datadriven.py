@@ -1,7 +1,7 @@
 """Data-driven cases for live queries (tests/testdata/live/<case>): commits in, emissions out.
 
 Each case file is a script over one entity, ``LiveCaseItem(id, score, tag)`` (``score``
-indexed), in the format of tests/datadriven.py (``QUANTA_REWRITE=1`` regenerates the expected output).
+indexed), in the format of tests/support/datadriven.py (``QUANTA_REWRITE=1`` regenerates the expected output).
 Commands:
 
 * ``watch NAME list|diff|count [where FIELD OP VALUE] [order_by [-]FIELD ...] [limit N]``:
@@ -30,7 +30,7 @@ import quanta
 from quanta import Index, PrimaryKey
 from quanta._storage.vfs import MemoryFileSystem
 
-TESTDATA = Path(__file__).parent / "testdata" / "live"
+TESTDATA = Path(__file__).parent.parent / "testdata" / "live"
 
 
 @quanta.entity

@@ -1,6 +1,6 @@
-"""The writer that tests/test_kill9.py kills with SIGKILL. Not a test module.
+"""The writer that tests/storage/test_kill9.py kills with SIGKILL. Not a test module.
 
-``python tests/kill9_child.py PATH ITERATION WRITERS`` opens the database at PATH with
+``python tests/support/kill9_child.py PATH ITERATION WRITERS`` opens the database at PATH with
 durability="sync" and tiny memtables (so flushes and compactions run all the time, in worker
 processes), prints ``ready``, and then runs WRITERS concurrent writer tasks until it is
 killed. Each commit has an id, unique across iterations; writer ``w`` of iteration ``i``
@@ -17,7 +17,7 @@ import os
 import sys
 
 # Make `import quanta` work when run as a script from anywhere (the repo root is one up).
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import quanta
 

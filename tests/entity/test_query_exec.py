@@ -41,6 +41,7 @@ from typing import Annotated, Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shared_entities import Person  # every kind of index (the live-query oracle uses it too)
 
 import quanta
 from quanta import Index, PrimaryKey, QueryError, Unique, UniqueViolationError, between, contains, desc, in_
@@ -55,21 +56,6 @@ EXECUTOR_BRANCHES = {"reverse scan", "dedupe", "residual", "sort step", "order b
 
 # ---------------------------------------------------------------------------------------------
 # Entities
-
-
-@quanta.entity(indexes=[Index("city", "age")])
-class Person:
-    """Every kind of index, a non-indexed float and optional fields (one indexed, one unique)."""
-
-    id: Annotated[int, PrimaryKey()]
-    email: Annotated[str, Unique()]
-    name: Annotated[str, Index()]
-    city: str
-    age: int
-    tags: Annotated[list[str], Index(multi=True)] = quanta.field(default_factory=list)
-    score: float = 0.0  # not indexed
-    level: Annotated[int | None, Index()] = None  # optional, indexed (None has entries)
-    nick: Annotated[str | None, Unique()] = None  # optional, unique (None has no entry)
 
 
 @quanta.entity(indexes=[Index("city", "age")])

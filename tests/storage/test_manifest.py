@@ -32,7 +32,7 @@ from quanta._storage.vfs import MemoryFileSystem, Op, OSFileSystem
 from quanta._storage.wal import WalWriter
 from quanta.errors import CorruptionError, StorageIOError
 
-TESTDATA = Path(__file__).parent / "testdata" / "manifest"
+TESTDATA = Path(__file__).parent.parent / "testdata" / "manifest"
 
 # --------------------------------------------------------------------------- golden runner
 

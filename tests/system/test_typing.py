@@ -16,8 +16,8 @@ import pytest
 
 pytest.importorskip("mypy", reason="mypy is not installed (pip install mypy): the typing test needs it")
 
-ROOT = Path(__file__).resolve().parent.parent
-TYPING = Path(__file__).resolve().parent / "typing"
+ROOT = Path(__file__).resolve().parent.parent.parent
+TYPING = Path(__file__).resolve().parent.parent / "typing"
 OK = TYPING / "entities_ok.py"
 ERRORS = TYPING / "entities_errors.py"
 _ERROR_LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): error: (?P<message>.*?)\s+\[(?P<code>[a-z0-9-]+)\]$")
