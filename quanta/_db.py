@@ -34,7 +34,8 @@ E = TypeVar("E")
 
 class Database:
     """An open QuantaDB database. Create with ``await quanta.open(path)`` or
-    ``async with quanta.open(path) as db``; always ``await db.close()``."""
+    ``async with quanta.open(path) as db``; always ``await db.aclose()`` (``close()`` is an
+    alias). A database left open warns with ``ResourceWarning`` when it is collected."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -243,10 +244,15 @@ class Database:
         self._engine.check_open()
         await self._catalog.indexes_ready()
 
-    async def close(self) -> None:
-        """Flush, finish background work and release the directory. Idempotent."""
+    async def aclose(self) -> None:
+        """Flush, finish background work and release the directory. Idempotent and
+        cancel-safe (a cancelled ``aclose`` still completes the shutdown in the background)."""
         await self._catalog.aclose()  # index builds stop here and resume on the next open
         await self._engine.close()
+
+    async def close(self) -> None:
+        """Alias of :meth:`aclose`."""
+        await self.aclose()
 
     async def __aenter__(self) -> Database:
         return self
@@ -254,7 +260,7 @@ class Database:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.close()
+        await self.aclose()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -262,8 +268,15 @@ class Database:
 
     def __del__(self) -> None:
         engine = getattr(self, "_engine", None)
-        if engine is not None and not engine.closed:
-            warnings.warn(f"{self!r} was never closed; `await db.close()`", ResourceWarning, stacklevel=2)
+        # Not `engine.closed`: when a program returns from asyncio.run without closing, the
+        # loop cancels the background task, which shuts the engine down before we get here.
+        if engine is not None and not engine.close_called:
+            warnings.warn(
+                f"{self!r} was never closed; `await db.aclose()` or use `async with`",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
 
 
 class _Opening:
@@ -291,7 +304,7 @@ class _Opening:
         except BaseException:
             with anyio.CancelScope(shield=True):
                 try:
-                    await db.close()
+                    await db.aclose()
                 except QuantaError:
                     pass  # the first error is the one to report
             raise
@@ -306,7 +319,7 @@ class _Opening:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._db is not None:
-            await self._db.close()
+            await self._db.aclose()
 
 
 def open(

@@ -150,6 +150,9 @@ class Engine(Recovery, ReadPath):
         self._registered = False
         self._abandoned = False
         self.closed = False  # as the user sees it: set when close() starts
+        # close() was called (the shutdown may also come from the event loop cancelling the
+        # background task at exit, which sets closed but not this: the Database warns then)
+        self.close_called = False
         self._shut = False  # set when the shutdown is complete
         self._failure: BaseException | None = None
         self._failure_background = False
@@ -657,12 +660,17 @@ class Engine(Recovery, ReadPath):
         self._supervisor = loop.create_task(self._supervise(), name=f"quanta-background:{self.path}")
 
     async def _supervise(self) -> None:
+        # An asyncio.TaskGroup, not anyio's: anyio wraps each coroutine in another one, and a
+        # wrapper cancelled before its first step (asyncio.run cancelling everything when a
+        # program returns without closing the database) leaves the inner coroutine never
+        # awaited, which Python reports at exit. A plain task cancelled before it starts
+        # closes its coroutine cleanly. The workers still use anyio inside.
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._guard, self._spare_maker)
-                tg.start_soon(self._guard, self._flusher)
-                tg.start_soon(self._guard, self._compactor)
-                tg.start_soon(self._closer)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._guard(self._spare_maker))
+                tg.create_task(self._guard(self._flusher))
+                tg.create_task(self._guard(self._compactor))
+                tg.create_task(self._closer())
         finally:
             await self._workers.aclose()
             self._shutdown()
@@ -739,6 +747,7 @@ class Engine(Recovery, ReadPath):
 
         Cancel-safe: if the caller is cancelled, the shutdown still completes in the
         background task."""
+        self.close_called = True
         if self.closed:
             if self._supervisor is not None and not self._shut:
                 await asyncio.shield(self._supervisor)  # a close() already under way
