@@ -12,7 +12,7 @@ import os
 import warnings
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import anyio
 import anyio.to_thread
@@ -20,7 +20,7 @@ import anyio.to_thread
 from ._catalog import Catalog, SchemaProgress, check_entities
 from ._entity import Collection, EntityContext
 from ._kv import KeyValue, Snapshot, check_buffer, check_flag
-from ._options import Options
+from ._options import OpenOptions, Options, resolve_options
 from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, EventHub, Queue, Watch
 from ._storage import Engine, SystemEvent
 from ._txn import Transaction, Transactions, check_retries, run_transaction
@@ -327,12 +327,18 @@ def open(
     *,
     entities: Iterable[type] = (),
     on_progress: Callable[[SchemaProgress], None] | None = None,
-    **options: Any,
+    options: Options | None = None,
+    **kwargs: Unpack[OpenOptions],
 ) -> _Opening:
     """Open (creating if needed) the database in directory ``path``.
 
     ``db = await quanta.open(path, durability="sync")`` or ``async with quanta.open(path) as db``.
-    Options are checked here, before anything touches the disk; see :class:`quanta.Options`.
+
+    Options come as keywords (typed by :class:`quanta.OpenOptions`, so a type checker catches
+    a misspelt one), as ``options=quanta.Options(...)``, or both: then each keyword given
+    replaces that field of ``options`` (``open(p, options=base, read_only=True)`` is ``base``
+    opened read-only). They are checked here, before anything touches the disk; see
+    :class:`quanta.Options` and docs/options.md.
 
     ``entities=[User, Post]``: the entity classes the program uses. Each is compared with the
     schema stored for it before the database is returned: additive changes are applied, new
@@ -348,4 +354,4 @@ def open(
     if on_progress is not None and not callable(on_progress):
         raise InvalidTypeError(f"on_progress must be callable, got {type(on_progress).__name__}")
     declared = check_entities(entities)
-    return _Opening(path, Options.from_kwargs(options), declared, on_progress)
+    return _Opening(path, resolve_options(options, kwargs), declared, on_progress)
