@@ -23,6 +23,7 @@ from ._kv import KeyValue, Snapshot, check_buffer, check_flag
 from ._options import OpenOptions, Options, resolve_options
 from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, EventHub, Queue, Watch
 from ._storage import Engine, SystemEvent
+from ._storage.vfs import check_platform
 from ._txn import Transaction, Transactions, check_retries, run_transaction
 from .errors import InvalidArgumentError, InvalidTypeError, QuantaError
 
@@ -35,7 +36,13 @@ E = TypeVar("E")
 class Database:
     """An open QuantaDB database. Create with ``await quanta.open(path)`` or
     ``async with quanta.open(path) as db``; always ``await db.aclose()`` (``close()`` is an
-    alias). A database left open warns with ``ResourceWarning`` when it is collected."""
+    alias). A database left open warns with ``ResourceWarning`` when it is collected.
+
+    A database belongs to the asyncio event loop that opened it: writes, snapshots, scans,
+    transactions and subscriptions from another loop (a second ``asyncio.run``, another
+    thread's loop) raise ``WrongEventLoopError``. Point reads (``kv.get``) are not checked
+    while the opening loop runs (the check would cost a third of a read); once that loop has
+    ended they raise it too."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -340,12 +347,16 @@ def open(
     opened read-only). They are checked here, before anything touches the disk; see
     :class:`quanta.Options` and docs/options.md.
 
+    Runs on asyncio only (directly or through anyio's asyncio backend): awaited under another
+    event loop (trio) it raises ``UnsupportedPlatformError``, as it does on Windows.
+
     ``entities=[User, Post]``: the entity classes the program uses. Each is compared with the
     schema stored for it before the database is returned: additive changes are applied, new
     indexes built, pending ``@quanta.migration`` steps run; anything else raises
     ``SchemaMismatchError`` with the data untouched (docs/migrations.md). ``on_progress``
     receives a :class:`quanta.SchemaProgress` per chunk of those jobs.
     """
+    check_platform()
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidTypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = os.fspath(path)

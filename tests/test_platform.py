@@ -4,10 +4,15 @@ wrong-event-loop check, and the sync fallback where ``os.fdatasync`` is missing.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import errno
+import fcntl
 import os
+import stat
 import subprocess
 import sys
+import threading
 import typing
 from pathlib import Path
 from typing import Any
@@ -15,6 +20,7 @@ from typing import Any
 import pytest
 
 import quanta
+from quanta._storage.vfs import check_platform, pick_sync
 
 REPO = str(Path(__file__).resolve().parent.parent)
 
@@ -29,6 +35,12 @@ async def main():
 asyncio.run(main())
 {after}
 """
+
+
+async def _first(rows: typing.AsyncIterator[object]) -> object:
+    async for row in rows:
+        return row
+    return None
 
 
 def _run_script(code: str, *args: str, flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
@@ -125,3 +137,256 @@ def test_bad_options_raise_before_touching_disk(
     with pytest.raises(error):
         quanta.open(str(path), options=options, **kwargs)
     assert not path.exists()
+
+
+# =============================================================================== event loops
+
+
+def test_open_under_trio_raises_unsupported_platform_error(tmp_path: Path) -> None:
+    import anyio
+
+    pytest.importorskip("trio")  # in the test extra: a missing trio is a broken environment, not a skip
+    path = tmp_path / "db"
+    seen: list[BaseException] = []
+
+    async def main() -> None:
+        try:
+            await quanta.open(str(path))
+        except quanta.QuantaError as exc:
+            seen.append(exc)
+
+    anyio.run(main, backend="trio")
+    assert len(seen) == 1 and isinstance(seen[0], quanta.UnsupportedPlatformError), seen
+    assert "asyncio" in str(seen[0]) and "trio" in str(seen[0])
+    assert not path.exists()  # refused before anything touched the disk
+
+
+def test_open_under_anyio_asyncio_backend_works(tmp_path: Path) -> None:
+    import anyio
+
+    async def main() -> bytes | None:
+        async with quanta.open(str(tmp_path / "db")) as db:
+            await db.kv.put(b"k", b"v")
+            return await db.kv.get(b"k")
+
+    assert anyio.run(main, backend="asyncio") == b"v"
+
+
+def test_a_database_used_from_a_second_asyncio_run_says_wrong_event_loop(tmp_path: Path) -> None:
+    async def first() -> quanta.Database:
+        db = await quanta.open(str(tmp_path / "db"))
+        await db.kv.put(b"k", b"v")
+        return db
+
+    db = asyncio.run(first())  # returns without closing: that loop ends
+
+    async def second() -> None:
+        with pytest.raises(quanta.WrongEventLoopError, match="another event loop"):
+            await db.kv.put(b"k", b"w")
+        with pytest.raises(quanta.WrongEventLoopError):
+            await db.kv.get(b"k")
+        with pytest.raises(quanta.WrongEventLoopError):
+            db.snapshot()
+        with pytest.raises(quanta.WrongEventLoopError):
+            async with db.transaction():
+                pass
+        await db.aclose()  # closing from the wrong loop is allowed and quiet
+
+    asyncio.run(second())
+
+
+async def test_a_database_used_from_another_threads_loop_says_wrong_event_loop(tmp_path: Path) -> None:
+    db = await quanta.open(str(tmp_path / "db"))
+    await db.kv.put(b"k", b"v")
+    errors: dict[str, BaseException | None] = {}
+
+    async def elsewhere() -> None:
+        for name, op in [
+            ("get", lambda: db.kv.get(b"k")),
+            ("put", lambda: db.kv.put(b"k", b"w")),
+            ("scan", lambda: _first(db.kv.scan())),
+        ]:
+            try:
+                await op()
+            except BaseException as exc:
+                errors[name] = exc
+            else:
+                errors[name] = None
+        try:
+            db.snapshot()
+        except BaseException as exc:
+            errors["snapshot"] = exc
+        try:
+            async with db.transaction() as tx:
+                await tx.kv.get(b"k")
+        except BaseException as exc:
+            errors["transaction"] = exc
+        try:
+            async with db.changes() as stream:
+                await stream.aclose()
+        except BaseException as exc:
+            errors["changes"] = exc
+
+    thread = threading.Thread(target=lambda: asyncio.run(elsewhere()))
+    thread.start()
+    await asyncio.to_thread(thread.join)
+    assert set(errors) == {"get", "put", "scan", "snapshot", "transaction", "changes"}
+    # Point reads do not check the loop (too costly on the hot path; see Engine.check_loop):
+    assert errors.pop("get") is None
+    for name, exc in errors.items():
+        assert isinstance(exc, quanta.WrongEventLoopError), (name, exc)
+    assert await db.kv.get(b"k") == b"v"  # nothing was written from the other loop
+    await db.aclose()
+
+
+# =============================================================================== platforms
+
+
+class _FakeOs:
+    def __init__(self, *, fdatasync: bool) -> None:
+        self.calls: list[tuple[str, int]] = []
+        if fdatasync:
+            self.fdatasync = lambda fd: self.calls.append(("fdatasync", fd))
+
+    def fsync(self, fd: int) -> None:
+        self.calls.append(("fsync", fd))
+
+
+class _FakeFcntl:
+    F_FULLFSYNC = 51
+
+    def __init__(self, fails: int | None = None) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.fails = fails
+
+    def fcntl(self, fd: int, cmd: int) -> int:
+        self.calls.append((fd, cmd))
+        if self.fails is not None:
+            raise OSError(self.fails, os.strerror(self.fails))
+        return 0
+
+
+def test_pick_sync_prefers_fdatasync() -> None:
+    fake_os, fake_fcntl = _FakeOs(fdatasync=True), _FakeFcntl()
+    pick_sync(fake_os, fake_fcntl)(7)
+    assert fake_os.calls == [("fdatasync", 7)] and fake_fcntl.calls == []
+
+
+def test_pick_sync_uses_full_fsync_without_fdatasync() -> None:
+    fake_os, fake_fcntl = _FakeOs(fdatasync=False), _FakeFcntl()
+    pick_sync(fake_os, fake_fcntl)(7)
+    assert fake_fcntl.calls == [(7, 51)] and fake_os.calls == []
+
+
+def test_pick_sync_falls_back_to_fsync_when_full_fsync_is_refused() -> None:
+    fake_os, fake_fcntl = _FakeOs(fdatasync=False), _FakeFcntl(fails=errno.ENOTSUP)
+    pick_sync(fake_os, fake_fcntl)(7)
+    assert fake_fcntl.calls == [(7, 51)] and fake_os.calls == [("fsync", 7)]
+    with pytest.raises(OSError):  # a real I/O error is not papered over
+        pick_sync(fake_os, _FakeFcntl(fails=errno.EIO))(7)
+
+
+def test_pick_sync_uses_fsync_without_fdatasync_or_full_fsync() -> None:
+    fake_os = _FakeOs(fdatasync=False)
+    pick_sync(fake_os, None)(7)
+    pick_sync(fake_os, object())(8)  # an fcntl without F_FULLFSYNC (Linux)
+    assert fake_os.calls == [("fsync", 7), ("fsync", 8)]
+
+
+def _regular(fd: int) -> bool:
+    return stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+async def test_writes_are_durable_through_fsync_where_fdatasync_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if _regular(fd):
+            synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.delattr(os, "fdatasync", raising=False)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.delattr(fcntl, "F_FULLFSYNC", raising=False)
+    path = str(tmp_path / "db")
+    async with quanta.open(path, durability="sync") as db:
+        before = len(synced)
+        await db.kv.put(b"k", b"v")
+        assert len(synced) > before  # the commit's WAL sync went through os.fsync
+    async with quanta.open(path) as db:
+        assert await db.kv.get(b"k") == b"v"
+
+
+async def test_writes_are_durable_through_full_fsync_where_it_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real_fsync = os.fsync
+
+    def fake_fcntl(fd: int, cmd: int, *args: Any) -> int:
+        assert cmd == 51
+        calls.append(fd)
+        real_fsync(fd)
+        return 0
+
+    monkeypatch.delattr(os, "fdatasync", raising=False)
+    monkeypatch.setattr(fcntl, "F_FULLFSYNC", 51, raising=False)
+    monkeypatch.setattr(fcntl, "fcntl", fake_fcntl)
+    path = str(tmp_path / "db")
+    async with quanta.open(path, durability="sync") as db:
+        before = len(calls)
+        await db.kv.put(b"k", b"v")
+        assert len(calls) > before
+    monkeypatch.undo()
+    async with quanta.open(path) as db:
+        assert await db.kv.get(b"k") == b"v"
+
+
+def test_open_on_windows_raises_unsupported_platform_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "win32")
+    path = tmp_path / "db"
+    with pytest.raises(quanta.UnsupportedPlatformError, match="Linux and macOS"):
+        quanta.open(str(path))
+    assert not path.exists()
+
+
+def test_check_platform_names_what_is_supported() -> None:
+    check_platform("linux")
+    check_platform("darwin")
+    with pytest.raises(quanta.UnsupportedPlatformError, match="Windows"):
+        check_platform("win32")
+
+
+def test_the_package_imports_without_fcntl() -> None:
+    code = (
+        "import sys; sys.modules['fcntl'] = None\n"  # import fcntl now raises ImportError, as on Windows
+        "import quanta, quanta._storage.vfs as vfs\n"
+        "assert vfs._fcntl_module() is None\n"
+        "print('ok')\n"
+    )
+    proc = _run_script(code)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_pypi_classifiers_say_what_is_supported() -> None:
+    import tomllib
+
+    project = tomllib.loads((Path(REPO) / "pyproject.toml").read_text())["project"]
+    classifiers = set(project["classifiers"])
+    assert {
+        "Development Status :: 4 - Beta",
+        "Framework :: AsyncIO",
+        "Operating System :: POSIX :: Linux",
+        "Operating System :: MacOS",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Typing :: Typed",
+        "License :: OSI Approved :: MIT License",
+        "Topic :: Database",
+    } <= classifiers
+    assert not any("Windows" in c for c in classifiers)
+    assert any(dep.startswith("trio") for dep in project["optional-dependencies"]["test"])
