@@ -348,7 +348,7 @@ def open(
     :class:`quanta.Options` and docs/options.md.
 
     Runs on asyncio only (directly or through anyio's asyncio backend): awaited under another
-    event loop (trio) it raises ``UnsupportedPlatformError``, as it does on Windows.
+    event loop (trio) it raises ``UnsupportedPlatformError``; on Windows ``open`` itself does.
 
     ``entities=[User, Post]``: the entity classes the program uses. Each is compared with the
     schema stored for it before the database is returned: additive changes are applied, new
