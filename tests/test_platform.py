@@ -74,6 +74,38 @@ def test_a_program_that_exits_without_closing_never_leaves_a_coroutine_unawaited
         assert "Task was destroyed" not in proc.stderr, proc.stderr
 
 
+INDEXED = """
+import asyncio, sys
+from typing import Annotated
+import quanta
+
+@quanta.entity(name="Person")
+class Person:
+    id: int = quanta.auto()
+    city: {city} = "Oslo"
+
+async def main():
+    {body}
+
+asyncio.run(main())
+"""
+
+
+def test_an_index_build_left_running_at_exit_leaves_no_coroutine_unawaited(tmp_path: Path) -> None:
+    path = str(tmp_path / "db")
+    fill = (
+        "async with quanta.open(sys.argv[1], entities=[Person]) as db:\n"
+        "        await db.collection(Person).put_many([Person(city=str(i)) for i in range(300)])"
+    )
+    proc = _run_script(INDEXED.format(city="str", body=fill), path)
+    assert proc.returncode == 0, proc.stderr
+    # A new index: built in the background after open returns; the program exits at once.
+    leave = "db = await quanta.open(sys.argv[1], entities=[Person])"
+    proc = _run_script(INDEXED.format(city="Annotated[str, quanta.Index()]", body=leave), path, flags=("-W", "always"))
+    assert proc.returncode == 0, proc.stderr
+    assert "never awaited" not in proc.stderr, proc.stderr
+
+
 def test_an_unclosed_database_warns_with_resource_warning_at_exit(tmp_path: Path) -> None:
     script = LEFT_OPEN.format(body="pass", after="gc.collect()")
     proc = _run_script(script, str(tmp_path / "db"), flags=("-W", "always"))
