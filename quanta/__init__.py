@@ -22,7 +22,7 @@ from ._db import Database, open
 from ._entity import Collection, Query
 from ._kv import Batch, KeyValue, Snapshot
 from ._live import ResultDiff
-from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, Options
+from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, OpenOptions, Options
 from ._query import Plan, asc, between, contains, desc, in_
 from ._reactive import Change, ChangeSet, Watch
 from ._schema import (
@@ -109,6 +109,7 @@ __all__ = [
     "Links",
     "NotADatabaseError",
     "OneOf",
+    "OpenOptions",
     "Options",
     "Pattern",
     "Plan",

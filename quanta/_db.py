@@ -12,7 +12,7 @@ import os
 import warnings
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import anyio
 import anyio.to_thread
@@ -20,9 +20,10 @@ import anyio.to_thread
 from ._catalog import Catalog, SchemaProgress, check_entities
 from ._entity import Collection, EntityContext
 from ._kv import KeyValue, Snapshot, check_buffer, check_flag
-from ._options import Options
+from ._options import OpenOptions, Options, resolve_options
 from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, EventHub, Queue, Watch
 from ._storage import Engine, SystemEvent
+from ._storage.vfs import check_platform
 from ._txn import Transaction, Transactions, check_retries, run_transaction
 from .errors import InvalidArgumentError, InvalidTypeError, QuantaError
 
@@ -34,7 +35,14 @@ E = TypeVar("E")
 
 class Database:
     """An open QuantaDB database. Create with ``await quanta.open(path)`` or
-    ``async with quanta.open(path) as db``; always ``await db.close()``."""
+    ``async with quanta.open(path) as db``; always ``await db.aclose()`` (``close()`` is an
+    alias). A database left open warns with ``ResourceWarning`` when it is collected.
+
+    A database belongs to the asyncio event loop that opened it: writes, snapshots, scans,
+    transactions and subscriptions from another loop (a second ``asyncio.run``, another
+    thread's loop) raise ``WrongEventLoopError``. Point reads (``kv.get``) are not checked
+    while the opening loop runs (the check would cost a third of a read); once that loop has
+    ended they raise it too."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -243,10 +251,15 @@ class Database:
         self._engine.check_open()
         await self._catalog.indexes_ready()
 
-    async def close(self) -> None:
-        """Flush, finish background work and release the directory. Idempotent."""
+    async def aclose(self) -> None:
+        """Flush, finish background work and release the directory. Idempotent and
+        cancel-safe (a cancelled ``aclose`` still completes the shutdown in the background)."""
         await self._catalog.aclose()  # index builds stop here and resume on the next open
         await self._engine.close()
+
+    async def close(self) -> None:
+        """Alias of :meth:`aclose`."""
+        await self.aclose()
 
     async def __aenter__(self) -> Database:
         return self
@@ -254,7 +267,7 @@ class Database:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.close()
+        await self.aclose()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -262,8 +275,15 @@ class Database:
 
     def __del__(self) -> None:
         engine = getattr(self, "_engine", None)
-        if engine is not None and not engine.closed:
-            warnings.warn(f"{self!r} was never closed; `await db.close()`", ResourceWarning, stacklevel=2)
+        # Not `engine.closed`: when a program returns from asyncio.run without closing, the
+        # loop cancels the background task, which shuts the engine down before we get here.
+        if engine is not None and not engine.close_called:
+            warnings.warn(
+                f"{self!r} was never closed; `await db.aclose()` or use `async with`",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
 
 
 class _Opening:
@@ -291,7 +311,7 @@ class _Opening:
         except BaseException:
             with anyio.CancelScope(shield=True):
                 try:
-                    await db.close()
+                    await db.aclose()
                 except QuantaError:
                     pass  # the first error is the one to report
             raise
@@ -306,7 +326,7 @@ class _Opening:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._db is not None:
-            await self._db.close()
+            await self._db.aclose()
 
 
 def open(
@@ -314,12 +334,21 @@ def open(
     *,
     entities: Iterable[type] = (),
     on_progress: Callable[[SchemaProgress], None] | None = None,
-    **options: Any,
+    options: Options | None = None,
+    **kwargs: Unpack[OpenOptions],
 ) -> _Opening:
     """Open (creating if needed) the database in directory ``path``.
 
     ``db = await quanta.open(path, durability="sync")`` or ``async with quanta.open(path) as db``.
-    Options are checked here, before anything touches the disk; see :class:`quanta.Options`.
+
+    Options come as keywords (typed by :class:`quanta.OpenOptions`, so a type checker catches
+    a misspelt one), as ``options=quanta.Options(...)``, or both: then each keyword given
+    replaces that field of ``options`` (``open(p, options=base, read_only=True)`` is ``base``
+    opened read-only). They are checked here, before anything touches the disk; see
+    :class:`quanta.Options` and docs/options.md.
+
+    Runs on asyncio only (directly or through anyio's asyncio backend): awaited under another
+    event loop (trio) it raises ``UnsupportedPlatformError``; on Windows ``open`` itself does.
 
     ``entities=[User, Post]``: the entity classes the program uses. Each is compared with the
     schema stored for it before the database is returned: additive changes are applied, new
@@ -327,6 +356,7 @@ def open(
     ``SchemaMismatchError`` with the data untouched (docs/migrations.md). ``on_progress``
     receives a :class:`quanta.SchemaProgress` per chunk of those jobs.
     """
+    check_platform()
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidTypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = os.fspath(path)
@@ -335,4 +365,4 @@ def open(
     if on_progress is not None and not callable(on_progress):
         raise InvalidTypeError(f"on_progress must be callable, got {type(on_progress).__name__}")
     declared = check_entities(entities)
-    return _Opening(path, Options.from_kwargs(options), declared, on_progress)
+    return _Opening(path, resolve_options(options, kwargs), declared, on_progress)

@@ -140,7 +140,7 @@ class _Reader:
     def _check(self) -> Engine:
         engine = self._engine
         if engine.closed:
-            raise DatabaseClosedError(f"the database at {engine.path} is closed")
+            raise engine.closed_error()
         return engine
 
     async def get(self, key: bytes) -> bytes | None:
@@ -149,7 +149,7 @@ class _Reader:
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
             key = check_key(key)
         if engine.closed:
-            raise DatabaseClosedError(f"the database at {engine.path} is closed")
+            raise engine.closed_error()
         snap = self._snapshot
         return engine.get(key) if snap is None else engine.get(key, snap)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from ._storage.vfs import FileSystem
 from .errors import InvalidArgumentError, InvalidTypeError
 
-__all__ = ["MAX_BATCH_BYTES", "MAX_KEY_BYTES", "MAX_VALUE_BYTES", "Options"]
+__all__ = ["MAX_BATCH_BYTES", "MAX_KEY_BYTES", "MAX_VALUE_BYTES", "OpenOptions", "Options", "resolve_options"]
 
 #: Largest key, in bytes. Keys are compared and stored whole in index blocks; long keys are a
 #: modelling mistake better caught early.
@@ -19,6 +21,8 @@ MAX_VALUE_BYTES = 16 * 1024 * 1024
 MAX_BATCH_BYTES = 256 * 1024 * 1024
 
 Durability = Literal["sync", "os"]
+WalRecovery = Literal["strict", "salvage"]
+CompactionExecutor = Literal["auto", "process", "loop"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class Options:
     error_if_exists: bool = False
     #: "strict": a damaged record in the middle of a WAL is a CorruptionError. "salvage":
     #: skip damaged records and keep what is intact (data in them is lost: use for recovery).
-    wal_recovery: Literal["strict", "salvage"] = "strict"
+    wal_recovery: WalRecovery = "strict"
     l0_compaction_trigger: int = 4
     l0_stop_writes_trigger: int = 12
     l1_target_bytes: int = 16 << 20
@@ -46,21 +50,24 @@ class Options:
     target_file_bytes: int = 4 << 20
     #: where compaction merges run: "process" (a worker process; real files only),
     #: "loop" (on the event loop in short slices). "auto" picks process for real files.
-    compaction_executor: Literal["auto", "process", "loop"] = "auto"
+    compaction_executor: CompactionExecutor = "auto"
     fs: FileSystem | None = None
 
     @classmethod
-    def from_kwargs(cls, kwargs: dict[str, Any]) -> Options:
+    def from_kwargs(cls, kwargs: Mapping[str, Any], base: Options | None = None) -> Options:
+        """Validated options: ``base`` (default: the defaults) with the fields in ``kwargs``
+        replaced. Unknown names raise InvalidArgumentError, bad values InvalidTypeError or
+        InvalidArgumentError."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise InvalidArgumentError(f"unknown option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        bpk = kwargs.get("bloom_bits_per_key")
+        opts = cls(**kwargs) if base is None else dataclasses.replace(base, **kwargs)
+        bpk: object = opts.bloom_bits_per_key
         if isinstance(bpk, int) and not isinstance(bpk, bool):
-            kwargs = {**kwargs, "bloom_bits_per_key": (bpk,)}
+            opts = dataclasses.replace(opts, bloom_bits_per_key=(bpk,))
         elif isinstance(bpk, list):
-            kwargs = {**kwargs, "bloom_bits_per_key": tuple(bpk)}
-        opts = cls(**kwargs)
+            opts = dataclasses.replace(opts, bloom_bits_per_key=tuple(bpk))
         opts.validate()
         return opts
 
@@ -96,6 +103,38 @@ class Options:
     def bits_for_level(self, level: int) -> int:
         tiers = self.bloom_bits_per_key
         return tiers[min(level, len(tiers) - 1)]
+
+
+class OpenOptions(TypedDict, total=False):
+    """The keyword options of :func:`quanta.open`, for type checkers: one key per field of
+    :class:`quanta.Options` (a test keeps them in step), so ``quanta.open(p, durabilty="sync")``
+    is a type error. ``bloom_bits_per_key`` also takes one int or a list."""
+
+    durability: Durability
+    memtable_bytes: int
+    max_immutable_memtables: int
+    block_size: int
+    block_cache_bytes: int
+    bloom_bits_per_key: int | tuple[int, ...] | list[int]
+    read_only: bool
+    create_if_missing: bool
+    error_if_exists: bool
+    wal_recovery: WalRecovery
+    l0_compaction_trigger: int
+    l0_stop_writes_trigger: int
+    l1_target_bytes: int
+    level_multiplier: int
+    target_file_bytes: int
+    compaction_executor: CompactionExecutor
+    fs: FileSystem | None
+
+
+def resolve_options(options: Options | None, kwargs: Mapping[str, Any]) -> Options:
+    """The options of one ``open``: ``options`` (an :class:`Options`, default the defaults)
+    with every keyword option given replacing its field, validated."""
+    if options is not None and not isinstance(options, Options):
+        raise InvalidTypeError(f"options must be a quanta.Options, got {type(options).__name__}")
+    return Options.from_kwargs(kwargs, options)
 
 
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:

@@ -39,8 +39,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -680,14 +681,27 @@ class Catalog:
         self._wake.set()
 
     async def _supervise(self) -> None:
-        async with anyio.create_task_group() as tg:
-            while not self._stopping:
-                while self._queue:
-                    key, fn = self._queue.pop(0)
-                    tg.start_soon(self._guard, key, fn)
-                self._wake.clear()
-                await self._wake.wait()
-            tg.cancel_scope.cancel()
+        # anyio runs each job's coroutine inside a wrapper; when asyncio.run cancels everything
+        # at exit (a program that never closed the database) a wrapper cancelled before its
+        # first step never starts the job's coroutine, which Python would report as "never
+        # awaited". Such coroutines are closed here.
+        jobs: list[Coroutine[Any, Any, None]] = []
+        try:
+            async with anyio.create_task_group() as tg:
+                while not self._stopping:
+                    while self._queue:
+                        key, fn = self._queue.pop(0)
+                        job = self._guard(key, fn)
+                        jobs.append(job)
+                        tg.start_soon(_given, job)
+                    jobs = [j for j in jobs if inspect.getcoroutinestate(j) != inspect.CORO_CLOSED]
+                    self._wake.clear()
+                    await self._wake.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            for job in jobs:
+                if inspect.getcoroutinestate(job) == inspect.CORO_CREATED:
+                    job.close()
 
     async def _guard(self, key: tuple[str, str, str], fn: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -721,6 +735,10 @@ class Catalog:
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def _given(job: Coroutine[Any, Any, None]) -> Coroutine[Any, Any, None]:
+    return job
 
 
 def check_entities(entities: Iterable[type]) -> list[type]:

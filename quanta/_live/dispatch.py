@@ -56,7 +56,6 @@ from typing import TYPE_CHECKING, Any
 from .._reactive import ChangeBus, ChangeSet, Tap
 from .._schema.info import EntityInfo
 from .._schema.keyspace import record_prefix
-from ..errors import DatabaseClosedError
 from .states import Change, LiveState, ResultState
 from .store import Source
 
@@ -110,7 +109,7 @@ class Dispatcher:
         synchronous step (nothing can commit in between)."""
         engine = self.engine
         if engine.closed:
-            raise DatabaseClosedError(f"the database at {engine.path} is closed")
+            raise engine.closed_error()
         if self.tap is None:  # (attach raises for a closed or failed database)
             self.tap = self.bus.attach(self.lo, self.hi, on_commit=self.publish, on_end=self.ended)
         if isinstance(state, ResultState):

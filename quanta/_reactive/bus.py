@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from ..errors import DatabaseClosedError, DatabaseFailedError, QuantaError
+from ..errors import DatabaseFailedError, QuantaError
 from .queue import DEFAULT_CAPACITY, Queue
 
 if TYPE_CHECKING:
@@ -160,7 +160,8 @@ class Hub:
                 f"the database stopped after a failure: {failure!r}; close and reopen it"
             ) from failure
         if self._closed or self._engine.closed:
-            raise DatabaseClosedError(f"the database at {self._engine.path} is closed")
+            raise self._engine.closed_error()
+        self._engine.check_loop()  # a subscription delivers on the loop that opened the database
         tap.start_seq = self._engine.visible_seq
         self._subs[tap] = None
         self._changed()

@@ -2,7 +2,10 @@
 
 Everything the engine persists goes through a :class:`FileSystem`. Three implementations:
 
-* :class:`OSFileSystem` -- real files (``os.pread``/``os.write``/``os.fdatasync``, ``flock``).
+* :class:`OSFileSystem` -- real files (``os.pread``/``os.write``/``os.fdatasync``, ``flock``);
+  where there is no ``fdatasync`` (macOS) a sync is ``fcntl(F_FULLFSYNC)``, else ``fsync``
+  (see :func:`pick_sync`). ``fcntl`` is imported when first needed, so the package imports
+  on Windows too; ``quanta.open`` refuses to run there (:func:`check_platform`).
 * :class:`MemoryFileSystem` -- files in memory that remember what was made durable. ``crash()``
   returns the state a power loss would leave: file contents up to the last ``sync()``, and
   directory entries (creates, renames, removes) as of the last ``sync_dir()``. Variants garble
@@ -28,15 +31,67 @@ on-disk format here needs them; keeping the seam this small keeps the crash mode
 from __future__ import annotations
 
 import errno as _errno
-import fcntl
 import os
 import random
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from types import ModuleType
+from typing import Any, Protocol
 
-from ..errors import DatabaseLockedError, StorageIOError
+from ..errors import DatabaseLockedError, StorageIOError, UnsupportedPlatformError
+
+SUPPORTED_PLATFORMS = "Linux and macOS (POSIX file locks and fsync), CPython 3.11+, asyncio"
+
+
+def check_platform(platform: str | None = None) -> None:
+    """Raise UnsupportedPlatformError where QuantaDB cannot run (Windows: no ``flock``, no
+    POSIX rename-over-open-file or directory fsync). ``platform`` defaults to
+    ``sys.platform``, read at each call."""
+    platform = sys.platform if platform is None else platform
+    if platform == "win32":
+        raise UnsupportedPlatformError(f"QuantaDB does not run on Windows; supported: {SUPPORTED_PLATFORMS}")
+
+
+def _fcntl_module() -> ModuleType | None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    return fcntl
+
+
+def pick_sync(os_module: Any, fcntl_module: Any | None) -> Callable[[int], None]:
+    """The call that makes a file's data durable: ``os.fdatasync`` where it exists (Linux);
+    else ``fcntl(fd, F_FULLFSYNC)`` (macOS, where ``fsync`` does not flush the drive's
+    cache), falling back to ``fsync`` on a file system that refuses it; else ``os.fsync``.
+    Modules are parameters so tests can hand in fakes."""
+    fdatasync = getattr(os_module, "fdatasync", None)
+    if fdatasync is not None:
+        return fdatasync  # type: ignore[no-any-return]
+    fsync: Callable[[int], None] = os_module.fsync
+    full = getattr(fcntl_module, "F_FULLFSYNC", None) if fcntl_module is not None else None
+    if full is None:
+        return fsync
+    fcntl_call = fcntl_module.fcntl  # type: ignore[union-attr]
+
+    def full_fsync(fd: int) -> None:
+        try:
+            fcntl_call(fd, full)
+        except OSError as exc:
+            if exc.errno not in (_errno.EINVAL, _errno.ENOTSUP, _errno.ENOTTY):
+                raise
+            fsync(fd)  # e.g. a network file system without F_FULLFSYNC (as SQLite does)
+
+    return full_fsync
+
+
+def data_sync(fd: int) -> None:
+    """Make ``fd``'s data durable (:func:`pick_sync` on the live ``os``/``fcntl``, chosen at
+    each call: a lookup is nothing beside a sync, and tests can take ``os.fdatasync`` away)."""
+    pick_sync(os, _fcntl_module())(fd)
+
 
 __all__ = [
     "FaultInjectingFileSystem",
@@ -130,7 +185,7 @@ class _OSWritable:
 
     def sync(self) -> None:
         try:
-            os.fdatasync(self._fd)
+            data_sync(self._fd)
         except OSError as exc:
             raise _io_error(exc, "fsync", self.path) from exc
 
@@ -180,6 +235,8 @@ class _OSLock:
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             try:
+                import fcntl
+
                 fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
                 os.close(fd)
@@ -261,6 +318,8 @@ class OSFileSystem:
                 return _NoLock()
             except OSError as exc2:
                 raise _io_error(exc2, "open lock file", path) from exc2
+        import fcntl
+
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -33,7 +33,6 @@ from .._options import MAX_KEY_BYTES
 from .._storage import Engine
 from ..errors import (
     ConflictError,
-    DatabaseClosedError,
     InvalidArgumentError,
     InvalidTypeError,
     LimitExceededError,
@@ -138,7 +137,7 @@ class Transaction:
         if self._finished:
             raise TransactionClosedError("this transaction already committed or rolled back; start a new one")
         if self._engine.closed:
-            raise DatabaseClosedError(f"the database at {self._engine.path} is closed")
+            raise self._engine.closed_error()
 
     def _release(self) -> None:
         self._engine.release_snapshot(self.seq)
@@ -156,7 +155,7 @@ class Transaction:
         self._finished = True
         try:
             if self._engine.closed:
-                raise DatabaseClosedError(f"the database at {self._engine.path} is closed")
+                raise self._engine.closed_error()
             if not self._writes:
                 return None
             state = self._state

@@ -114,3 +114,15 @@ Keyed(text="x")  # E: call-arg
 Numbered()
 Numbered(id="1")  # E: arg-type
 AutoNoDefault()  # E: call-arg
+
+
+import quanta  # noqa: E402
+
+
+async def opens(path: str) -> None:
+    await quanta.open(path, durabilty="sync")  # E: call-arg
+    await quanta.open(path, durability="fast")  # E: arg-type
+    await quanta.open(path, memtable_bytes="1MB")  # E: arg-type
+    await quanta.open(path, options={"durability": "sync"})  # E: arg-type
+    bad: quanta.OpenOptions = {"durabilty": "sync"}  # E: typeddict-unknown-key
+    await quanta.open(path, **bad)

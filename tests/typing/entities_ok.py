@@ -191,3 +191,15 @@ assert_type(Note.id, int)
 d = Draft()
 assert_type(Maybe().id, int | None)
 by_id: bool = Note.id > 3
+
+
+# Options: keywords are typed by quanta.OpenOptions; options= takes an Options; both together.
+async def opens(path: str) -> None:
+    async with quanta.open(path, durability="os", memtable_bytes=1 << 20, bloom_bits_per_key=8) as db1:
+        assert_type(db1, quanta.Database)
+    base = quanta.Options(durability="os")
+    db2 = await quanta.open(path, options=base, read_only=True)
+    assert_type(db2.options, quanta.Options)
+    await db2.aclose()
+    spelled: quanta.OpenOptions = {"durability": "sync", "block_size": 8192}
+    await (await quanta.open(path, **spelled)).close()
