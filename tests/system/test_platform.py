@@ -22,7 +22,7 @@ import pytest
 import quanta
 from quanta._storage.vfs import check_platform, pick_sync
 
-REPO = str(Path(__file__).resolve().parent.parent)
+REPO = str(Path(__file__).resolve().parent.parent.parent)
 
 LEFT_OPEN = """
 import asyncio, gc, sys
