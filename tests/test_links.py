@@ -107,7 +107,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 async def image(db: quanta.Database) -> dict[bytes, bytes]:
     """Every key of the entity layer but the catalog, with its value."""
-    return {k: v async for k, v in db.kv.scan(prefix=NS) if k[len(NS) : len(NS) + 1] != b"c"}
+    return {k: v async for k, v in db.kv.scan(prefix=NS, include_reserved=True) if k[len(NS) : len(NS) + 1] != b"c"}
 
 
 def entries_of(obj: Any) -> dict[bytes, Any]:
