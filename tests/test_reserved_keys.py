@@ -14,9 +14,9 @@ import pytest
 
 import quanta
 from quanta import Index, PrimaryKey
+from quanta._catalog.format import schema_key
 from quanta._cli import dump
 from quanta._kv import RESERVED_END, RESERVED_PREFIX, user_ranges
-from quanta._catalog.format import schema_key
 from quanta._schema.keyspace import NS, record_key
 from quanta._storage.vfs import MemoryFileSystem
 from quanta.errors import InvalidArgumentError, ReservedKeyError
