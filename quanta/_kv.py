@@ -51,7 +51,7 @@ __all__ = [
 # The entity layer's key space (records, index entries, the catalog): every key starting with
 # these two bytes (quanta/_schema/keyspace.py builds them). ``db.kv`` and ``tx.kv`` refuse to
 # read, write or watch keys in it, and their scans step over it (docs/kv.md).
-RESERVED_PREFIX = b"\x00Q"
+RESERVED_PREFIX = b"\x00Q"  # a key k is reserved iff RESERVED_PREFIX <= k < RESERVED_END
 RESERVED_END = b"\x00R"  # prefix_end(RESERVED_PREFIX): the first key after the reserved space
 
 
@@ -85,7 +85,7 @@ def reserved_error(key: bytes) -> ReservedKeyError:
 def check_user_key(key: object) -> bytes:
     """``check_key``, and refuse keys in the reserved entity key space."""
     k = key if type(key) is bytes and 0 < len(key) <= MAX_KEY_BYTES else check_key(key)
-    if not k[0] and k[:2] == RESERVED_PREFIX:
+    if k < RESERVED_END and k >= RESERVED_PREFIX:
         raise reserved_error(k)
     return k
 
@@ -217,7 +217,7 @@ class _Reader:
         engine = self._engine
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
             key = check_key(key)
-        if not key[0] and key[:2] == RESERVED_PREFIX:
+        if key < RESERVED_END and key >= RESERVED_PREFIX:
             raise reserved_error(key)
         if engine.closed:
             raise DatabaseClosedError(f"the database at {engine.path} is closed")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import anyio
 
 from .._kv import (
+    RESERVED_END,
     RESERVED_PREFIX,
     batch_size_check,
     check_flag,
@@ -269,7 +270,7 @@ class TransactionKeyValue:
         """The value of ``key``: this transaction's own write if it made one, else the value
         at its snapshot. A key in the reserved entity key space raises ReservedKeyError."""
         key = check_key(key)
-        if not key[0] and key[:2] == RESERVED_PREFIX:
+        if key < RESERVED_END and key >= RESERVED_PREFIX:
             raise reserved_error(key)
         return self._read(key)
 
