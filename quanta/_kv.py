@@ -395,7 +395,10 @@ def chunks(
 
 
 class KeyValue(_Reader):
-    """``db.kv``: the raw key-value API. Keys and values are ``bytes``."""
+    """``db.kv``: the raw key-value API. Keys and values are ``bytes``.
+
+    Keys in the reserved entity key space (starting with ``b"\\x00Q"``) are refused with
+    ``ReservedKeyError`` before anything is written, and scans step over them (docs/kv.md)."""
 
     __slots__ = ("_bus",)
 
