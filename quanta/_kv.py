@@ -18,9 +18,17 @@ from ._codec import prefix_end
 from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES
 from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, Queue, Watch
 from ._storage import MAX_SEQ, Engine
-from .errors import DatabaseClosedError, InvalidArgumentError, InvalidTypeError, LimitExceededError
+from .errors import (
+    DatabaseClosedError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    LimitExceededError,
+    ReservedKeyError,
+)
 
 __all__ = [
+    "RESERVED_END",
+    "RESERVED_PREFIX",
     "Batch",
     "KeyValue",
     "Snapshot",
@@ -28,12 +36,23 @@ __all__ = [
     "check_buffer",
     "check_flag",
     "check_key",
+    "check_user_key",
+    "check_user_keys",
+    "reserved_error",
     "check_value",
     "chunks",
     "key_range",
     "scan_args",
     "scan_chunks",
+    "scan_parts",
+    "user_ranges",
 ]
+
+# The entity layer's key space (records, index entries, the catalog): every key starting with
+# these two bytes (quanta/_schema/keyspace.py builds them). ``db.kv`` and ``tx.kv`` refuse to
+# read, write or watch keys in it, and their scans step over it (docs/kv.md).
+RESERVED_PREFIX = b"\x00Q"  # a key k is reserved iff RESERVED_PREFIX <= k < RESERVED_END
+RESERVED_END = b"\x00R"  # prefix_end(RESERVED_PREFIX): the first key after the reserved space
 
 
 # ---------------------------------------------------------------------- validation
@@ -53,6 +72,44 @@ def check_key(key: object) -> bytes:
     if isinstance(key, bytes) and 0 < len(key) <= MAX_KEY_BYTES:
         return bytes(key)  # a bytes subclass: store plain bytes
     raise _bad_key(key)
+
+
+def reserved_error(key: bytes) -> ReservedKeyError:
+    return ReservedKeyError(
+        f"key {key[:24]!r} is in the reserved entity key space (keys starting with {RESERVED_PREFIX!r}): "
+        "entity data changes only through collections and migrations "
+        "(db.kv.scan(..., include_reserved=True) shows it, read-only)"
+    )
+
+
+def check_user_key(key: object) -> bytes:
+    """``check_key``, and refuse keys in the reserved entity key space."""
+    k = key if type(key) is bytes and 0 < len(key) <= MAX_KEY_BYTES else check_key(key)
+    if k < RESERVED_END and k >= RESERVED_PREFIX:
+        raise reserved_error(k)
+    return k
+
+
+def check_user_keys(keys: list[bytes]) -> None:
+    """Refuse a list of checked keys if one is in the reserved space (C speed when none is
+    near it: a min and a max)."""
+    if keys and min(keys) < RESERVED_END and max(keys) >= RESERVED_PREFIX:
+        for key in keys:
+            if key[:2] == RESERVED_PREFIX:
+                raise reserved_error(key)
+
+
+def user_ranges(lo: bytes | None, hi: bytes | None) -> list[tuple[bytes | None, bytes | None]]:
+    """``[lo, hi)`` without the reserved entity key space: zero, one or two ranges, in key
+    order (an empty range stays as it is: it scans nothing)."""
+    if (hi is not None and hi <= RESERVED_PREFIX) or (lo is not None and lo >= RESERVED_END):
+        return [(lo, hi)]  # the common case: nowhere near the reserved space
+    parts: list[tuple[bytes | None, bytes | None]] = []
+    if lo is None or lo < RESERVED_PREFIX:
+        parts.append((lo, RESERVED_PREFIX if hi is None else min(hi, RESERVED_PREFIX)))
+    if hi is None or hi > RESERVED_END:
+        parts.append((RESERVED_END if lo is None else max(lo, RESERVED_END), hi))
+    return parts
 
 
 def check_value(value: object) -> bytes:
@@ -122,6 +179,17 @@ def batch_size_check(total: int) -> None:
 # ---------------------------------------------------------------------- reads shared by kv and snapshots
 
 
+def _checked_keys(keys: Iterable[bytes]) -> list[bytes]:
+    if isinstance(keys, (bytes, str)) or not isinstance(keys, Iterable):
+        raise InvalidTypeError(f"get_many takes an iterable of bytes keys, got {type(keys).__name__}")
+    keys = list(keys)
+    for key in keys:
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
+            check_key(key)
+            return [check_key(k) for k in keys]  # normalise bytes subclasses
+    return keys
+
+
 class _Reader:
     """The reads shared by ``db.kv`` and ``snapshot.kv``: ``get``, ``get_many``, ``scan``, at
     the snapshot given (None: the latest committed state)."""
@@ -144,7 +212,20 @@ class _Reader:
         return engine
 
     async def get(self, key: bytes) -> bytes | None:
-        """The value stored under ``key``, or None."""
+        """The value stored under ``key``, or None. A key in the reserved entity key space
+        raises ReservedKeyError."""
+        engine = self._engine
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
+            key = check_key(key)
+        if key < RESERVED_END and key >= RESERVED_PREFIX:
+            raise reserved_error(key)
+        if engine.closed:
+            raise DatabaseClosedError(f"the database at {engine.path} is closed")
+        snap = self._snapshot
+        return engine.get(key) if snap is None else engine.get(key, snap)
+
+    async def _get(self, key: bytes) -> bytes | None:
+        """``get`` without the reserved-space check (for the entity layer)."""
         engine = self._engine
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
             key = check_key(key)
@@ -154,15 +235,17 @@ class _Reader:
         return engine.get(key) if snap is None else engine.get(key, snap)
 
     async def get_many(self, keys: Iterable[bytes]) -> list[bytes | None]:
-        """Values for ``keys``, in the same order (None where absent)."""
-        if isinstance(keys, (bytes, str)) or not isinstance(keys, Iterable):
-            raise InvalidTypeError(f"get_many takes an iterable of bytes keys, got {type(keys).__name__}")
-        keys = list(keys)
-        for key in keys:
-            if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
-                check_key(key)
-                keys = [check_key(k) for k in keys]  # normalise bytes subclasses
-                break
+        """Values for ``keys``, in the same order (None where absent). A key in the reserved
+        entity key space raises ReservedKeyError."""
+        checked = _checked_keys(keys)
+        check_user_keys(checked)
+        engine = self._check()
+        snap = MAX_SEQ if self._snapshot is None else self._snapshot
+        return engine.get_many(checked, snap)
+
+    async def _get_many(self, keys: Iterable[bytes]) -> list[bytes | None]:
+        """``get_many`` without the reserved-space check (for the entity layer)."""
+        keys = _checked_keys(keys)
         engine = self._check()
         snap = MAX_SEQ if self._snapshot is None else self._snapshot
         return engine.get_many(keys, snap)
@@ -175,15 +258,33 @@ class _Reader:
         prefix: bytes | None = None,
         reverse: bool = False,
         limit: int | None = None,
+        include_reserved: bool = False,
     ) -> AsyncIterator[tuple[bytes, bytes]]:
         """Iterate ``(key, value)`` pairs with ``start <= key < stop`` (and ``key`` starting
         with ``prefix``), in key order (descending with ``reverse``), at most ``limit``.
 
         The scan reads one consistent snapshot: writes, flushes and compactions that happen
         while it runs are invisible to it, and no key is lost or repeated.
+
+        The scan steps over the reserved entity key space (keys starting with ``b"\\x00Q"``:
+        entity records, indexes, the catalog); ``include_reserved=True`` includes it, for
+        debugging (docs/kv.md, "The reserved entity key space").
         """
         lo, hi = key_range(start, stop, prefix)
         scan_args(reverse, limit)
+        if not check_flag("include_reserved", include_reserved):
+            parts = user_ranges(lo, hi)
+            if len(parts) != 1:
+                self._check()
+                return scan_parts(self._engine, parts, reverse, limit, self._snapshot)
+            lo, hi = parts[0]
+        self._check()
+        return scan(self._engine, lo, hi, reverse, limit, self._snapshot)
+
+    def _scan(
+        self, lo: bytes | None, hi: bytes | None, reverse: bool = False, limit: int | None = None
+    ) -> AsyncIterator[tuple[bytes, bytes]]:
+        """``scan`` of ``[lo, hi)`` reserved space included (for the entity layer; bounds trusted)."""
         self._check()
         return scan(self._engine, lo, hi, reverse, limit, self._snapshot)
 
@@ -212,6 +313,33 @@ async def scan(
                 remaining -= len(keys)
             for item in zip(keys, values, strict=True):
                 yield item
+
+
+async def scan_parts(
+    engine: Engine,
+    parts: list[tuple[bytes | None, bytes | None]],
+    reverse: bool,
+    limit: int | None,
+    snapshot: int | None,
+) -> AsyncIterator[tuple[bytes, bytes]]:
+    """``scan`` over several disjoint ranges (given in key order) at one snapshot, as one
+    scan: ``limit`` counts across them."""
+    if limit == 0 or not parts:
+        return
+    seq = engine.acquire_snapshot() if snapshot is None else snapshot
+    try:
+        remaining = limit
+        for lo, hi in reversed(parts) if reverse else parts:
+            async with aclosing(scan(engine, lo, hi, reverse, remaining, seq)) as items:  # type: ignore[type-var]
+                async for item in items:
+                    yield item
+                    if remaining is not None:
+                        remaining -= 1
+            if remaining == 0:
+                return
+    finally:
+        if snapshot is None:
+            engine.release_snapshot(seq)
 
 
 async def scan_chunks(
@@ -267,7 +395,10 @@ def chunks(
 
 
 class KeyValue(_Reader):
-    """``db.kv``: the raw key-value API. Keys and values are ``bytes``."""
+    """``db.kv``: the raw key-value API. Keys and values are ``bytes``.
+
+    Keys in the reserved entity key space (starting with ``b"\\x00Q"``) are refused with
+    ``ReservedKeyError`` before anything is written, and scans step over them (docs/kv.md)."""
 
     __slots__ = ("_bus",)
 
@@ -277,13 +408,13 @@ class KeyValue(_Reader):
 
     async def put(self, key: bytes, value: bytes) -> None:
         """Store ``value`` under ``key`` (durable when it returns, with durability="sync")."""
-        key = check_key(key)
+        key = check_user_key(key)
         value = check_value(value)
         await self._engine.write([key], [value], len(key) + len(value))
 
     async def delete(self, key: bytes) -> None:
         """Remove ``key`` (a no-op if absent)."""
-        key = check_key(key)
+        key = check_user_key(key)
         await self._engine.write([key], [None], len(key))
 
     async def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
@@ -301,6 +432,7 @@ class KeyValue(_Reader):
                 key_lens = list(map(len, keys))
                 value_bytes = sum(map(len, values))
                 if min(key_lens) > 0 and max(key_lens) <= MAX_KEY_BYTES and max(map(len, values)) <= MAX_VALUE_BYTES:
+                    check_user_keys(keys)
                     total = sum(key_lens) + value_bytes
                     batch_size_check(total)
                     await self._engine.write(keys, values, total)
@@ -316,8 +448,7 @@ class KeyValue(_Reader):
                 if not isinstance(item, (tuple, list)) or len(item) != 2:
                     raise InvalidTypeError(f"put_many items must be (key, value) pairs, got {item!r:.60}")
             k, v = item
-            if type(k) is not bytes or not 0 < len(k) <= MAX_KEY_BYTES:
-                k = check_key(k)
+            k = check_user_key(k)
             if type(v) is not bytes or len(v) > MAX_VALUE_BYTES:
                 v = check_value(v)
             keys.append(k)
@@ -343,7 +474,7 @@ class KeyValue(_Reader):
         semantics: a slow consumer skips intermediate values and gets the newest, and a write
         that leaves the value as it was emits nothing. It never overflows.
         """
-        key = check_key(key)
+        key = check_user_key(key)
         self._check()
         engine, bus = self._engine, self._bus
         hi = key + b"\x00"  # the smallest key after `key`
@@ -421,7 +552,7 @@ class Batch:
     def put(self, key: bytes, value: bytes) -> Batch:
         """Add ``key = value`` (checked now); returns the batch, so calls chain."""
         self._check_open()
-        key = check_key(key)
+        key = check_user_key(key)
         value = check_value(value)
         batch_size_check(self._bytes + len(key) + len(value))
         self._bytes += len(key) + len(value)
@@ -432,7 +563,7 @@ class Batch:
     def delete(self, key: bytes) -> Batch:
         """Add the removal of ``key`` (checked now); returns the batch, so calls chain."""
         self._check_open()
-        key = check_key(key)
+        key = check_user_key(key)
         batch_size_check(self._bytes + len(key))
         self._bytes += len(key)
         self._keys.append(key)

@@ -96,7 +96,7 @@ async def build(
         while True:
             tx = Transaction(store.engine, transactions)
             try:
-                values = await tx.kv.get_many(rkeys)
+                values = await tx.kv._get_many(rkeys)
                 entries: dict[bytes, bytes] = {}
                 owners: dict[bytes, Any] = {}
                 for value in values:
@@ -112,7 +112,7 @@ async def build(
                             owners[k] = pk
                         entries[k] = v
                 if index.unique and entries:
-                    for k, existing in zip(entries, await tx.kv.get_many(list(entries)), strict=True):
+                    for k, existing in zip(entries, await tx.kv._get_many(list(entries)), strict=True):
                         if existing is not None and existing != entries[k]:
                             _duplicate(info, index, k, decode_tuple(existing)[0], owners[k])
                 progress = IndexJob(job.kind, rkeys[-1], job.done + len(rkeys), job.total)

@@ -580,7 +580,7 @@ class Catalog:
         read makes two concurrent first writes conflict (one retries and finds the other's
         schema). :attr:`schemas` learns a schema only once it is committed."""
         name = info.name
-        data = await kv.get(schema_key(name))
+        data = await kv._get(schema_key(name))
         if data is not None:
             self.schemas[name] = StoredSchema.from_bytes(data)
             self._refresh_hidden(name)

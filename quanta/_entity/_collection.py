@@ -218,7 +218,7 @@ class Collection(Generic[E]):
             lock = seq.locks.setdefault(name, asyncio.Lock())
             async with lock:
                 if name not in seq.next:
-                    persisted = stored_next(await self._read_view().get(sequence_key(name)))
+                    persisted = stored_next(await self._read_view()._get(sequence_key(name)))
                     seq.next[name] = max(await self._largest_key() + 1, persisted)
         explicit = {value for obj in items if (value := getattr(obj, pk))}
         counter = seq.next[name]
@@ -233,7 +233,7 @@ class Collection(Generic[E]):
     async def _largest_key(self) -> int:
         start, stop = record_prefix(self._info.name)
         reader = self._read_view()
-        async for key, _ in reader.scan(start, stop, reverse=True, limit=1):
+        async for key, _ in reader._scan(start, stop, reverse=True, limit=1):
             pk = decode_tuple(key[3:])[1]
             return pk if isinstance(pk, int) and pk > 0 else 0
         return 0
@@ -331,7 +331,7 @@ class Collection(Generic[E]):
         keys = self._keys
         key = keys.record_prefix + encode_key(pk) if type(pk) is keys.pk_type else self._pk_key(pk)  # type: ignore[arg-type]
         view = self._tx.kv if self._tx is not None else self._ctx.kv
-        data = await view.get(key)
+        data = await view._get(key)
         if data is None:
             return None
         try:
@@ -355,7 +355,7 @@ class Collection(Generic[E]):
         else:
             keys = [self._pk_key(pk) for pk in pks]
         decode = self._info.decode
-        values = await self._read_view().get_many(keys)
+        values = await self._read_view()._get_many(keys)
         try:
             out = [None if v is None else decode(v) for v in values]
         except CorruptionError as exc:

@@ -106,7 +106,7 @@ async def check_targets(info: EntityInfo, kv: TransactionKeyValue, items: list[A
     if not need:
         return
     keys = list(need)
-    missing = [need[k] for k, v in zip(keys, await kv.get_many(keys), strict=True) if v is None]
+    missing = [need[k] for k, v in zip(keys, await kv._get_many(keys), strict=True) if v is None]
     if not missing:
         return
     lines = []
@@ -134,7 +134,7 @@ async def referrers(kv: Any, spec: LinkSpec, targets: Sequence[bytes]) -> list[t
     keys = entity_keys(spec.owner_info)
     if spec.unique:  # one-to-one: a unique entry per target, holding the referrer's key
         prefix = keys.unique_prefixes[spec.index]
-        found = await kv.get_many([prefix + e for e in targets])
+        found = await kv._get_many([prefix + e for e in targets])
         return [(e, v) for e, v in zip(targets, found, strict=True) if v is not None]
     prefix = keys.index_prefixes[spec.index]
     n = len(prefix)
@@ -185,7 +185,7 @@ async def delete_graph(info: EntityInfo, kv: TransactionKeyValue, keys: list[byt
             decode = level_info.decode
             prefix = entity_keys(level_info).record_prefix
             gone: list[bytes] = []
-            for key, old in zip(todo, await kv.get_many(todo), strict=True):
+            for key, old in zip(todo, await kv._get_many(todo), strict=True):
                 if old is not None:
                     doomed[key] = (level_info, decode(old))
                     gone.append(key[len(prefix) :])
@@ -248,7 +248,7 @@ async def _set_null(
 ) -> None:
     """Rewrite each referrer without its links to the deleted targets (checked first)."""
     keys = list(rewrites)
-    for key, data in zip(keys, await kv.get_many(keys), strict=True):
+    for key, data in zip(keys, await kv._get_many(keys), strict=True):
         if data is None:  # pragma: no cover - an index entry exists exactly when its record does
             continue
         source, by_spec = rewrites[key]
@@ -296,7 +296,7 @@ async def rekey(info: EntityInfo, kv: TransactionKeyValue, old_key: bytes, new_k
     every link to it at the new key, as one batch. False if there is no record under
     ``old_key``; IntegrityError if ``new_key`` is taken (nothing buffered)."""
     resolve_pending()
-    old_data, taken = await kv.get_many([old_key, new_key])
+    old_data, taken = await kv._get_many([old_key, new_key])
     if old_data is None:
         return False
     if old_key == new_key:
@@ -324,7 +324,7 @@ async def rekey(info: EntityInfo, kv: TransactionKeyValue, old_key: bytes, new_k
     out_keys: list[bytes] = []
     out_values: list[bytes | None] = []
     ref_keys = list(updates)
-    for key, data in zip(ref_keys, await kv.get_many(ref_keys), strict=True):
+    for key, data in zip(ref_keys, await kv._get_many(ref_keys), strict=True):
         if data is None:  # pragma: no cover - an index entry exists exactly when its record does
             continue
         source, specs = updates[key]
@@ -402,7 +402,7 @@ async def load_paths(reader: Any, source: Any, info: EntityInfo, objs: Sequence[
             keys = list(wanted)
             decode = target.decode
             loaded: list[Any] = []
-            for key, data in zip(keys, await reader.get_many(keys), strict=True):
+            for key, data in zip(keys, await reader._get_many(keys), strict=True):
                 if data is None:
                     continue
                 obj = decode(data)
@@ -425,7 +425,7 @@ async def load_paths(reader: Any, source: Any, info: EntityInfo, objs: Sequence[
         prefix = entity_keys(source_info).record_prefix
         keys = list(dict.fromkeys(prefix + r for _, r in pairs))
         decode = source_info.decode
-        by_key = {k: decode(v) for k, v in zip(keys, await reader.get_many(keys), strict=True) if v is not None}
+        by_key = {k: decode(v) for k, v in zip(keys, await reader._get_many(keys), strict=True) if v is not None}
         everyone = list(by_key.values())
         bind(everyone, source)
         found: dict[bytes, list[Any]] = {e: [] for e in owners}

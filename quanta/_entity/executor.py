@@ -78,9 +78,9 @@ async def _raw_records(p: Plan, info: EntityInfo, reader: Any, first: int) -> As
         keys = [start for start, _ in p.ranges]
         if p.reverse:  # the lookups, like ranges, in the plan's direction
             keys.reverse()
-        values = [v for v in await reader.get_many(keys) if v is not None]
+        values = [v for v in await reader._get_many(keys) if v is not None]
         if access == "unique_get":  # a unique entry's value is its record's encoded primary key
-            values = [v for v in await reader.get_many([prefix + v for v in values]) if v is not None]
+            values = [v for v in await reader._get_many([prefix + v for v in values]) if v is not None]
         if values:
             yield values
         return
@@ -101,7 +101,7 @@ async def _raw_records(p: Plan, info: EntityInfo, reader: Any, first: int) -> As
                     epks = [e for e in dict.fromkeys(epks) if e not in seen]
                     seen.update(epks)
                 if epks:
-                    records = await reader.get_many([prefix + e for e in epks])
+                    records = await reader._get_many([prefix + e for e in epks])
                     yield [r for r in records if r is not None]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .._codec import decode_key, encode_key
+from .._codec import decode_key, encode_key, prefix_end
 from .._options import MAX_VALUE_BYTES
 from .._schema import EntityInfo
 from .._schema.keyspace import bad_record_error, index_prefix, sequence_key, unique_prefix
@@ -59,7 +59,8 @@ async def find_bad_record(info: EntityInfo, reader: Any, values: list[bytes], ex
         try:
             decode(value)
         except CorruptionError:
-            async for key, data in reader.scan(prefix=entity_keys(info).record_prefix):
+            rprefix = entity_keys(info).record_prefix
+            async for key, data in reader._scan(rprefix, prefix_end(rprefix)):
                 if data == value:
                     return bad_record(info, key, exc)
             break
@@ -99,7 +100,7 @@ async def retire_keys(info: EntityInfo, kv: TransactionKeyValue, pks: Iterable[A
     if top <= 0:
         return
     key = sequence_key(info.name)
-    if stored_next(await kv.get(key)) <= top:
+    if stored_next(await kv._get(key)) <= top:
         kv._put_generated([key], [encode_key(top + 1)])
 
 
@@ -110,7 +111,7 @@ async def entries_pointing_to(info: EntityInfo, kv: TransactionKeyValue, epk: by
     out: list[bytes] = []
     for idx in info.indexes:
         start = (unique_prefix if idx.unique else index_prefix)(info.name, idx.name)
-        async for k, v in kv.scan(prefix=start):
+        async for k, v in kv._scan(start, prefix_end(start)):
             if v == epk:
                 out.append(k)
     return out

@@ -83,7 +83,7 @@ async def put_records(info: EntityInfo, kv: TransactionKeyValue, items: list[Any
             added[k] = v
     if claims:
         fresh = [k for k in claims if k not in removed]
-        for k, existing in zip(fresh, await kv.get_many(fresh), strict=True):
+        for k, existing in zip(fresh, await kv._get_many(fresh), strict=True):
             if existing is not None and decode_tuple(existing)[0] != claims[k]:
                 _violation(info, k)
     out_keys = [k for k in removed if k not in added]
@@ -112,7 +112,7 @@ async def _old_records(kv: TransactionKeyValue, rkeys: list[bytes]) -> list[byte
                 break
             else:
                 return [None] * len(rkeys)
-    return await kv.get_many(rkeys)
+    return await kv._get_many(rkeys)
 
 
 def _violation(info: EntityInfo, key: bytes) -> None:
@@ -135,7 +135,7 @@ async def delete_records(info: EntityInfo, kv: TransactionKeyValue, keys: list[b
             _links.resolve_pending()
         if rel.incoming:  # links point here: apply their on_delete rules (quanta/_entity/_relations.py)
             return await _relations.delete_graph(info, kv, keys)
-    olds = await kv.get_many(keys)
+    olds = await kv._get_many(keys)
     decode = info.decode
     ekeys = entity_keys(info)
     gone: list[bytes] = []

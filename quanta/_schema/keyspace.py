@@ -16,8 +16,10 @@ turns an entry into its record's key by concatenation, with no decoding.
 Because the tuple encoding is order-preserving and prefix-free, all records of an entity are
 one contiguous range ordered by primary key, and all entries of an index are one range
 ordered by the indexed values (then by primary key): an equality on the first k fields of a
-composite index plus a range on field k+1 is one contiguous key range. Raw ``db.kv`` users
-should keep away from keys starting with ``b"\\x00Q"``.
+composite index plus a range on field k+1 is one contiguous key range. ``db.kv`` and ``tx.kv``
+refuse keys starting with ``b"\\x00Q"`` (``ReservedKeyError``) and their scans step over them;
+this layer reads and writes them through the readers' internal methods (``_get``,
+``_get_many``, ``_scan``, ``_scan_chunks``, ``_put_generated``).
 
 **The prefix, the kind bytes and the tuple layouts are part of the on-disk format.**
 """
@@ -28,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._codec import decode_key, encode_key, encode_tuple, prefix_end
+from .._kv import RESERVED_END, RESERVED_PREFIX
 from ..errors import CorruptionError
 
 __all__ = [
@@ -44,7 +47,8 @@ __all__ = [
     "unique_prefix",
 ]
 
-NS = b"\x00Q"
+NS = RESERVED_PREFIX  # b"\x00Q": db.kv / tx.kv refuse it and their scans skip it (quanta/_kv.py)
+assert NS == b"\x00Q" and prefix_end(NS) == RESERVED_END
 RECORD, INDEX, UNIQUE, CATALOG = b"r", b"i", b"u", b"c"
 
 

@@ -28,7 +28,22 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 
-from .._kv import batch_size_check, check_key, check_value, key_range, scan, scan_args, scan_chunks
+from .._kv import (
+    RESERVED_END,
+    RESERVED_PREFIX,
+    batch_size_check,
+    check_flag,
+    check_key,
+    check_user_key,
+    check_user_keys,
+    check_value,
+    key_range,
+    reserved_error,
+    scan,
+    scan_args,
+    scan_chunks,
+    user_ranges,
+)
 from .._options import MAX_KEY_BYTES
 from .._storage import Engine
 from ..errors import (
@@ -252,8 +267,17 @@ class TransactionKeyValue:
 
     async def get(self, key: bytes) -> bytes | None:
         """The value of ``key``: this transaction's own write if it made one, else the value
-        at its snapshot."""
+        at its snapshot. A key in the reserved entity key space raises ReservedKeyError."""
         key = check_key(key)
+        if key < RESERVED_END and key >= RESERVED_PREFIX:
+            raise reserved_error(key)
+        return self._read(key)
+
+    async def _get(self, key: bytes) -> bytes | None:
+        """``get`` without the reserved-space check (for the entity layer)."""
+        return self._read(check_key(key))
+
+    def _read(self, key: bytes) -> bytes | None:
         tx = self._tx
         tx._check_active()
         writes = tx._writes
@@ -267,6 +291,14 @@ class TransactionKeyValue:
         if isinstance(keys, (bytes, str)) or not isinstance(keys, Iterable):
             raise InvalidTypeError(f"get_many takes an iterable of bytes keys, got {type(keys).__name__}")
         checked = [check_key(k) for k in keys]
+        check_user_keys(checked)
+        return self._read_many(checked)
+
+    async def _get_many(self, keys: Iterable[bytes]) -> list[bytes | None]:
+        """``get_many`` without the reserved-space check (for the entity layer)."""
+        return self._read_many([check_key(k) for k in keys])
+
+    def _read_many(self, checked: list[bytes]) -> list[bytes | None]:
         tx = self._tx
         tx._check_active()
         writes = tx._writes
@@ -283,6 +315,7 @@ class TransactionKeyValue:
         prefix: bytes | None = None,
         reverse: bool = False,
         limit: int | None = None,
+        include_reserved: bool = False,
     ) -> AsyncIterator[tuple[bytes, bytes]]:
         """``(key, value)`` pairs in range, in key order, as of the snapshot with this
         transaction's writes (made before the scan started) merged in.
@@ -290,9 +323,29 @@ class TransactionKeyValue:
         Conflict detection covers the whole requested range, not only the keys returned: a
         commit that puts or deletes any key in ``[start, stop)`` (and ``prefix``) after this
         transaction began makes its commit fail -- phantoms included.
+
+        Like ``db.kv.scan``, it steps over the reserved entity key space unless
+        ``include_reserved=True`` (for debugging).
         """
         lo, hi = key_range(start, stop, prefix)
         scan_args(reverse, limit)
+        if not check_flag("include_reserved", include_reserved):
+            parts = user_ranges(lo, hi)
+            if len(parts) != 1:
+                # Conflicts are tracked on the whole requested range (as before the clip: a
+                # conservative superset); the reserved keys are only left out of the result.
+                own = self._begin_scan(lo, hi, reverse)
+                if reverse:
+                    parts.reverse()
+                scans = [(plo, phi, _within(own, plo, phi)) for plo, phi in parts]
+                return _chained_scan(self._tx, scans, reverse, limit)
+            lo, hi = parts[0]
+        return _merged_scan(self._tx, lo, hi, reverse, limit, self._begin_scan(lo, hi, reverse))
+
+    def _scan(
+        self, lo: bytes | None, hi: bytes | None, reverse: bool = False, limit: int | None = None
+    ) -> AsyncIterator[tuple[bytes, bytes]]:
+        """``scan`` of ``[lo, hi)``, reserved space included (for the entity layer; bounds trusted)."""
         return _merged_scan(self._tx, lo, hi, reverse, limit, self._begin_scan(lo, hi, reverse))
 
     def _begin_scan(self, lo: bytes | None, hi: bytes | None, reverse: bool) -> list[tuple[bytes, bytes | None]]:
@@ -349,13 +402,13 @@ class TransactionKeyValue:
         """Buffer ``key = value``; written when the transaction commits. A coroutine like
         ``db.kv.put`` (so the same code runs in and out of a transaction), though it never
         suspends: the write is only buffered."""
-        key = check_key(key)
+        key = check_user_key(key)
         value = check_value(value)
         self._buffer(key, value, len(key) + len(value))
 
     async def delete(self, key: bytes) -> None:
         """Buffer the removal of ``key``."""
-        key = check_key(key)
+        key = check_user_key(key)
         self._buffer(key, None, len(key))
 
     async def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
@@ -368,7 +421,7 @@ class TransactionKeyValue:
         for item in items:
             if not isinstance(item, tuple) or len(item) != 2:
                 raise InvalidTypeError(f"put_many items must be (key, value) tuples, got {item!r:.80}")
-            keys.append(check_key(item[0]))
+            keys.append(check_user_key(item[0]))
             values.append(check_value(item[1]))
         self._put_generated(keys, values)
 
@@ -416,6 +469,31 @@ class TransactionKeyValue:
             writes.update(fresh)
         else:  # the transaction's first writes (a bulk put_many): no copy
             tx._writes = fresh
+
+
+def _within(
+    own: list[tuple[bytes, bytes | None]], lo: bytes | None, hi: bytes | None
+) -> list[tuple[bytes, bytes | None]]:
+    return [(k, v) for k, v in own if (lo is None or k >= lo) and (hi is None or k < hi)]
+
+
+async def _chained_scan(
+    tx: Transaction,
+    scans: list[tuple[bytes | None, bytes | None, list[tuple[bytes, bytes | None]]]],
+    reverse: bool,
+    limit: int | None,
+) -> AsyncGenerator[tuple[bytes, bytes], None]:
+    """``_merged_scan`` over several disjoint ranges (in scan order), as one scan: ``limit``
+    counts across them."""
+    remaining = limit
+    for lo, hi, own in scans:
+        if remaining == 0:
+            return
+        async with aclosing(_merged_scan(tx, lo, hi, reverse, remaining, own)) as items:
+            async for item in items:
+                yield item
+                if remaining is not None:
+                    remaining -= 1
 
 
 async def _merged_scan(

@@ -123,7 +123,7 @@ async def seeded(n: int, **options: Any) -> MemoryFileSystem:
 
 async def state(fs: MemoryFileSystem, **options: Any) -> dict[bytes, bytes]:
     async with quanta.open(PATH, fs=fs, **options) as db:
-        return {k: v async for k, v in db.kv.scan()}
+        return {k: v async for k, v in db.kv.scan(include_reserved=True)}
 
 
 def image_of(objs: list[Any]) -> dict[bytes, bytes]:
@@ -140,7 +140,7 @@ def image_of(objs: list[Any]) -> dict[bytes, bytes]:
 
 
 async def entity_image(db: quanta.Database) -> dict[bytes, bytes]:
-    return {k: v async for k, v in db.kv.scan(prefix=NS) if k[2:3] != b"c"}
+    return {k: v async for k, v in db.kv.scan(prefix=NS, include_reserved=True) if k[2:3] != b"c"}
 
 
 # =============================================================================== running once, in order
@@ -441,7 +441,7 @@ async def test_an_interrupted_stage_restarts_with_changed_steps() -> None:
 
     async with await open_db(snapshot[0], Fixed) as db:
         got = await db.collection(Fixed).query().all()
-        assert not [k async for k, _ in db.kv.scan(prefix=NS + b"c") if b"~" in k]
+        assert not [k async for k, _ in db.kv.scan(prefix=NS + b"c", include_reserved=True) if b"~" in k]
     assert [p.first for p in got] == [f"p{i}" for i in range(1, 61)]
     assert len(got) == 60
 
@@ -488,7 +488,7 @@ async def crash_images(seed_n: int, target: type, *, drain: bool = False) -> tup
 
 async def _scan(fs: MemoryFileSystem) -> dict[bytes, bytes]:
     async with quanta.open(PATH, fs=fs, **SMALL_OPTIONS) as db:
-        return {k: v async for k, v in db.kv.scan()}
+        return {k: v async for k, v in db.kv.scan(include_reserved=True)}
 
 
 def sample(images: list[MemoryFileSystem], seed: int) -> list[tuple[int, MemoryFileSystem]]:
@@ -510,7 +510,7 @@ async def test_a_crash_at_any_point_of_a_migration_leaves_old_or_new_never_a_mix
         crashed = img.crash()
         async with quanta.open(PATH, fs=crashed, entities=[V2], **SMALL_OPTIONS) as db:
             got = await entity_image(db)
-            leftovers = [k async for k, _ in db.kv.scan(prefix=NS + b"c") if b"~" in k]
+            leftovers = [k async for k, _ in db.kv.scan(prefix=NS + b"c", include_reserved=True) if b"~" in k]
             if got != new or leftovers or db._catalog.schemas["Person"].version != 2:
                 problems.append(f"point {point}: new class sees {len(got)} keys, leftovers {len(leftovers)}")
         # with the old class: the untouched old data, or a refusal; never a mix
@@ -564,7 +564,7 @@ async def test_a_crash_during_an_index_build_resumes_it_and_the_index_is_exact()
     for point, img in sample(images, 7):
         async with quanta.open(PATH, fs=img.crash(), entities=[Indexed], **SMALL_OPTIONS) as db:
             await db.indexes_ready()
-            entries = {k: v async for k, v in db.kv.scan(prefix=NS + b"i")}
+            entries = {k: v async for k, v in db.kv.scan(prefix=NS + b"i", include_reserved=True)}
             assert entries == want, f"point {point}"
             q = db.collection(Indexed).where(Indexed.name == "P7 L0")
             assert q.plan().index is not None and [p.id for p in await q.all()] == [7]

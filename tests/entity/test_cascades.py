@@ -104,7 +104,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 async def image(db: quanta.Database) -> dict[bytes, bytes]:
-    return {k: v async for k, v in db.kv.scan(prefix=NS) if k[len(NS) : len(NS) + 1] != b"c"}
+    return {k: v async for k, v in db.kv.scan(prefix=NS, include_reserved=True) if k[len(NS) : len(NS) + 1] != b"c"}
 
 
 async def org_graph(db: quanta.Database) -> None:

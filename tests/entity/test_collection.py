@@ -139,7 +139,7 @@ def user(n: int, *, city: str = "Oslo", age: int = 30, tags: Iterable[str] = (),
 
 async def image(db: quanta.Database) -> dict[bytes, bytes]:
     """Every key of the entity layer (records, index entries, unique entries), with its value."""
-    return {k: v async for k, v in db.kv.scan(prefix=NS) if k[len(NS) : len(NS) + 1] != b"c"}
+    return {k: v async for k, v in db.kv.scan(prefix=NS, include_reserved=True) if k[len(NS) : len(NS) + 1] != b"c"}
 
 
 def user_entries(u: User) -> dict[bytes, Any]:
@@ -570,7 +570,7 @@ async def test_a_multi_entry_index_holds_one_entry_per_distinct_element(db: quan
     dup = user(1, tags=["a", "b", "a", "a"])
     none = user(2, tags=[])
     await users.put_many([dup, none])
-    tag_keys = [k async for k, _ in db.kv.scan(prefix=index_prefix("User", "tags"))]
+    tag_keys = [k async for k, _ in db.kv.scan(prefix=index_prefix("User", "tags"), include_reserved=True)]
     assert tag_keys == [index_key("User", "tags", (t,), dup.id) for t in ("a", "b")]
     assert_image(await image(db), users_image([dup, none]))
     # a replacement drops the elements that went and adds the ones that came

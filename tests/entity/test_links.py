@@ -107,7 +107,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 async def image(db: quanta.Database) -> dict[bytes, bytes]:
     """Every key of the entity layer but the catalog, with its value."""
-    return {k: v async for k, v in db.kv.scan(prefix=NS) if k[len(NS) : len(NS) + 1] != b"c"}
+    return {k: v async for k, v in db.kv.scan(prefix=NS, include_reserved=True) if k[len(NS) : len(NS) + 1] != b"c"}
 
 
 def entries_of(obj: Any) -> dict[bytes, Any]:
@@ -503,14 +503,15 @@ async def test_objects_read_in_a_transaction_load_through_it(db: quanta.Database
 
 
 class Reads:
-    """Counts a transaction's batched reads (``get_many``) and scans while patched in."""
+    """Counts a transaction's batched reads (``_get_many``, the entity layer's unchecked
+    ``get_many``) and scans while patched in."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from quanta._txn import TransactionKeyValue
 
         self.get_many = 0
         self.scans = 0
-        get_many, scan = TransactionKeyValue.get_many, TransactionKeyValue._scan_chunks
+        get_many, scan = TransactionKeyValue._get_many, TransactionKeyValue._scan_chunks
 
         async def counted_get_many(this: Any, keys: Any) -> Any:
             self.get_many += 1
@@ -520,7 +521,7 @@ class Reads:
             self.scans += 1
             return scan(this, *args)
 
-        monkeypatch.setattr(TransactionKeyValue, "get_many", counted_get_many)
+        monkeypatch.setattr(TransactionKeyValue, "_get_many", counted_get_many)
         monkeypatch.setattr(TransactionKeyValue, "_scan_chunks", counted_scan)
 
 
