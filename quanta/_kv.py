@@ -220,7 +220,7 @@ class _Reader:
         if key < RESERVED_END and key >= RESERVED_PREFIX:
             raise reserved_error(key)
         if engine.closed:
-            raise DatabaseClosedError(f"the database at {engine.path} is closed")
+            raise engine.closed_error()
         snap = self._snapshot
         return engine.get(key) if snap is None else engine.get(key, snap)
 
