@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import math
-import uuid
-from collections.abc import Callable
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -79,7 +77,8 @@ def check_same() -> None:
 
 zones = st.builds(timezone, st.integers(-23 * 60 + 1, 23 * 60 - 1).map(lambda m: timedelta(minutes=m)))
 floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([-0.0, 0.0, math.inf, -math.inf])
-ints = st.integers() | st.integers(min_value=-(2**200), max_value=2**200) | st.sampled_from([2**63, -(2**63) - 1, 2**64])
+huge = st.integers(min_value=-(2**200), max_value=2**200)
+ints = st.integers() | huge | st.sampled_from([2**63, -(2**63) - 1, 2**64])
 texts = st.text() | st.text(st.characters(categories=["Cs", "Lu"]))  # with lone surrogates
 decimals = st.decimals(allow_nan=True, allow_infinity=True) | st.sampled_from([Decimal("-0"), Decimal("1.00")])
 datetimes = st.datetimes() | st.datetimes(timezones=zones) | st.datetimes().map(lambda d: d.replace(fold=1))
@@ -104,22 +103,28 @@ hashable_scalars = scalars.filter(lambda v: not (isinstance(v, Decimal) and v.is
 hashable = st.recursive(hashable_scalars, lambda c: st.tuples(c, c) | st.frozensets(c, max_size=3), max_leaves=6)
 anything = st.recursive(
     scalars,
-    lambda c: st.lists(c, max_size=4)
-    | st.lists(c, max_size=4).map(tuple)
-    | st.dictionaries(hashable, c, max_size=3)
-    | st.sets(hashable, max_size=3)
-    | st.frozensets(hashable, max_size=3),
+    lambda c: (
+        st.lists(c, max_size=4)
+        | st.lists(c, max_size=4).map(tuple)
+        | st.dictionaries(hashable, c, max_size=3)
+        | st.sets(hashable, max_size=3)
+        | st.frozensets(hashable, max_size=3)
+    ),
     max_leaves=12,
 )
 
 
-def run_property(cls: type, values: st.SearchStrategy[dict[str, Any]], examples: int) -> None:
+def run_property(
+    cls: type, values: st.SearchStrategy[dict[str, Any]], examples: int, stored_at_least: int = 0
+) -> tuple[int, int]:
+    """Runs the property; returns (values stored, values refused)."""
     loop = asyncio.new_event_loop()
     try:
         db = loop.run_until_complete(quanta.open("/db", fs=MemoryFileSystem()))
         coll = db.collection(cls)
         pks = iter(range(1, 10**9))
         stored: list[int] = []
+        refused: list[int] = []
 
         @settings(max_examples=examples, deadline=None)
         @given(values)
@@ -133,6 +138,7 @@ def run_property(cls: type, values: st.SearchStrategy[dict[str, Any]], examples:
                 except quanta.QuantaError:
                     assert await coll.get(pk) is None
                     assert await coll.count() == len(stored)
+                    refused.append(pk)
                     return
                 stored.append(pk)
                 back = await coll.get(pk)
@@ -148,6 +154,8 @@ def run_property(cls: type, values: st.SearchStrategy[dict[str, Any]], examples:
             loop.run_until_complete(db.close())
     finally:
         loop.close()
+    assert len(stored) >= stored_at_least, (len(stored), len(refused))  # the property is not vacuous
+    return len(stored), len(refused)
 
 
 def test_same_tells_types_signs_and_nans_apart() -> None:
@@ -155,7 +163,7 @@ def test_same_tells_types_signs_and_nans_apart() -> None:
 
 
 def test_any_fields_round_trip_exactly_or_refuse() -> None:
-    run_property(RtAny, st.fixed_dictionaries({"v": anything}), 2000)
+    run_property(RtAny, st.fixed_dictionaries({"v": anything}), 2000, stored_at_least=1000)
 
 
 def test_typed_fields_round_trip_exactly_or_refuse() -> None:
@@ -170,11 +178,8 @@ def test_typed_fields_round_trip_exactly_or_refuse() -> None:
         "dec": st.none() | decimals,
         "lb": st.none() | st.lists(st.binary(), max_size=3),
     }
-    run_property(RtTyped, st.fixed_dictionaries(typed), 2000)
+    run_property(RtTyped, st.fixed_dictionaries(typed), 2000, stored_at_least=500)
 
 
 def test_typed_fields_refuse_wrong_types_without_writing() -> None:
-    wrong: Callable[[st.SearchStrategy[Any]], st.SearchStrategy[dict[str, Any]]] = lambda s: st.fixed_dictionaries(
-        {"li": s, "oi": s}
-    )
-    run_property(RtTyped, wrong(anything), 300)
+    run_property(RtTyped, st.fixed_dictionaries({"li": anything, "oi": anything}), 300)
