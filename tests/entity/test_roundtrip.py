@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import math
+import zoneinfo
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Annotated, Any
@@ -76,6 +77,8 @@ def check_same() -> None:
 
 
 zones = st.builds(timezone, st.integers(-23 * 60 + 1, 23 * 60 - 1).map(lambda m: timedelta(minutes=m)))
+if zoneinfo.available_timezones():  # named zones (ext zone kind 1) where the tz database is installed
+    zones = zones | st.timezones()
 floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([-0.0, 0.0, math.inf, -math.inf])
 huge = st.integers(min_value=-(2**200), max_value=2**200)
 ints = st.integers() | huge | st.sampled_from([2**63, -(2**63) - 1, 2**64])
