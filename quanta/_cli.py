@@ -4,6 +4,7 @@
 quanta demo [PATH]          the guided tour (default PATH: ./quanta-demo.db)
 quanta stats PATH           levels, files, sizes, counters of a database (opened read-only)
 quanta verify PATH          read and check every table, the manifest and the WAL
+quanta verify --deep PATH   also decode every entity record (exit status 1 if any is unreadable)
 quanta dump FILE            a WAL segment, SSTable or MANIFEST in readable form
 quanta schema PATH          the stored entity schemas, index states, unfinished jobs, history
 quanta migrate PATH --autogenerate MODULE
@@ -243,13 +244,21 @@ async def stats(path: str, out: TextIO = sys.stdout, as_json: bool = False) -> N
             print(f"  L{lv['level']}       {lv['files']:>4} files  {_fmt_bytes(lv['bytes']):>10}", file=out)
 
 
-async def verify(path: str, out: TextIO = sys.stdout, progress: bool | None = None) -> None:
+async def verify(path: str, out: TextIO = sys.stdout, progress: bool | None = None, deep: bool = False) -> int:
+    """Checks the tables (and with ``deep`` every entity record); prints each unreadable
+    record and returns how many there are (the exit status is 1 if any)."""
     bar = Progress("verifying tables", 1, enabled=progress)
     async with _db.open(path, read_only=True, create_if_missing=False) as db:
-        result = await db.verify(progress=bar.update)
+        result = await db.verify(progress=bar.update, deep=deep)
         tail = (await db.stats())["recovery_tail"]
     wal = "WAL replay clean" if tail == "clean" else f"WAL tail {tail} (an unfinished write at a crash was dropped)"
-    print(f"OK: {result['tables']} tables, {result['entries']} entries; manifest clean; {wal}", file=out)
+    problems: list[str] = result.get("problems", [])
+    for problem in problems:
+        print(f"PROBLEM: {problem}", file=out)
+    records = f"; {result['records']} records, {len(problems)} unreadable" if deep else ""
+    status = "FAILED" if problems else "OK"
+    print(f"{status}: {result['tables']} tables, {result['entries']} entries{records}; manifest clean; {wal}", file=out)
+    return len(problems)
 
 
 # ---------------------------------------------------------------------------- dump
@@ -501,6 +510,7 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check every table's checksums and order")
     v.add_argument("path")
     v.add_argument("--progress", action="store_true", default=None, help="always show the progress bar")
+    v.add_argument("--deep", action="store_true", help="also decode every entity record; exit 1 if any is unreadable")
     u = sub.add_parser("dump", help="print a WAL, SSTable or MANIFEST file")
     u.add_argument("file")
     u.add_argument("--limit", type=int, default=None, help="stop after N lines")
@@ -524,13 +534,13 @@ def main(argv: list[str] | None = None) -> int:
     commands: dict[str, Callable[[], Any]] = {
         "demo": lambda: asyncio.run(demo(os.path.abspath(args.path), args.records)),
         "stats": lambda: asyncio.run(stats(args.path, as_json=args.json)),
-        "verify": lambda: asyncio.run(verify(args.path, progress=args.progress)),
+        "verify": lambda: asyncio.run(verify(args.path, progress=args.progress, deep=args.deep)),
         "dump": lambda: dump(args.file, limit=args.limit),
         "schema": lambda: asyncio.run(schema(args.path, as_json=args.json)),
         "migrate": lambda: migrate(args.path, args.autogenerate, args.output),
     }
     try:
-        commands[args.command]()
+        result = commands[args.command]()
     except QuantaError as exc:
         print(f"quanta {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -540,4 +550,4 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"quanta {args.command}: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if args.command == "verify" and result else 0

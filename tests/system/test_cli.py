@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 
@@ -206,6 +207,40 @@ def test_verify_reports_a_torn_wal_tail(built: tuple[Path, Path], tmp_path: Path
 def test_verify_progress_bar_on_request(db_dir: Path) -> None:
     proc = cli("verify", "--progress", db_dir)
     assert "verifying tables [" in proc.stderr
+
+
+@quanta.entity(name="CliItem")
+class CliItem:
+    id: Annotated[int, quanta.PrimaryKey()]
+    name: str = ""
+
+
+async def _build_with_a_corrupt_record(path: Path) -> None:
+    from quanta._schema.keyspace import record_key
+
+    async with quanta.open(str(path)) as db:
+        await db.collection(CliItem).put_many([CliItem(id=1, name="a"), CliItem(id=2, name="b")])
+        await db.kv._engine.write([record_key("CliItem", 3)], [b"\xc1junk"], 64)  # db.kv refuses reserved keys
+
+
+def test_verify_deep_lists_unreadable_records_and_exits_1(tmp_path: Path) -> None:
+    path = tmp_path / "deep"
+    asyncio.run(_build_with_a_corrupt_record(path))
+    assert cli("verify", path).stdout.startswith("OK:")  # the tables themselves are sound
+    out = cli("verify", "--deep", path, check=1).stdout
+    problems = [line for line in out.splitlines() if line.startswith("PROBLEM: ")]
+    assert len(problems) == 1 and "primary key 3" in problems[0], out
+    assert "FAILED:" in out and "3 records, 1 unreadable" in out, out
+
+
+def test_verify_deep_on_a_sound_database_exits_0(tmp_path: Path) -> None:
+    async def build() -> None:
+        async with quanta.open(str(tmp_path / "ok")) as db:
+            await db.collection(CliItem).put(CliItem(id=1))
+
+    asyncio.run(build())
+    out = cli("verify", "--deep", tmp_path / "ok").stdout
+    assert out.startswith("OK:") and "1 records, 0 unreadable" in out and "PROBLEM" not in out, out
 
 
 def test_stats_and_verify_on_a_missing_or_foreign_path_exit_1(tmp_path: Path) -> None:
