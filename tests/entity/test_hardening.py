@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import pytest
+from helpers_crash import SMALL_OPTIONS, RecordingFS, freeze
 
 import quanta
 from quanta import PrimaryKey
@@ -80,6 +81,41 @@ async def test_auto_keys_are_not_reused_after_a_delete_a_rollback_and_a_reopen()
         assert await autos.delete(6)
     async with quanta.open(PATH, fs=fs) as db:
         assert await db.collection(Auto).put(Auto()) == 7  # no committed key comes back
+
+
+async def test_a_crash_at_any_io_point_never_hands_out_an_acknowledged_auto_key_again() -> None:
+    """Power loss before every file operation of a workload of auto-key puts, deletes (which
+    persist the counter) and a rollback: after recovery, the next key handed out is above
+    every key whose put was acknowledged before that point (acknowledged = durable with the
+    default durability="sync")."""
+    fs = RecordingFS()
+    images: list[tuple[MemoryFileSystem, int]] = []
+    acked = 0
+
+    def freeze_before(_: object) -> None:
+        with fs._mutex:
+            images.append((freeze(fs), acked))
+
+    fs.fail_hook = freeze_before
+    async with quanta.open(PATH, fs=fs, **SMALL_OPTIONS) as db:
+        autos = db.collection(Auto)
+        for _ in range(3):
+            pks = await autos.put_many([Auto(), Auto()])
+            acked = max(acked, *pks)
+            assert await autos.delete(pks[-1])  # the largest key: only the counter remembers it
+            async with db.transaction() as tx:
+                await tx.collection(Auto).put(Auto())
+                await tx.rollback()
+    fs.fail_hook = None
+    images.append((freeze(fs), acked))
+    assert len(images) > 20 and images[-1][1] == acked > 0
+    problems: list[str] = []
+    for point, (img, top) in enumerate(images):
+        async with quanta.open(PATH, fs=img.crash(), **SMALL_OPTIONS) as db:
+            nxt = await db.collection(Auto).put(Auto())
+            if nxt <= top:
+                problems.append(f"point {point}: handed out {nxt} after acknowledging {top}")
+    assert not problems, problems
 
 
 async def test_a_class_whose_types_changed_is_refused_without_entities() -> None:
