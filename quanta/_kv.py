@@ -296,23 +296,11 @@ class _Reader:
         return scan_chunks(self._engine, lo, hi, reverse, self._snapshot, first)
 
 
-async def scan(
+def scan(
     engine: Engine, lo: bytes | None, hi: bytes | None, reverse: bool, limit: int | None, snapshot: int | None
-) -> AsyncIterator[tuple[bytes, bytes]]:
-    if limit == 0:
-        return
-    remaining = limit
-    first = 64 if limit is None else min(limit, 1024)
-    async with aclosing(scan_chunks(engine, lo, hi, reverse, snapshot, first)) as chunks:
-        async for keys, values in chunks:
-            if remaining is not None:
-                if len(keys) >= remaining:
-                    for item in zip(keys[:remaining], values[:remaining], strict=True):
-                        yield item
-                    return
-                remaining -= len(keys)
-            for item in zip(keys, values, strict=True):
-                yield item
+) -> AsyncGenerator[tuple[bytes, bytes], None]:
+    """The items of ``[lo, hi)`` at ``snapshot``: ``scan_parts`` of one range."""
+    return scan_parts(engine, [(lo, hi)], reverse, limit, snapshot)
 
 
 async def scan_parts(
@@ -321,22 +309,28 @@ async def scan_parts(
     reverse: bool,
     limit: int | None,
     snapshot: int | None,
-) -> AsyncIterator[tuple[bytes, bytes]]:
-    """``scan`` over several disjoint ranges (given in key order) at one snapshot, as one
-    scan: ``limit`` counts across them."""
+) -> AsyncGenerator[tuple[bytes, bytes], None]:
+    """``(key, value)`` items of several disjoint ranges (given in key order) at one snapshot
+    (None: one taken now, held until the generator ends), as one scan: ``limit`` counts
+    across them. One generator level per item, whatever the number of ranges: each range is
+    read a chunk at a time (``scan_chunks``)."""
     if limit == 0 or not parts:
         return
     seq = engine.acquire_snapshot() if snapshot is None else snapshot
     try:
         remaining = limit
+        first = 64 if limit is None else min(limit, 1024)
         for lo, hi in reversed(parts) if reverse else parts:
-            async with aclosing(scan(engine, lo, hi, reverse, remaining, seq)) as items:  # type: ignore[type-var]
-                async for item in items:
-                    yield item
+            async with aclosing(scan_chunks(engine, lo, hi, reverse, seq, first)) as chunks:
+                async for keys, values in chunks:
                     if remaining is not None:
-                        remaining -= 1
-            if remaining == 0:
-                return
+                        if len(keys) >= remaining:
+                            for item in zip(keys[:remaining], values[:remaining], strict=True):
+                                yield item
+                            return
+                        remaining -= len(keys)
+                    for item in zip(keys, values, strict=True):
+                        yield item
     finally:
         if snapshot is None:
             engine.release_snapshot(seq)

@@ -538,7 +538,7 @@ async def _merged_scan(
                 if remaining == 0:
                     return
     finally:
-        await base.aclose()  # type: ignore[attr-defined]
+        await base.aclose()
 
 
 def check_retries(retries: object) -> int:
