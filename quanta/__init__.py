@@ -20,7 +20,7 @@ import typing as _typing
 from ._catalog import SchemaProgress, migration
 from ._db import Database, open
 from ._entity import Collection, Query
-from ._kv import Batch, KeyValue, Snapshot
+from ._kv import Batch, KeyValue, Snapshot, SnapshotKeyValue
 from ._live import ResultDiff
 from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, OpenOptions, Options
 from ._query import Plan, asc, between, contains, desc, in_
@@ -125,6 +125,7 @@ __all__ = [
     "SchemaMismatchError",
     "SchemaProgress",
     "Snapshot",
+    "SnapshotKeyValue",
     "StorageIOError",
     "SubscriberOverflowError",
     "SystemEvent",

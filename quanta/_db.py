@@ -22,6 +22,7 @@ from ._entity import Collection, EntityContext
 from ._kv import KeyValue, Snapshot, check_buffer, check_flag
 from ._options import OpenOptions, Options, resolve_options
 from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, EventHub, Queue, Watch
+from ._schema import CATALOG_PREFIX
 from ._storage import Engine, SystemEvent
 from ._storage.vfs import check_platform
 from ._txn import Transaction, Transactions, check_retries, run_transaction
@@ -46,7 +47,7 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._bus = ChangeBus(engine)
+        self._bus = ChangeBus(engine, hidden=CATALOG_PREFIX)  # the entity layer's bookkeeping
         self._events = EventHub(engine)
         self._transactions = Transactions(engine)
         self._catalog = Catalog(engine, self._transactions)  # stored schemas (quanta/_catalog)

@@ -8,9 +8,10 @@ engine's commit path.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable, Iterator
+from contextlib import aclosing, closing
 from operator import itemgetter
+from typing import TypeVar
 
 import anyio.lowlevel
 
@@ -30,8 +31,10 @@ __all__ = [
     "RESERVED_END",
     "RESERVED_PREFIX",
     "Batch",
+    "EngineView",
     "KeyValue",
     "Snapshot",
+    "SnapshotKeyValue",
     "batch_size_check",
     "check_buffer",
     "check_flag",
@@ -42,6 +45,7 @@ __all__ = [
     "check_value",
     "chunks",
     "key_range",
+    "paced",
     "scan_args",
     "scan_chunks",
     "scan_parts",
@@ -291,9 +295,67 @@ class _Reader:
     def _scan_chunks(
         self, lo: bytes | None, hi: bytes | None, reverse: bool, first: int
     ) -> AsyncGenerator[tuple[list[bytes], list[bytes]], None]:
-        """``scan_chunks`` at this reader's snapshot (for the query executor; bounds trusted)."""
+        """``scan_chunks`` at this reader's snapshot (for the entity layer; bounds trusted)."""
         self._check()
         return scan_chunks(self._engine, lo, hi, reverse, self._snapshot, first)
+
+    def _view(self) -> EngineView:
+        """This reader's state as a synchronous read view (for the query executor). A
+        snapshot's view stays valid while the snapshot is held; ``db.kv``'s (the newest
+        state, unpinned) only until the caller next yields to the event loop."""
+        engine = self._check()
+        return EngineView(engine, engine.visible_seq if self._snapshot is None else self._snapshot)
+
+
+class EngineView:
+    """A synchronous read view of the engine at sequence number ``seq``: the query
+    executor's view of a snapshot (``quanta/_entity/executor.py``, ``ReadView``), and a live
+    query's view of the commit being published. Nothing here awaits: a caller that yields
+    between chunks (``paced``) must hold a snapshot of ``seq``."""
+
+    __slots__ = ("engine", "seq")
+
+    def __init__(self, engine: Engine, seq: int) -> None:
+        self.engine = engine
+        self.seq = seq
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """The values of ``keys`` (trusted), None where absent."""
+        return self.engine.get_many(keys, self.seq)
+
+    def chunks(
+        self, lo: bytes | None, hi: bytes | None, reverse: bool, first: int
+    ) -> Generator[tuple[list[bytes], list[bytes]], None, None]:
+        """The live entries of ``[lo, hi)`` as ``(keys, values)`` column chunks in scan order
+        (``chunks``; a chunk may be empty)."""
+        for keys, values, _ in chunks(self.engine, lo, hi, self.seq, reverse, first):
+            yield keys, values
+
+    def check(self) -> None:
+        """Raise if the view cannot be read on (the database closed); ``paced`` calls it
+        after each checkpoint."""
+        engine = self.engine
+        if engine.closed:
+            raise DatabaseClosedError(f"the database at {engine.path} was closed during a scan")
+
+
+_T = TypeVar("_T")
+
+
+async def paced(items: Generator[_T, None, None], check: Callable[[], None]) -> AsyncGenerator[_T, None]:
+    """The items of a synchronous chunk generator, with a checkpoint (other tasks run)
+    and ``check()`` before each item after the first: the one way a chunked read runs
+    under ``await`` (a query, a scan through a transaction) without holding the event loop,
+    whatever its consumer does. The generator is closed with this one."""
+    with closing(items):
+        first = True
+        for item in items:
+            if first:
+                first = False
+            else:
+                await anyio.lowlevel.checkpoint()
+                check()
+            yield item
 
 
 def scan(
@@ -581,6 +643,12 @@ class Batch:
 # ---------------------------------------------------------------------- snapshots
 
 
+class SnapshotKeyValue(_Reader):
+    """``snapshot.kv``: ``get``, ``get_many`` and ``scan`` at the snapshot's sequence number."""
+
+    __slots__ = ()
+
+
 class Snapshot:
     """A consistent, read-only view of the database as of the moment it was taken.
 
@@ -595,7 +663,7 @@ class Snapshot:
         engine.check_open()
         self._engine = engine
         self.seq = engine.acquire_snapshot()
-        self.kv = _Reader(engine, self.seq)
+        self.kv = SnapshotKeyValue(engine, self.seq)
         self._released = False
 
     @property

@@ -27,7 +27,8 @@ never reused, even if its transaction rolls back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .._codec import decode_tuple, encode_key, encode_keys
@@ -41,7 +42,7 @@ from .records import bad_record, first_bad, stored_next
 from .writes import delete_records, put_records
 
 if TYPE_CHECKING:
-    from .._kv import KeyValue, Snapshot
+    from .._kv import KeyValue, Snapshot, SnapshotKeyValue
     from .._reactive import ChangeBus
     from .._storage import Engine
     from .._txn import Transaction, TransactionKeyValue
@@ -88,11 +89,11 @@ class EntityContext:
     entity, seeded from the largest stored key on first use, with ``locks`` for the seeding),
     and the schema catalog (``catalog``: it admits the classes collections are made for and
     hides incomplete indexes from the planner). The live-query layer reaches the engine and
-    the bus through it (``Collection.context``).
+    the bus through it (``Collection.context``), and keeps its registry in ``live``.
 
     Concurrency rules: event-loop thread only."""
 
-    __slots__ = ("bus", "catalog", "database", "engine", "kv", "locks", "next", "run", "snapshot")
+    __slots__ = ("bus", "catalog", "database", "engine", "kv", "live", "locks", "next", "run", "snapshot")
 
     def __init__(
         self,
@@ -114,6 +115,9 @@ class EntityContext:
         self.catalog = catalog
         self.next: dict[str, int] = {}
         self.locks: dict[str, asyncio.Lock] = {}
+        # The live-query layer's state for this database (quanta/_live's registry of
+        # dispatchers), made by that layer on first use; opaque here.
+        self.live: object | None = None
 
     def collection(self, cls: type[E], tx: Transaction | None = None) -> Collection[E]:
         """The collection of entity class ``cls``: of the database, or of transaction ``tx``."""
@@ -289,15 +293,8 @@ class Collection(Generic[E]):
         tree = _relations.parse_paths(info, paths)
         if not items or not tree:
             return
-        source = self._source
-        if self._tx is not None:
-            await _relations.load_paths(self._tx.kv, source, info, items, tree)
-            return
-        snap = self._ctx.snapshot()
-        try:
-            await _relations.load_paths(snap.kv, source, info, items, tree)
-        finally:
-            snap.release()
+        with self._reading() as reader:
+            await _relations.load_paths(reader, self._source, info, items, tree)
 
     def _pk_key(self, pk: Any) -> bytes:
         keys = self._keys
@@ -320,6 +317,20 @@ class Collection(Generic[E]):
         return keys.record(pk)
 
     # ------------------------------------------------------------------ reads
+
+    @contextmanager
+    def _reading(self) -> Iterator[SnapshotKeyValue | TransactionKeyValue]:
+        """What one read call (a query, a count, a load of links) reads through: the
+        transaction's ``kv`` (its own writes included), or a snapshot's taken for the call
+        and released after it."""
+        if self._tx is not None:
+            yield self._tx.kv
+            return
+        snap = self._ctx.snapshot()
+        try:
+            yield snap.kv
+        finally:
+            snap.release()
 
     def _read_view(self) -> KeyValue | TransactionKeyValue:
         if self._tx is not None:

@@ -16,6 +16,7 @@ from .._query import Expr, Field, Order, Plan, and_, as_order, check, has_throug
 from .._schema import EntityInfo
 from ..errors import QueryError
 from . import _relations
+from .aggregates import Aggregate, check_aggregate
 from .entries import entity_keys
 from .executor import count_matches, execute
 from .writes import delete_records
@@ -170,15 +171,8 @@ class Query(Generic[E]):
     async def count(self) -> int:
         """How many records match (within ``offset``/``limit``)."""
         coll = self._coll
-        if coll._tx is not None:
-            query_plan = await self._plan_at(coll._tx.kv, ordered=False)
-            return await count_matches(query_plan, coll._info, coll._tx.kv)
-        snap = coll._ctx.snapshot()
-        try:
-            query_plan = await self._plan_at(snap.kv, ordered=False)
-            return await count_matches(query_plan, coll._info, snap.kv)
-        finally:
-            snap.release()
+        with coll._reading() as reader:
+            return await count_matches(await self._plan_at(reader, ordered=False), coll._info, reader)
 
     async def __aiter__(self) -> AsyncIterator[E]:
         async with aclosing(self._batches()) as batches:
@@ -187,44 +181,18 @@ class Query(Generic[E]):
                     yield obj
 
     async def _batches(self) -> AsyncGenerator[list[E], None]:
+        """The result, a batch at a time, read through one snapshot (or the transaction);
+        objects with links are bound, and the ``include`` paths loaded, a batch at a time."""
         coll = self._coll
-        if coll._bind:  # objects with links: bound (and their links loaded)
-            async with aclosing(self._linked_batches()) as linked:
-                async for batch in linked:
-                    yield batch
-            return
-        if coll._tx is not None:
-            async with aclosing(execute(await self._plan_at(coll._tx.kv), coll._info, coll._tx.kv)) as batches:
-                async for batch in batches:
-                    yield batch
-            return
-        snap = coll._ctx.snapshot()
-        try:
-            async with aclosing(execute(await self._plan_at(snap.kv), coll._info, snap.kv)) as batches:
-                async for batch in batches:
-                    yield batch
-        finally:
-            snap.release()
-
-    async def _linked_batches(self) -> AsyncGenerator[list[E], None]:
-        coll = self._coll
-        info, source, tree = coll._info, coll._source, self._include
-        snap = None
-        if coll._tx is not None:
-            reader: Any = coll._tx.kv
-        else:
-            snap = coll._ctx.snapshot()
-            reader = snap.kv
-        try:
+        info, tree = coll._info, self._include
+        with coll._reading() as reader:
             async with aclosing(execute(await self._plan_at(reader), info, reader)) as batches:
                 async for batch in batches:
-                    _relations.bind(batch, source)
-                    if tree:
-                        await _relations.load_paths(reader, source, info, batch, tree)
+                    if coll._bind:
+                        _relations.bind(batch, coll._source)
+                        if tree:
+                            await _relations.load_paths(reader, coll._source, info, batch, tree)
                     yield batch
-        finally:
-            if snap is not None:
-                snap.release()
 
     async def _values(self, field: Any) -> list[Any]:
         if not isinstance(field, Field) or field.owner is not self._coll._info.cls:
@@ -232,21 +200,28 @@ class Query(Generic[E]):
         name = field.name
         return [getattr(obj, name) for obj in await self.all()]
 
+    async def _aggregate(self, kind: str, field: Any) -> Any:
+        is_float = check_aggregate(kind, field, self._coll._info, kind)
+        return Aggregate.of(kind, is_float, await self._values(field))
+
     async def min(self, field: Any) -> Any:
-        """The smallest non-None value of ``field`` among the matches (None if none)."""
-        values = [v for v in await self._values(field) if v is not None]
-        return min(values) if values else None
+        """The smallest non-None value of ``field`` among the matches, in the order
+        ``order_by(field)`` uses (None if none; docs/queries.md, "Aggregates")."""
+        return await self._aggregate("min", field)
 
     async def max(self, field: Any) -> Any:
-        values = [v for v in await self._values(field) if v is not None]
-        return max(values) if values else None
+        """The largest non-None value of ``field`` among the matches (see ``min``)."""
+        return await self._aggregate("max", field)
 
     async def sum(self, field: Any) -> Any:
-        return sum(v for v in await self._values(field) if v is not None)
+        """The sum of the non-None values of an int or float ``field`` among the matches (0
+        if none); a float sum is exact, then rounded once."""
+        return await self._aggregate("sum", field)
 
     async def avg(self, field: Any) -> float | None:
-        values = [v for v in await self._values(field) if v is not None]
-        return sum(values) / len(values) if values else None
+        """The mean of the non-None values of an int or float ``field`` (None if none)."""
+        result: float | None = await self._aggregate("avg", field)
+        return result
 
     async def distinct(self, field: Any) -> list[Any]:
         """The distinct values of ``field`` among the matches, in result order."""

@@ -16,7 +16,6 @@ from .._options import MAX_VALUE_BYTES
 from .._schema import EntityInfo
 from .._schema.keyspace import bad_record_error, index_prefix, sequence_key, unique_prefix
 from ..errors import CorruptionError, LimitExceededError
-from .entries import entity_keys
 
 if TYPE_CHECKING:
     from .._txn import TransactionKeyValue
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 __all__ = [
     "bad_record",
     "entries_pointing_to",
-    "find_bad_record",
     "first_bad",
     "retire_keys",
     "stored_next",
@@ -49,22 +47,6 @@ def first_bad(decode: Callable[[bytes], Any], keys: list[bytes], values: list[by
             except CorruptionError:
                 return key
     raise AssertionError("no record failed to decode")  # pragma: no cover
-
-
-async def find_bad_record(info: EntityInfo, reader: Any, values: list[bytes], exc: CorruptionError) -> CorruptionError:
-    """``bad_record`` for a query, which decodes values without their keys: the first of
-    ``values`` that fails is looked up by a scan of the entity's records (a rare path)."""
-    decode = info.decode
-    for value in values:
-        try:
-            decode(value)
-        except CorruptionError:
-            rprefix = entity_keys(info).record_prefix
-            async for key, data in reader._scan(rprefix, prefix_end(rprefix)):
-                if data == value:
-                    return bad_record(info, key, exc)
-            break
-    return exc
 
 
 def too_large(info: EntityInfo, records: list[bytes], pks: list[Any]) -> None:

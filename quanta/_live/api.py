@@ -16,8 +16,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
+from .._entity import AGGREGATES, check_aggregate
 from .._kv import check_buffer
-from .._query import Field
 from .._reactive import DEFAULT_CAPACITY, Queue, Watch
 from .._schema.keyspace import record_prefix
 from ..errors import InvalidArgumentError, InvalidTypeError, QueryError
@@ -26,7 +26,6 @@ from .dispatch import registry_of
 from .faces import Outlet, clock_for
 from .shape import order_key, routes
 from .states import (
-    AGGREGATES,
     AggregateState,
     CountState,
     LazyState,
@@ -40,9 +39,7 @@ from .states import (
 )
 
 if TYPE_CHECKING:
-    from .._entity import Collection, Query
-    from .._reactive import ChangeBus
-    from .._storage import Engine
+    from .._entity import Collection, EntityContext, Query
 
 __all__ = [
     "Coalesce",
@@ -71,16 +68,15 @@ def _slack(limit: int | None) -> int:
     return 0 if limit is None else min(SLACK_MAX, max(4, limit // 2))
 
 
-def _database(coll: Collection[Any]) -> tuple[ChangeBus, Engine]:
+def _database(coll: Collection[Any]) -> EntityContext:
     if coll.transaction is not None:
         raise QueryError(
             f"a live query of {coll._info.name} needs the database's collection (db.collection(...)): "
             "a transaction's collection sees writes that are not committed, and live queries follow commits"
         )
     context = coll.context
-    engine = context.engine
-    engine.check_open()
-    return context.bus, engine
+    context.engine.check_open()
+    return context
 
 
 def _coalesce(value: object) -> float | None:
@@ -104,7 +100,7 @@ def _buffer(value: object) -> int:
 def _opener(
     coll: Collection[Any], make: Callable[[], LiveState], *, latest: bool, buffer: object, coalesce: object
 ) -> Callable[[Callable[[], None], Any], Queue[Any]]:
-    bus, engine = _database(coll)
+    context = _database(coll)
     capacity = _buffer(buffer)
     seconds = _coalesce(coalesce)
     info = coll._info
@@ -113,7 +109,7 @@ def _opener(
         state = make()
         clock = clock_for(scheduler)
         outlet: Outlet[Any] = Outlet(state, latest=latest, capacity=capacity, coalesce=seconds, clock=clock, wake=wake)
-        dispatcher = registry_of(bus, engine).dispatcher(info)
+        dispatcher = registry_of(context).dispatcher(info)
         if coll._bind:  # objects with links load them through the database
             dispatcher.source.bind_to(coll._source)
         dispatcher.open(state)
@@ -166,20 +162,13 @@ def watch_aggregate(
     """``query.min/max/sum/avg(field)``, live."""
     assert kind in AGGREGATES
     info = query._coll._info
-    if not isinstance(field, Field) or field.owner is not info.cls:
-        raise QueryError(f"expected a field of {info.name}, got {field!r:.60}")
-    fi = field.info
-    if kind in ("min", "max") and fi.key_type is None:
-        raise QueryError(f"watch_{kind}({field!r}): {field!r} cannot be ordered, so it has no {kind}")
-    if kind in ("sum", "avg") and fi.base not in (int, float, bool):
-        raise QueryError(f"watch_{kind}({field!r}): live sums and averages need an int or float field")
+    is_float = check_aggregate(kind, field, info, f"watch_{kind}")
     plan = query.plan()
     make: Callable[[], LiveState]
     if plan.limit is not None or plan.offset:
-        make = _results(query, lambda: render_aggregate(kind, field.name))
+        make = _results(query, lambda: render_aggregate(kind, field.name, is_float))
     else:
         route = routes(plan.where, info)
-        is_float = fi.base is float
         make = lambda: AggregateState(plan, route, kind, field.name, is_float)  # noqa: E731
     return Watch(_opener(query._coll, make, latest=False, buffer=buffer, coalesce=coalesce))
 

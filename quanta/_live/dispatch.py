@@ -60,6 +60,7 @@ from .states import Change, LiveState, ResultState
 from .store import Source
 
 if TYPE_CHECKING:
+    from .._entity import EntityContext
     from .._storage import Engine
 
 __all__ = ["Dispatcher", "LiveRegistry", "registry_of"]
@@ -274,9 +275,9 @@ def _discard(index: dict[Any, StateSet], key: Any, state: LiveState) -> None:
 class LiveRegistry:
     """The live queries of one database: a dispatcher per entity class in use.
 
-    It holds its database's bus and engine weakly: it is the value of a weak-keyed map whose
-    key (the bus) the engine references, so a strong reference here would keep every closed
-    database alive. Dispatchers hold them strongly, and exist only while live states do."""
+    It is kept in the database's ``EntityContext`` (``live``) and holds the bus and the
+    engine weakly, so it keeps nothing alive on its own; dispatchers hold them strongly,
+    and exist only while live states do."""
 
     def __init__(self, bus: ChangeBus, engine: Engine) -> None:
         self._bus = weakref.ref(bus)
@@ -310,12 +311,11 @@ class LiveRegistry:
         return sum(len(d) for d in self.dispatchers.values())
 
 
-_REGISTRIES: weakref.WeakKeyDictionary[ChangeBus, LiveRegistry] = weakref.WeakKeyDictionary()
-
-
-def registry_of(bus: ChangeBus, engine: Engine) -> LiveRegistry:
-    """The database's registry (made on first use, dropped with the database)."""
-    registry = _REGISTRIES.get(bus)
+def registry_of(context: EntityContext) -> LiveRegistry:
+    """The database's registry, kept in its entity context (made on first use, dropped
+    with the database)."""
+    registry = context.live
     if registry is None:
-        registry = _REGISTRIES[bus] = LiveRegistry(bus, engine)
+        registry = context.live = LiveRegistry(context.bus, context.engine)
+    assert isinstance(registry, LiveRegistry)
     return registry

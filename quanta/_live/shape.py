@@ -2,15 +2,10 @@
 order of its results as one byte key per record, and the equality values that route a
 commit's changes to it.
 
-Result order. A query's results are ordered by its ``order_by`` keys, each compared as its
-key encoding (``quanta._query.sort_key``; ``desc`` reverses), then by the primary key in
-the direction of the last key (``quanta/_query/planner.py``). :func:`order_key` folds that
-into one ``bytes`` per record, so a maintained result is a list sorted by plain byte
-comparison: the encodings are prefix-free, so their concatenation compares like the tuple,
-and a descending component is the byte complement, which reverses the order of prefix-free
-encodings. (NaN's sort key is +inf's plus ``0xff``, not prefix-free with it; complemented it
-is +inf's complement plus ``0x00``, and since every component that follows starts with a
-tag byte or its complement, never ``0x00``, NaN still sorts before +inf.) Without
+Result order. With ``order_by``, a query's result order is one byte key per record,
+``quanta._query.order_key`` (the ``order_by`` values' key encodings, then the primary key):
+the executor sorts by it and a maintained result is a list kept sorted by it, so both
+agree by construction. Without
 ``order_by`` the order is the access path's (unspecified by the query
 API, but a live result must equal a fresh run): the storage key order of the entries the
 plan scans, which is the primary key for the primary-key paths and the index entry
@@ -32,45 +27,23 @@ Pure and synchronous, like the planner it reads.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from .._codec import encode_key, encode_tuple
-from .._query import And, Compare, Contains, Expr, In, IsNone, Or, Plan, sort_key
+from .._query import And, Compare, Contains, Expr, In, IsNone, Or, OrderKey, Plan
+from .._query import order_key as query_order_key
 from .._schema.info import EntityInfo
 from .._schema.keyspace import index_prefix
 from .._schema.relations import index_value
 
 __all__ = ["OrderKey", "Route", "order_key", "routes"]
 
-OrderKey = Callable[[Any, bytes], bytes]
-"""``key(obj, encoded_pk) -> bytes``: byte order is the query's result order."""
-
-_FLIP: Final = bytes(range(255, -1, -1))
-
-
-def _down(key: bytes) -> bytes:
-    return key.translate(_FLIP)
-
 
 def order_key(plan: Plan, info: EntityInfo) -> OrderKey:
     """The result-order key of ``plan``'s records (see the module docstring)."""
     if plan.order_by:
-        parts = tuple((o.field.name, o.descending) for o in plan.order_by)
-        last_down = plan.order_by[-1].descending
-        if len(parts) == 1:
-            name, down = parts[0]
-            if down:
-                return lambda obj, epk: _down(sort_key(getattr(obj, name))) + (_down(epk) if last_down else epk)
-            return lambda obj, epk: sort_key(getattr(obj, name)) + epk
-
-        def key(obj: Any, epk: bytes) -> bytes:
-            out = [_down(sort_key(getattr(obj, n))) if d else sort_key(getattr(obj, n)) for n, d in parts]
-            out.append(_down(epk) if last_down else epk)
-            return b"".join(out)
-
-        return key
+        return query_order_key(plan.order_by)
     idx = plan.index
     if idx is None or plan.access not in ("index_range", "unique_get"):
         return _by_pk

@@ -40,16 +40,12 @@ Concurrency rules: event-loop thread only; ``apply`` runs inside the change bus'
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Callable
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Final
 
-from sortedcontainers import SortedDict
-
-from .._query import sort_key
+from .._entity import Aggregate
 from .diff import ResultDiff, Row, diff_rows, same_rows
 
 if TYPE_CHECKING:
@@ -67,7 +63,6 @@ __all__ = [
     "LiveState",
     "ObjectState",
     "ResultState",
-    "aggregate_of",
 ]
 
 NOTHING: Final = object()
@@ -366,27 +361,13 @@ class CountState(LiveState):
 
 # ------------------------------------------------------------------------------- aggregates
 
-AGGREGATES: Final = ("min", "max", "sum", "avg")
 
-
-def aggregate_of(kind: str, values: list[Any]) -> Any:
-    """``query.min/max/sum/avg`` over ``values`` (the non-None values, in result order)."""
-    if kind == "min":
-        return min(values) if values else None
-    if kind == "max":
-        return max(values) if values else None
-    if kind == "sum":
-        return sum(values)
-    return sum(values) / len(values) if values else None
-
-
-def render_aggregate(kind: str, name: str) -> Render:
+def render_aggregate(kind: str, name: str, is_float: bool) -> Render:
     """A windowed aggregate: recomputed from the window's rows when the window changes."""
     last: list[Any] = []  # [the value last emitted]
 
     def render(previous: list[Row] | None, window: list[Row]) -> Any:
-        values = [v for row in window if (v := getattr(row.obj, name)) is not None]
-        value = aggregate_of(kind, values)
+        value = Aggregate.of(kind, is_float, [getattr(row.obj, name) for row in window])
         if last and same_value(last[0], value):
             return NOTHING
         last[:] = [value]
@@ -397,11 +378,11 @@ def render_aggregate(kind: str, name: str) -> Render:
 
 class AggregateState(LiveState):
     """min, max, sum or avg of a field over every match (no window), maintained from each
-    change: min/max from a multiset ordered by the values' sort keys; sum/avg from an exact
-    running sum (ints as ints; floats as a ``Fraction`` plus counts of infinities and NaNs,
-    so the result is the correctly rounded sum, whatever the order of the changes)."""
+    change in an :class:`quanta._entity.Aggregate` (the definitions ``Query.min()``...
+    use: a multiset for min/max, an exact running sum for sum/avg, whatever the order of
+    the changes)."""
 
-    __slots__ = ("check", "emitted", "field", "is_float", "kind", "n", "plan", "specials", "total", "values")
+    __slots__ = ("agg", "check", "emitted", "field", "plan")
 
     needs_old = True
 
@@ -410,13 +391,8 @@ class AggregateState(LiveState):
         self.plan = plan
         where = plan.where
         self.check: Callable[[Any], bool] | None = where.evaluate if where is not None else None
-        self.kind = kind
         self.field = field
-        self.is_float = is_float
-        self.values: SortedDict = SortedDict()  # sort key -> [value, count]
-        self.n = 0
-        self.total: int | Fraction = 0
-        self.specials = [0, 0, 0]  # +inf, -inf, nan (floats)
+        self.agg = Aggregate(kind, is_float)
         self.emitted: list[Any] = []  # [the value last emitted]
 
     @property
@@ -426,49 +402,14 @@ class AggregateState(LiveState):
     def load(self, source: Source) -> None:
         if self.idle:
             return
-        name = self.field
+        name, add = self.field, self.agg.add
         for _epk, _data, obj in source.matches(self.plan):
             v = getattr(obj, name)
             if v is not None:
-                self._add(v, 1)
-
-    def _add(self, v: Any, sign: int) -> None:
-        if self.kind in ("min", "max"):
-            k = sort_key(v)
-            slot = self.values.get(k)
-            if slot is None:
-                self.values[k] = [v, 1]
-            elif sign < 0 and slot[1] == 1:
-                del self.values[k]
-            else:
-                slot[1] += sign
-            return
-        self.n += sign
-        if self.is_float and not math.isfinite(v):
-            self.specials[0 if v == math.inf else 1 if v == -math.inf else 2] += sign
-        elif self.is_float:
-            self.total += sign * Fraction(v)
-        else:
-            self.total += sign * int(v)
+                add(v, 1)
 
     def value(self) -> Any:
-        kind = self.kind
-        if kind in ("min", "max"):
-            if not self.values:
-                return None
-            return self.values.peekitem(0 if kind == "min" else -1)[1][0]
-        if kind == "avg" and self.n == 0:
-            return None
-        if not self.is_float:
-            return self.total if kind == "sum" else self.total / self.n
-        pos, neg, nan = self.specials
-        if nan or (pos and neg):
-            return math.nan
-        if pos or neg:
-            return math.inf if pos else -math.inf
-        if kind == "sum":
-            return float(self.total) if self.n else 0
-        return float(Fraction(self.total) / self.n)
+        return self.agg.value()
 
     def apply(self, seq: int, changes: list[Change]) -> None:
         self.seq = seq
@@ -476,9 +417,9 @@ class AggregateState(LiveState):
         name = self.field
         for _epk, old, new, _data in changes:
             if old is not None and (check is None or check(old)) and (v := getattr(old, name)) is not None:
-                self._add(v, -1)
+                self.agg.add(v, -1)
             if new is not None and (check is None or check(new)) and (v := getattr(new, name)) is not None:
-                self._add(v, 1)
+                self.agg.add(v, 1)
         if not self.emitted or not same_value(self.emitted[0], self.value()):
             self._notify()
 

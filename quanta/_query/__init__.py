@@ -23,7 +23,7 @@ from .expr import (
     or_,
 )
 from .links import LinkIn, LinksAny, Through, has_through
-from .planner import MAX_RANGES, Access, Plan, check, order_records, plan, sort_key
+from .planner import MAX_RANGES, Access, OrderKey, Plan, check, order_key, order_records, plan, sort_key
 
 __all__ = [
     "MAX_RANGES",
@@ -40,6 +40,7 @@ __all__ = [
     "Not",
     "Or",
     "Order",
+    "OrderKey",
     "Plan",
     "and_",
     "as_order",
@@ -51,6 +52,7 @@ __all__ = [
     "in_",
     "not_",
     "or_",
+    "order_key",
     "order_records",
     "plan",
     "sort_key",

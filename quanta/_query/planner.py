@@ -88,7 +88,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -99,7 +99,7 @@ from ..errors import QueryError
 from .expr import And, Expr, Not, Or, Order, as_order
 from .keyset import KeySet, compile_exists, compile_scalar, describe, intersect, points
 
-__all__ = ["MAX_RANGES", "Access", "Plan", "order_records", "plan", "sort_key"]
+__all__ = ["MAX_RANGES", "Access", "OrderKey", "Plan", "order_key", "order_records", "plan", "sort_key"]
 
 Access = Literal["pk_get", "pk_range", "unique_get", "index_range", "full_scan"]
 
@@ -120,18 +120,52 @@ def sort_key(value: Any) -> bytes:
     return encode_key(value)
 
 
+OrderKey = Callable[[Any, bytes], bytes]
+"""``key(obj, encoded_pk) -> bytes``: byte order is a query's result order."""
+
+_FLIP: Final = bytes(range(255, -1, -1))
+
+
+def _down(key: bytes) -> bytes:
+    return key.translate(_FLIP)
+
+
+def order_key(order_by: Sequence[Any]) -> OrderKey:
+    """The result order of ``order_by`` (``Order``s or bare fields, at least one) folded
+    into one byte key per record: each value's ``sort_key`` (the byte complement for
+    ``desc``), then the encoded primary key in the direction of the last order. The key
+    encodings are prefix-free, so the concatenation compares like the tuple, and the
+    complement of a prefix-free encoding reverses its order. (NaN's sort key is +inf's plus
+    ``0xff``, not prefix-free with it; complemented it is +inf's complement plus ``0x00``, and
+    since every component that follows starts with a tag byte or its complement, never
+    ``0x00``, NaN still sorts before +inf.) One key serves both the executor's sort
+    (``order_records``) and a live result's maintained order (``quanta/_live/shape.py``)."""
+    orders = [as_order(o) for o in order_by]
+    parts = tuple((o.field.name, o.descending) for o in orders)
+    last_down = orders[-1].descending
+    if len(parts) == 1:
+        name, down = parts[0]
+        if down:
+            return lambda obj, epk: _down(sort_key(getattr(obj, name))) + (_down(epk) if last_down else epk)
+        return lambda obj, epk: sort_key(getattr(obj, name)) + epk
+
+    def key(obj: Any, epk: bytes) -> bytes:
+        out = [_down(sort_key(getattr(obj, n))) if d else sort_key(getattr(obj, n)) for n, d in parts]
+        out.append(_down(epk) if last_down else epk)
+        return b"".join(out)
+
+    return key
+
+
 def order_records(objs: Iterable[Any], order_by: Sequence[Any], primary_key: str) -> list[Any]:
     """``objs`` in the defined result order: the ``order_by`` keys (``Order``s or bare
-    fields), then the primary key in the direction of the last of them. Without
-    ``order_by``: as given."""
+    fields), then the primary key in the direction of the last of them (``order_key``).
+    Without ``order_by``: as given."""
     out = list(objs)
     if not order_by:
         return out
-    order_by = [as_order(o) for o in order_by]
-    out.sort(key=lambda obj: sort_key(getattr(obj, primary_key)), reverse=order_by[-1].descending)
-    for o in reversed(order_by):  # stable sorts, least significant key first
-        name = o.field.name
-        out.sort(key=lambda obj: sort_key(getattr(obj, name)), reverse=o.descending)
+    key = order_key(order_by)
+    out.sort(key=lambda obj: key(obj, encode_key(getattr(obj, primary_key))))
     return out
 
 

@@ -214,18 +214,17 @@ class EventHub(Hub):
             tap.send(event)
 
 
-_CATALOG = b"\x00Qc"  # the schema catalog's reserved keys (quanta/_schema/keyspace.py)
-
-
-def _is_catalog(key: bytes) -> bool:
-    return key.startswith(_CATALOG)
-
-
 class ChangeBus(Hub):
-    """Routes each commit's changes to the subscribers whose key ranges they touch."""
+    """Routes each commit's changes to the subscribers whose key ranges they touch.
 
-    def __init__(self, engine: Engine) -> None:
+    ``hidden``: a key prefix whose writes in a user's transaction are bookkeeping, not part
+    of what the user changed (the database passes its schema catalog's prefix: a schema
+    recorded on first use, the auto-key counters); they are left out of that commit's
+    change set. Commits of other origins (migrations) keep them."""
+
+    def __init__(self, engine: Engine, *, hidden: bytes | None = None) -> None:
         super().__init__(engine)
+        self._hidden = hidden
         self._everyone: tuple[Tap, ...] = ()
         self._bounds: list[bytes] = []
         self._segments: list[tuple[Tap, ...]] = []
@@ -299,10 +298,9 @@ class ChangeBus(Hub):
         """Hand one commit to its subscribers (the engine's apply hook; see the module doc)."""
         if self._dirty:
             self._rebuild()
-        if origin == "transaction" and any(map(_is_catalog, keys)):
-            # The entity layer's bookkeeping in a user's commit (a schema recorded on first
-            # use, the auto-key counter): not part of what the user changed.
-            kept = [i for i, k in enumerate(keys) if not k.startswith(_CATALOG)]
+        hidden = self._hidden
+        if hidden is not None and origin == "transaction" and any(k.startswith(hidden) for k in keys):
+            kept = [i for i, k in enumerate(keys) if not k.startswith(hidden)]
             keys, values = [keys[i] for i in kept], [values[i] for i in kept]
         if len(keys) > 1:
             latest = dict(zip(keys, values, strict=True))  # a key written twice: the last write

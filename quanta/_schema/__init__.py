@@ -13,10 +13,12 @@ from .constraints import Constraint, Length, OneOf, Pattern, Range
 from .entity import entity, entity_info
 from .fields import AutoKey, Index, PrimaryKey, Unique, auto, field
 from .info import EntityInfo, FieldInfo, IndexInfo, ValidatorInfo
+from .keyspace import CATALOG_PREFIX
 from .relations import Backlink, Link, Links, backlink, link, links
 from .validation import validator
 
 __all__ = [
+    "CATALOG_PREFIX",
     "AutoKey",
     "Backlink",
     "Constraint",

@@ -34,6 +34,7 @@ from .._kv import RESERVED_END, RESERVED_PREFIX
 from ..errors import CorruptionError
 
 __all__ = [
+    "CATALOG_PREFIX",
     "NS",
     "EntityKeys",
     "bad_record_error",
@@ -50,6 +51,7 @@ __all__ = [
 NS = RESERVED_PREFIX  # b"\x00Q": db.kv / tx.kv refuse it and their scans skip it (quanta/_kv.py)
 assert NS == b"\x00Q" and prefix_end(NS) == RESERVED_END
 RECORD, INDEX, UNIQUE, CATALOG = b"r", b"i", b"u", b"c"
+CATALOG_PREFIX = NS + CATALOG  # every catalog key (schemas, auto-key counters) starts with it
 
 
 def record_key(entity: str, pk: Any) -> bytes:

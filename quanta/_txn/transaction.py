@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import warnings
 from bisect import bisect_left
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
 from contextlib import aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -37,11 +37,12 @@ from .._kv import (
     check_user_key,
     check_user_keys,
     check_value,
+    chunks,
     key_range,
+    paced,
     reserved_error,
     scan,
     scan_args,
-    scan_chunks,
     user_ranges,
 )
 from .._options import MAX_KEY_BYTES
@@ -373,30 +374,18 @@ class TransactionKeyValue:
     async def _scan_chunks(
         self, lo: bytes | None, hi: bytes | None, reverse: bool, first: int
     ) -> AsyncGenerator[tuple[list[bytes], list[bytes]], None]:
-        """``scan`` as column chunks (for the query executor; bounds trusted): the engine's
-        chunks as they are when this transaction wrote nothing in the range, else the merged
-        scan cut into chunks."""
-        tx = self._tx
-        own = self._begin_scan(lo, hi, reverse)
-        if own:
-            keys: list[bytes] = []
-            values: list[bytes] = []
-            async with aclosing(_merged_scan(tx, lo, hi, reverse, None, own)) as merged:
-                async for key, value in merged:
-                    keys.append(key)
-                    values.append(value)
-                    if len(keys) >= first:
-                        yield keys, values
-                        keys, values = [], []
-                        first = min(first * 4, 4096)
-            if keys:
-                yield keys, values
-            return
-        async with aclosing(scan_chunks(tx._engine, lo, hi, reverse, tx.seq, first)) as chunks:
-            async for chunk in chunks:
-                if tx._finished:
-                    raise TransactionClosedError("the transaction finished during the scan")
-                yield chunk
+        """``scan`` as non-empty column chunks (for the entity layer; bounds trusted)."""
+        view = self._view()
+        async with aclosing(paced(view.chunks(lo, hi, reverse, first), view.check)) as items:
+            async for keys, values in items:
+                if keys:
+                    yield keys, values
+
+    def _view(self) -> TransactionView:
+        """This transaction's state (its snapshot with its own writes merged in) as a
+        synchronous read view (for the query executor)."""
+        self._tx._check_active()
+        return TransactionView(self)
 
     async def put(self, key: bytes, value: bytes) -> None:
         """Buffer ``key = value``; written when the transaction commits. A coroutine like
@@ -475,6 +464,79 @@ def _within(
     own: list[tuple[bytes, bytes | None]], lo: bytes | None, hi: bytes | None
 ) -> list[tuple[bytes, bytes | None]]:
     return [(k, v) for k, v in own if (lo is None or k >= lo) and (hi is None or k < hi)]
+
+
+class TransactionView:
+    """A synchronous read view of a transaction: its snapshot with its own writes merged in,
+    reads and scans recorded for conflict detection as ``tx.kv``'s are (the query
+    executor's ``ReadView``, ``quanta/_entity/executor.py``)."""
+
+    __slots__ = ("_kv",)
+
+    def __init__(self, kv: TransactionKeyValue) -> None:
+        self._kv = kv
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """``get_many`` of trusted keys, as the transaction sees them."""
+        return self._kv._read_many(keys)
+
+    def chunks(
+        self, lo: bytes | None, hi: bytes | None, reverse: bool, first: int
+    ) -> Generator[tuple[list[bytes], list[bytes]], None, None]:
+        """The entries of ``[lo, hi)`` as the transaction sees them, as ``(keys, values)``
+        column chunks in scan order (a chunk may be empty). The range is recorded for
+        conflict detection when the first chunk is asked for."""
+        kv = self._kv
+        own = kv._begin_scan(lo, hi, reverse)
+        tx = kv._tx
+        base = chunks(tx._engine, lo, hi, tx.seq, reverse, first)
+        if not own:
+            for keys, values, _ in base:
+                yield keys, values
+            return
+        yield from _merge_own(base, own, reverse)
+
+    def check(self) -> None:
+        """Raise if the transaction finished (or the database closed) meanwhile."""
+        tx = self._kv._tx
+        if tx._finished:
+            raise TransactionClosedError("the transaction finished during the scan")
+        if tx._engine.closed:
+            raise tx._engine.closed_error()
+
+
+def _merge_own(
+    base: Iterator[tuple[list[bytes], list[bytes], bool]], own: list[tuple[bytes, bytes | None]], reverse: bool
+) -> Iterator[tuple[list[bytes], list[bytes]]]:
+    """The engine's chunks (``base``) with a transaction's own writes in the range (``own``,
+    in scan order; None: deleted) merged in: each own write goes into the chunk whose last
+    key it does not pass (into the last chunk if it passes them all), so chunks stay in scan
+    order and each key comes once."""
+    i, n = 0, len(own)
+    for keys, values, last in base:
+        if i < n and (keys or last):
+            j = i
+            if last:
+                j = n
+            elif reverse:
+                bound = keys[-1]
+                while j < n and own[j][0] >= bound:
+                    j += 1
+            else:
+                bound = keys[-1]
+                while j < n and own[j][0] <= bound:
+                    j += 1
+            if j > i:
+                merged = dict(zip(keys, values, strict=True))
+                for key, value in own[i:j]:
+                    if value is None:
+                        merged.pop(key, None)
+                    else:
+                        merged[key] = value
+                i = j
+                keys = sorted(merged, reverse=reverse)
+                values = [merged[k] for k in keys]
+        yield keys, values
 
 
 async def _chained_scan(

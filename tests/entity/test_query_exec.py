@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+from fractions import Fraction
 import operator
 import os
 from collections import Counter
@@ -386,16 +387,28 @@ def same(a: Any, b: Any) -> bool:
 
 
 def aggregate(kind: str, values: list[Any]) -> Any:
+    """The documented aggregates (docs/queries.md), computed independently: min/max in the
+    order ``order_by`` uses (NaN after every other float), float sums and means exact and
+    rounded once, with IEEE rules for infinities and NaN."""
     present = [v for v in values if v is not None]
     if kind == "distinct":
         return list(dict.fromkeys(values))
-    if kind == "sum":
-        return sum(present)
+    floats = any(isinstance(v, float) for v in present)
+    if kind in ("min", "max"):
+        if not present:
+            return None
+        ordered = sorted(present, key=lambda v: (math.isnan(v), v)) if floats else sorted(present)
+        return ordered[0] if kind == "min" else ordered[-1]
     if not present:
-        return None
-    if kind == "avg":
-        return sum(present) / len(present)
-    return min(present) if kind == "min" else max(present)
+        return 0 if kind == "sum" else None
+    if not floats:
+        return sum(present) if kind == "sum" else sum(present) / len(present)
+    if any(math.isnan(v) for v in present) or (math.inf in present and -math.inf in present):
+        return math.nan
+    if math.inf in present or -math.inf in present:
+        return math.inf if math.inf in present else -math.inf
+    exact = sum(map(Fraction, present)) / (1 if kind == "sum" else len(present))
+    return float(exact)
 
 
 def pks(objs: Iterable[Person]) -> list[int]:

@@ -86,7 +86,7 @@ def values(messages: list[Any]) -> list[Any]:
 
 
 def registry(db: quanta.Database) -> Any:
-    return registry_of(db._bus, db._engine)
+    return registry_of(db._entities)
 
 
 async def settle() -> None:

@@ -261,7 +261,7 @@ async def run_history(seed: int, commits: int, durability: str = "os") -> None:
         assert all(w.emissions > 0 for w in watched if w.name not in ("limit_zero", "cannot_hold")), [
             w.name for w in watched if w.emissions == 0
         ]
-        registry = registry_of(db._bus, db._engine)
+        registry = registry_of(db._entities)
         assert len(registry) == sum(3 + 4 * bool(w.aggs) + (w.stream is not None) for w in watched)
         streams = [w.stream for w in watched if w.stream is not None]
     for s in streams:  # closing the database ended them
