@@ -21,10 +21,9 @@ from ._catalog import SchemaProgress, migration
 from ._db import Database, open
 from ._entity import Collection, Query
 from ._kv import Batch, KeyValue, Snapshot, SnapshotKeyValue
-from ._live import ResultDiff
 from ._options import MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, OpenOptions, Options
 from ._query import Plan, asc, between, contains, desc, in_
-from ._reactive import Change, ChangeSet, Watch
+from ._reactive import Change, ChangeSet, ResultDiff, Watch
 from ._schema import (
     Backlink,
     Index,

@@ -20,6 +20,7 @@ import anyio.to_thread
 from ._catalog import Catalog, SchemaProgress, check_entities
 from ._entity import Collection, EntityContext
 from ._kv import KeyValue, Snapshot, check_buffer, check_flag
+from ._live import LiveQueries
 from ._options import OpenOptions, Options, resolve_options
 from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, EventHub, Queue, Watch
 from ._schema import CATALOG_PREFIX
@@ -55,6 +56,7 @@ class Database:
         self._entities = EntityContext(
             engine=engine,
             bus=self._bus,
+            live=LiveQueries(self._bus, engine),
             kv=self.kv,
             run=self.run_transaction,
             snapshot=self.snapshot,

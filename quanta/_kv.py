@@ -402,25 +402,20 @@ async def scan_chunks(
     engine: Engine, lo: bytes | None, hi: bytes | None, reverse: bool, snapshot: int | None, first: int = 64
 ) -> AsyncGenerator[tuple[list[bytes], list[bytes]], None]:
     """The live entries of ``[lo, hi)`` at ``snapshot`` (None: a snapshot taken now and held
-    until the generator ends) as ``(keys, values)`` column chunks in scan order: ``first``
-    entries (about), then chunks growing 4x up to 4,096. For layers that work a chunk at a
-    time (the query executor): no Python frame per entry."""
+    until the generator ends) as non-empty ``(keys, values)`` column chunks in scan order:
+    ``first`` entries (about), then chunks growing 4x up to 4,096, with a checkpoint between
+    chunks (``paced``: a long scan must not hold the loop even if its consumer never awaits
+    anything else). For layers that work a chunk at a time: no Python frame per entry."""
     if lo is not None and hi is not None and lo >= hi:
         return
     seq = engine.acquire_snapshot() if snapshot is None else snapshot
     try:
-        if engine.closed:
-            raise DatabaseClosedError(f"the database at {engine.path} was closed during a scan")
-        for keys, values, last in chunks(engine, lo, hi, seq, reverse, first):
-            if keys:
-                yield keys, values
-            if last:
-                return
-            # Between chunks, let other tasks run: a long scan must not hold the loop even
-            # if its consumer never awaits anything else.
-            await anyio.lowlevel.checkpoint()
-            if engine.closed:
-                raise DatabaseClosedError(f"the database at {engine.path} was closed during a scan")
+        view = EngineView(engine, seq)
+        view.check()
+        async with aclosing(paced(view.chunks(lo, hi, reverse, first), view.check)) as items:
+            async for keys, values in items:
+                if keys:
+                    yield keys, values
     finally:
         if snapshot is None:
             engine.release_snapshot(seq)

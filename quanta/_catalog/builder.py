@@ -30,8 +30,7 @@ import anyio
 
 from .._codec import decode_tuple, prefix_end
 from .._entity import entity_keys, index_entries
-from .._schema import EntityInfo, IndexInfo
-from .._schema.keyspace import index_prefix, unique_prefix
+from .._schema import EntityInfo, IndexInfo, index_prefix, unique_prefix
 from .._txn import Transaction, Transactions
 from ..errors import ConflictError, SchemaMismatchError
 from .format import entity_ranges, job_key, pack, unpack

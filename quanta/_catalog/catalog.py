@@ -47,9 +47,7 @@ from typing import Any
 import anyio
 
 from .._codec import decode_tuple, encode_key, encode_tuple, prefix_end
-from .._schema import EntityInfo, IndexInfo
-from .._schema.keyspace import NS, RECORD, bad_record_error
-from .._schema.msgpack_ext import decode_value
+from .._schema import NS, RECORD, EntityInfo, IndexInfo, bad_record_error, decode_value
 from .._storage import Engine
 from .._txn import Transactions
 from ..errors import CorruptionError, InvalidTypeError, QuantaError, SchemaMismatchError

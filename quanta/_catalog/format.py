@@ -65,8 +65,7 @@ from typing import Any
 import msgpack
 
 from .._codec import encode_key, encode_tuple, prefix_end
-from .._schema import EntityInfo
-from .._schema.keyspace import CATALOG, INDEX, NS, RECORD, UNIQUE, catalog_key
+from .._schema import CATALOG, INDEX, NS, RECORD, UNIQUE, EntityInfo, catalog_key
 from ..errors import CorruptionError
 
 __all__ = [

@@ -45,8 +45,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from .._schema import EntityInfo, entity_info
-from .._schema.msgpack_ext import decode_value
+from .._schema import EntityInfo, decode_value, entity_info
 from ..errors import CorruptionError, InvalidTypeError, SchemaError
 from .format import StoredSchema
 

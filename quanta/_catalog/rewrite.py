@@ -45,8 +45,7 @@ from typing import Any
 
 from .._codec import decode_tuple, encode_key, prefix_end
 from .._entity import entity_keys, index_entries, new_index_entries
-from .._schema import EntityInfo, IndexInfo
-from .._schema.keyspace import NS, UNIQUE
+from .._schema import NS, UNIQUE, EntityInfo, IndexInfo
 from ..errors import IntegrityError, InvalidTypeError, UniqueViolationError
 from .format import (
     HistoryEntry,

@@ -9,7 +9,7 @@ Inside, a write flows down: ``_collection``/``_queries`` -> ``writes`` -> ``_rel
 ``executor`` -> ``entries``, then the transaction. What other layers use is exported here.
 """
 
-from ._collection import Collection, EntityContext, SchemaCatalog, entity_info_of
+from ._collection import Collection, EntityContext, LiveQueries, SchemaCatalog, entity_info_of
 from ._queries import Query
 from .aggregates import AGGREGATES, Aggregate, check_aggregate
 from .entries import entity_keys, index_entries, new_index_entries
@@ -20,6 +20,7 @@ __all__ = [
     "Aggregate",
     "Collection",
     "EntityContext",
+    "LiveQueries",
     "Query",
     "ReadView",
     "SchemaCatalog",

@@ -32,9 +32,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .._codec import decode_tuple, encode_key, encode_keys
-from .._schema import EntityInfo
-from .._schema import relations as _links
-from .._schema.keyspace import record_prefix, sequence_key
+from .._reactive import Coalesce, ResultDiff, Watch
+from .._schema import SOURCE, EntityInfo, has_pending, record_prefix, sequence_key
 from ..errors import CorruptionError, InvalidArgumentError, InvalidTypeError
 from . import _relations
 from .entries import entity_keys
@@ -48,7 +47,7 @@ if TYPE_CHECKING:
     from .._txn import Transaction, TransactionKeyValue
     from ._queries import Query
 
-__all__ = ["Collection", "EntityContext", "SchemaCatalog", "entity_info_of"]
+__all__ = ["Collection", "EntityContext", "LiveQueries", "SchemaCatalog", "entity_info_of"]
 
 E = TypeVar("E")
 R = TypeVar("R")
@@ -59,7 +58,7 @@ def entity_info_of(cls: object) -> EntityInfo:
     if not isinstance(info, EntityInfo) or info.cls is not cls:
         name = getattr(cls, "__name__", type(cls).__name__)
         raise InvalidTypeError(f"{name} is not an entity class: declare it with @quanta.entity")
-    if _links.has_pending() and info.relations is not None:
+    if has_pending() and info.relations is not None:
         info.relations.require()  # forward references resolve at first use (SchemaError if they cannot)
     return info
 
@@ -82,6 +81,24 @@ class SchemaCatalog(Protocol):
         buffer the schema in the same batch, or check ``info`` against one committed meanwhile."""
 
 
+class LiveQueries(Protocol):
+    """What the entity layer asks of the live-query layer (``quanta._live.LiveQueries``
+    implements it, one per database; it sits above this layer, so it is reached through
+    this): the live forms of queries and collections (docs/live.md)."""
+
+    def watch(self, query: Query[E], *, coalesce: Coalesce, buffer: int | None) -> Watch[list[E]]: ...
+    def watch_diff(self, query: Query[E], *, coalesce: Coalesce, buffer: int | None) -> Watch[ResultDiff[E]]: ...
+    def live(self, query: Query[E], *, coalesce: Coalesce) -> Watch[list[E]]: ...
+    def watch_count(self, query: Query[Any], *, coalesce: Coalesce, buffer: int | None) -> Watch[int]: ...
+    def watch_aggregate(
+        self, query: Query[Any], kind: str, field: Any, *, coalesce: Coalesce, buffer: int | None
+    ) -> Watch[Any]: ...
+    def watch_object(
+        self, coll: Collection[E], pk: Any, *, coalesce: Coalesce, buffer: int | None
+    ) -> Watch[E | None]: ...
+    def watch_lazy(self, coll: Collection[Any], *, coalesce: Coalesce, buffer: int | None) -> Watch[None]: ...
+
+
 class EntityContext:
     """The entity layer's state for one open database, owned by the :class:`quanta.Database`
     and shared by all its collections: the engine and change bus, the database's ``kv``, how
@@ -89,7 +106,7 @@ class EntityContext:
     entity, seeded from the largest stored key on first use, with ``locks`` for the seeding),
     and the schema catalog (``catalog``: it admits the classes collections are made for and
     hides incomplete indexes from the planner). The live-query layer reaches the engine and
-    the bus through it (``Collection.context``), and keeps its registry in ``live``.
+    the bus through it (``Collection.context``); ``live`` is that layer's ``LiveQueries``.
 
     Concurrency rules: event-loop thread only."""
 
@@ -104,6 +121,7 @@ class EntityContext:
         run: RunTransaction,
         snapshot: Callable[[], Snapshot],
         database: object,
+        live: LiveQueries,
         catalog: SchemaCatalog | None = None,
     ) -> None:
         self.engine = engine
@@ -115,9 +133,7 @@ class EntityContext:
         self.catalog = catalog
         self.next: dict[str, int] = {}
         self.locks: dict[str, asyncio.Lock] = {}
-        # The live-query layer's state for this database (quanta/_live's registry of
-        # dispatchers), made by that layer on first use; opaque here.
-        self.live: object | None = None
+        self.live = live  # the live forms of queries and collections (quanta/_live)
 
     def collection(self, cls: type[E], tx: Transaction | None = None) -> Collection[E]:
         """The collection of entity class ``cls``: of the database, or of transaction ``tx``."""
@@ -350,7 +366,7 @@ class Collection(Generic[E]):
         except CorruptionError as exc:
             raise bad_record(self._info, key, exc) from exc
         if self._bind:
-            obj.__dict__[_links.SOURCE] = self._source
+            obj.__dict__[SOURCE] = self._source
         return obj  # type: ignore[no-any-return]
 
     async def get_many(self, pks: Iterable[Any]) -> list[E | None]:
@@ -399,25 +415,17 @@ class Collection(Generic[E]):
 
     # ------------------------------------------------------------------ live (quanta/_live)
 
-    if TYPE_CHECKING:
-        from .._live import Coalesce
-        from .._reactive import Watch
-
     def watch_object(self, pk: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[E | None]:
         """The record with primary key ``pk`` (None while absent) now, then after each commit
         that changes it: a ``reactivex`` Observable, also async-iterable (docs/live.md).
         ``coalesce``: at most one emission per that many seconds; ``buffer``: emissions that
         may wait for a slow consumer (default 10,000) before ``SubscriberOverflowError``."""
-        from .._live import watch_object
-
-        return watch_object(self, pk, coalesce=coalesce, buffer=buffer)
+        return self._ctx.live.watch_object(self, pk, coalesce=coalesce, buffer=buffer)
 
     def watch_lazy(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[None]:
         """None after each commit that changes a record of this collection (no current value
         first; nothing is decoded): "something here changed, look again"."""
-        from .._live import watch_lazy
-
-        return watch_lazy(self, coalesce=coalesce, buffer=buffer)
+        return self._ctx.live.watch_lazy(self, coalesce=coalesce, buffer=buffer)
 
 
 async def _first_put(

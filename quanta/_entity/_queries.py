@@ -13,6 +13,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._query import Expr, Field, Order, Plan, and_, as_order, check, has_through, plan
+from .._reactive import Coalesce, ResultDiff, Watch
 from .._schema import EntityInfo
 from ..errors import QueryError
 from . import _relations
@@ -206,7 +207,7 @@ class Query(Generic[E]):
 
     async def min(self, field: Any) -> Any:
         """The smallest non-None value of ``field`` among the matches, in the order
-        ``order_by(field)`` uses (None if none; docs/queries.md, "Aggregates")."""
+        ``order_by(field)`` uses (None if none; docs/entities.md, "Aggregates")."""
         return await self._aggregate("min", field)
 
     async def max(self, field: Any) -> Any:
@@ -261,67 +262,48 @@ class Query(Generic[E]):
         return f"<quanta.Query {self._coll._info.name} where {self._where!r}>"
 
     # ------------------------------------------------------------------ live (quanta/_live)
-    # Live forms of the query (docs/live.md): the current value at once, then one emission
+    # Live forms of the query (docs/live.md), run by the live-query layer (above this one:
+    # reached through the EntityContext's ``live``, a ``LiveQueries``): the current value at once, then one emission
     # per commit that changes it, maintained incrementally. Only on a database collection
     # (a transaction's raises QueryError). ``coalesce``: at most one emission per that many
     # seconds (a number or a timedelta); ``buffer``: emissions that may wait for a slow
     # consumer (default 10,000) before SubscriberOverflowError.
 
-    if TYPE_CHECKING:
-        from .._live import Coalesce, ResultDiff
-        from .._reactive import Watch
-
     def watch(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[list[E]]:
         """The result (``all()``) now, then each new result: a ``reactivex`` Observable that
         is also async-iterable; each subscription is its own."""
-        from .._live import watch
-
-        return watch(self, coalesce=coalesce, buffer=buffer)
+        return self._coll._ctx.live.watch(self, coalesce=coalesce, buffer=buffer)
 
     def watch_diff(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[ResultDiff[E]]:
         """Like ``watch()``, as :class:`quanta.ResultDiff` s (removed, inserted, moved,
         modified); the first one inserts the current result."""
-        from .._live import watch_diff
-
-        return watch_diff(self, coalesce=coalesce, buffer=buffer)
+        return self._coll._ctx.live.watch_diff(self, coalesce=coalesce, buffer=buffer)
 
     def live(self, *, coalesce: Coalesce = None) -> Watch[list[E]]:
         """``async for rows in q.live()``: the result now, then the newest result whenever
         the consumer asks and it changed (latest value: a slow consumer skips results in
         between). Subscribed when called."""
-        from .._live import live
-
-        return live(self, coalesce=coalesce)
+        return self._coll._ctx.live.live(self, coalesce=coalesce)
 
     def watch_count(self, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[int]:
         """``count()``, live."""
-        from .._live import watch_count
-
-        return watch_count(self, coalesce=coalesce, buffer=buffer)
+        return self._coll._ctx.live.watch_count(self, coalesce=coalesce, buffer=buffer)
 
     def watch_min(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[Any]:
         """``min(field)``, live."""
-        from .._live import watch_aggregate
-
-        return watch_aggregate(self, "min", field, coalesce=coalesce, buffer=buffer)
+        return self._coll._ctx.live.watch_aggregate(self, "min", field, coalesce=coalesce, buffer=buffer)
 
     def watch_max(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[Any]:
         """``max(field)``, live."""
-        from .._live import watch_aggregate
-
-        return watch_aggregate(self, "max", field, coalesce=coalesce, buffer=buffer)
+        return self._coll._ctx.live.watch_aggregate(self, "max", field, coalesce=coalesce, buffer=buffer)
 
     def watch_sum(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[Any]:
         """``sum(field)``, live (int and float fields; a float sum is exact, then rounded)."""
-        from .._live import watch_aggregate
-
-        return watch_aggregate(self, "sum", field, coalesce=coalesce, buffer=buffer)
+        return self._coll._ctx.live.watch_aggregate(self, "sum", field, coalesce=coalesce, buffer=buffer)
 
     def watch_avg(self, field: Any, *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[Any]:
         """``avg(field)``, live (int and float fields)."""
-        from .._live import watch_aggregate
-
-        return watch_aggregate(self, "avg", field, coalesce=coalesce, buffer=buffer)
+        return self._coll._ctx.live.watch_aggregate(self, "avg", field, coalesce=coalesce, buffer=buffer)
 
 
 def _merge_trees(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._codec import decode_key, encode_key, prefix_end
 from .._query import And, Expr, LinkIn, LinksAny, Not, Or, Through, plan
-from .._schema.relations import SOURCE, Link, LinkSpec, resolve_pending
+from .._schema import SOURCE, Link, LinkSpec, resolve_pending
 from ..errors import IntegrityError, InvalidArgumentError
 from .entries import entity_keys, index_entries, new_index_entries
 from .executor import execute

@@ -10,9 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._codec import encode_key, encode_keys, encode_tuple
-from .._schema import EntityInfo
-from .._schema import relations as _links
-from .._schema.keyspace import EntityKeys
+from .._schema import EntityInfo, EntityKeys, index_value
 
 __all__ = ["entity_keys", "index_entries", "new_index_entries"]
 
@@ -33,7 +31,7 @@ def index_entries(info: EntityInfo, keys: EntityKeys, obj: Any, pk: Any) -> dict
     """Every index entry of ``obj`` (key -> value)."""
     out: dict[bytes, bytes] = {}
     rel = info.relations
-    get = _links.index_value if rel is not None and rel.links else _getattr  # links index their keys
+    get = index_value if rel is not None and rel.links else _getattr  # links index their keys
     for idx in info.indexes:
         if idx.multi:
             elements = get(obj, idx.fields[0])
@@ -64,7 +62,7 @@ def new_index_entries(
     out: list[bytes] = []
     values: list[bytes | None] = []
     rel = info.relations
-    get = _links.index_value if rel is not None and rel.links else _getattr  # links index their keys
+    get = index_value if rel is not None and rel.links else _getattr  # links index their keys
     for idx in info.indexes:
         p = keys.index_prefixes[idx.name]
         if idx.multi:

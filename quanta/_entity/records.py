@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._codec import decode_key, encode_key, prefix_end
 from .._options import MAX_VALUE_BYTES
-from .._schema import EntityInfo
-from .._schema.keyspace import bad_record_error, index_prefix, sequence_key, unique_prefix
+from .._schema import EntityInfo, bad_record_error, index_prefix, sequence_key, unique_prefix
 from ..errors import CorruptionError, LimitExceededError
 
 if TYPE_CHECKING:

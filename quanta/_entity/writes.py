@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._codec import decode_key, decode_tuple, encode_keys, successor
 from .._options import MAX_VALUE_BYTES
-from .._schema import EntityInfo, IndexInfo
-from .._schema import relations as _links
+from .._schema import EntityInfo, IndexInfo, has_pending, resolve_pending
 from ..errors import CorruptionError, UniqueViolationError
 from . import _relations
 from .entries import entity_keys, index_entries, new_index_entries
@@ -131,8 +130,8 @@ def _violation(info: EntityInfo, key: bytes) -> None:
 async def delete_records(info: EntityInfo, kv: TransactionKeyValue, keys: list[bytes]) -> int:
     rel = info.relations
     if rel is not None:
-        if _links.has_pending():
-            _links.resolve_pending()
+        if has_pending():
+            resolve_pending()
         if rel.incoming:  # links point here: apply their on_delete rules (quanta/_entity/_relations.py)
             return await _relations.delete_graph(info, kv, keys)
     olds = await kv._get_many(keys)

@@ -10,14 +10,22 @@ outlets: coalescing in front of the bus's queue, drained by ``quanta.Watch``), `
 ``quanta/_entity/_collection.py`` and ``quanta/_entity/_queries.py`` delegate to).
 """
 
-from .api import Coalesce, live, watch, watch_aggregate, watch_count, watch_diff, watch_lazy, watch_object
-from .diff import ResultDiff
-from .dispatch import LiveRegistry, registry_of
+from .api import (
+    LiveQueries,
+    live,
+    registry_of,
+    watch,
+    watch_aggregate,
+    watch_count,
+    watch_diff,
+    watch_lazy,
+    watch_object,
+)
+from .dispatch import LiveRegistry
 
 __all__ = [
-    "Coalesce",
+    "LiveQueries",
     "LiveRegistry",
-    "ResultDiff",
     "live",
     "registry_of",
     "watch",

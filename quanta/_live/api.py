@@ -14,15 +14,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._entity import AGGREGATES, check_aggregate
 from .._kv import check_buffer
-from .._reactive import DEFAULT_CAPACITY, Queue, Watch
-from .._schema.keyspace import record_prefix
+from .._reactive import DEFAULT_CAPACITY, Coalesce, Queue, ResultDiff, Watch
+from .._schema import record_prefix
 from ..errors import InvalidArgumentError, InvalidTypeError, QueryError
-from .diff import ResultDiff
-from .dispatch import registry_of
+from .dispatch import LiveRegistry
 from .faces import Outlet, clock_for
 from .shape import order_key, routes
 from .states import (
@@ -40,9 +39,11 @@ from .states import (
 
 if TYPE_CHECKING:
     from .._entity import Collection, EntityContext, Query
+    from .._reactive import ChangeBus
+    from .._storage import Engine
 
 __all__ = [
-    "Coalesce",
+    "LiveQueries",
     "live",
     "watch",
     "watch_aggregate",
@@ -50,14 +51,12 @@ __all__ = [
     "watch_diff",
     "watch_lazy",
     "watch_object",
+    "registry_of",
 ]
 
 E = TypeVar("E")
 T = TypeVar("T")
 
-Coalesce: TypeAlias = "float | timedelta | None"
-"""At most one emission per this many seconds (a number or a ``timedelta``); None or 0: one
-per commit that changes the value."""
 
 SLACK_MAX = 32
 """A windowed result caches up to this many matches past its window (half the limit, at
@@ -185,3 +184,47 @@ def watch_object(
 
 def watch_lazy(coll: Collection[Any], *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[None]:
     return Watch(_opener(coll, LazyState, latest=False, buffer=buffer, coalesce=coalesce))
+
+
+# ------------------------------------------------------------------------------ per database
+
+
+class LiveQueries:
+    """The live-query layer of one database, as the entity layer reaches it (its
+    ``EntityContext.live``; the protocol is ``quanta._entity.LiveQueries``): the entry
+    points above, and the registry of dispatchers (one per entity class in use)."""
+
+    __slots__ = ("registry",)
+
+    def __init__(self, bus: ChangeBus, engine: Engine) -> None:
+        self.registry = LiveRegistry(bus, engine)
+
+    def watch(self, query: Query[E], *, coalesce: Coalesce, buffer: int | None) -> Watch[list[E]]:
+        return watch(query, coalesce=coalesce, buffer=buffer)
+
+    def watch_diff(self, query: Query[E], *, coalesce: Coalesce, buffer: int | None) -> Watch[ResultDiff[E]]:
+        return watch_diff(query, coalesce=coalesce, buffer=buffer)
+
+    def live(self, query: Query[E], *, coalesce: Coalesce) -> Watch[list[E]]:
+        return live(query, coalesce=coalesce)
+
+    def watch_count(self, query: Query[Any], *, coalesce: Coalesce, buffer: int | None) -> Watch[int]:
+        return watch_count(query, coalesce=coalesce, buffer=buffer)
+
+    def watch_aggregate(
+        self, query: Query[Any], kind: str, field: Any, *, coalesce: Coalesce, buffer: int | None
+    ) -> Watch[Any]:
+        return watch_aggregate(query, kind, field, coalesce=coalesce, buffer=buffer)
+
+    def watch_object(self, coll: Collection[E], pk: Any, *, coalesce: Coalesce, buffer: int | None) -> Watch[E | None]:
+        return watch_object(coll, pk, coalesce=coalesce, buffer=buffer)
+
+    def watch_lazy(self, coll: Collection[Any], *, coalesce: Coalesce, buffer: int | None) -> Watch[None]:
+        return watch_lazy(coll, coalesce=coalesce, buffer=buffer)
+
+
+def registry_of(context: EntityContext) -> LiveRegistry:
+    """The registry of the database whose entity context is ``context``."""
+    live = context.live
+    assert isinstance(live, LiveQueries)
+    return live.registry

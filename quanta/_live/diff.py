@@ -1,6 +1,8 @@
-"""Result diffs: what changed between two results of one live query, and how to replay it.
+"""Result diffs: computing what changed between two results of one live query (the
+:class:`quanta.ResultDiff` type, and its definition by ``apply``, live in
+``quanta/_reactive/diffs.py``, below the entity layer that names it).
 
-A :class:`ResultDiff` turns the previous result into the new one. Positions are list
+A ``ResultDiff`` turns the previous result into the new one. Positions are list
 indices; a record is identified by its primary key, and counts as *modified* when its
 stored bytes changed (so a put that writes the same value is no change at all).
 
@@ -16,7 +18,7 @@ stored bytes changed (so a put that writes the same value is no change at all).
 * ``modified``: ``(index, object)`` for each record in both results whose stored value
   changed (moved or not); ``index`` is in the new result. Ascending.
 
-:meth:`ResultDiff.apply` is the definition of these fields: drop the removed and the moved
+``ResultDiff.apply`` is the definition of these fields: drop the removed and the moved
 records from the previous result, insert the inserted and moved ones at their new indices in
 ascending order, then replace the modified ones. The tests prove that applying each emitted
 diff to the previous result gives the new result.
@@ -28,12 +30,11 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-__all__ = ["ResultDiff", "Row", "diff_rows", "same_rows"]
+from .._reactive import ResultDiff
 
-E = TypeVar("E")
+__all__ = ["Row", "diff_rows", "same_rows"]
 
 
 class Row:
@@ -51,40 +52,6 @@ class Row:
 
     def __repr__(self) -> str:
         return f"<Row {self.epk.hex()} {self.obj!r}>"
-
-
-@dataclass(frozen=True, slots=True)
-class ResultDiff(Generic[E]):
-    """How one result of a live query became the next (see the module docstring).
-
-    The first diff a subscription receives starts from the empty result: everything is in
-    ``inserted``. ``bool(diff)`` is False only for a diff that changes nothing (never
-    emitted, except as that first diff of an empty result).
-    """
-
-    removed: tuple[tuple[int, E], ...] = ()
-    inserted: tuple[tuple[int, E], ...] = ()
-    moved: tuple[tuple[int, int, E], ...] = ()
-    modified: tuple[tuple[int, E], ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.removed or self.inserted or self.moved or self.modified)
-
-    def apply(self, previous: Sequence[E]) -> list[E]:
-        """The new result, given the ``previous`` one this diff was computed from."""
-        drop = {i for i, _ in self.removed}
-        drop.update(i for i, _, _ in self.moved)
-        out = [obj for i, obj in enumerate(previous) if i not in drop] if drop else list(previous)
-        arrivals = sorted([*self.inserted, *((to, obj) for _, to, obj in self.moved)], key=_first)
-        for index, obj in arrivals:
-            out.insert(index, obj)
-        for index, obj in self.modified:
-            out[index] = obj
-        return out
-
-
-def _first(pair: tuple[int, Any]) -> int:
-    return pair[0]
 
 
 def same_rows(a: Sequence[Row], b: Sequence[Row]) -> bool:

@@ -54,16 +54,14 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .._reactive import ChangeBus, ChangeSet, Tap
-from .._schema.info import EntityInfo
-from .._schema.keyspace import record_prefix
+from .._schema import EntityInfo, record_prefix
 from .states import Change, LiveState, ResultState
 from .store import Source
 
 if TYPE_CHECKING:
-    from .._entity import EntityContext
     from .._storage import Engine
 
-__all__ = ["Dispatcher", "LiveRegistry", "registry_of"]
+__all__ = ["Dispatcher", "LiveRegistry"]
 
 _MISSING: Any = object()
 
@@ -275,7 +273,7 @@ def _discard(index: dict[Any, StateSet], key: Any, state: LiveState) -> None:
 class LiveRegistry:
     """The live queries of one database: a dispatcher per entity class in use.
 
-    It is kept in the database's ``EntityContext`` (``live``) and holds the bus and the
+    It is kept by the database's ``LiveQueries`` (``api.py``) and holds the bus and the
     engine weakly, so it keeps nothing alive on its own; dispatchers hold them strongly,
     and exist only while live states do."""
 
@@ -309,13 +307,3 @@ class LiveRegistry:
     def __len__(self) -> int:
         """Live states open in this database."""
         return sum(len(d) for d in self.dispatchers.values())
-
-
-def registry_of(context: EntityContext) -> LiveRegistry:
-    """The database's registry, kept in its entity context (made on first use, dropped
-    with the database)."""
-    registry = context.live
-    if registry is None:
-        registry = context.live = LiveRegistry(context.bus, context.engine)
-    assert isinstance(registry, LiveRegistry)
-    return registry

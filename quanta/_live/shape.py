@@ -33,9 +33,7 @@ from typing import Any
 from .._codec import encode_key, encode_tuple
 from .._query import And, Compare, Contains, Expr, In, IsNone, Or, OrderKey, Plan
 from .._query import order_key as query_order_key
-from .._schema.info import EntityInfo
-from .._schema.keyspace import index_prefix
-from .._schema.relations import index_value
+from .._schema import EntityInfo, index_prefix, index_value
 
 __all__ = ["OrderKey", "Route", "order_key", "routes"]
 

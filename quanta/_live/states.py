@@ -46,7 +46,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from .._entity import Aggregate
-from .diff import ResultDiff, Row, diff_rows, same_rows
+from .._reactive import ResultDiff
+from .diff import Row, diff_rows, same_rows
 
 if TYPE_CHECKING:
     from .._query import Plan

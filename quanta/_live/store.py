@@ -24,9 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._entity import match_counts, rows
 from .._kv import EngineView
-from .._schema.info import EntityInfo
-from .._schema.keyspace import record_prefix
-from .._schema.linkvalues import SOURCE
+from .._schema import SOURCE, EntityInfo, record_prefix
 from .diff import Row
 
 if TYPE_CHECKING:

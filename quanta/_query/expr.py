@@ -43,7 +43,7 @@ import typing
 from collections.abc import Iterable, Iterator
 from typing import Any, Final, get_args, get_origin
 
-from .._schema.info import EntityInfo, FieldInfo
+from .._schema import EntityInfo, FieldInfo
 from ..errors import QueryError
 
 __all__ = [

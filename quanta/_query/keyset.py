@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._codec import KeyTag, decode_key, encode_key, prefix_end
-from .._schema.info import EntityInfo, FieldInfo
+from .._schema import EntityInfo, FieldInfo
 from ..errors import CorruptionError
 from .expr import Between, Compare, Contains, Expr, In, IsNone, Leaf, Not, Or, StartsWith, _Junction
 from .links import LinksAny

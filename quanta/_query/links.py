@@ -29,7 +29,7 @@ from ..errors import QueryError
 from .expr import ORDER_OPS, Compare, Contains, Expr, Field, In, Leaf, Not, _coerce, _Junction, and_
 
 if TYPE_CHECKING:
-    from .._schema.relations import LinkSpec
+    from .._schema import LinkSpec
 
 __all__ = ["LinkField", "LinkIn", "LinksAny", "LinksField", "Through", "has_through"]
 
@@ -50,7 +50,7 @@ class LinkField(Field, Generic[T]):
 
     def _pk(self, value: Any, what: str) -> Any:
         """``value`` (a target object, a Link or a primary key) as the target's primary key."""
-        from .._schema.relations import Link
+        from .._schema import Link
 
         spec = self.spec
         target = spec.target

@@ -93,8 +93,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from .._codec import decode_key, decode_tuple, encode_key, prefix_end, successor
-from .._schema.info import EntityInfo, IndexInfo
-from .._schema.keyspace import NS, index_prefix, record_prefix, unique_prefix
+from .._schema import NS, EntityInfo, IndexInfo, index_prefix, record_prefix, unique_prefix
 from ..errors import QueryError
 from .expr import And, Expr, Not, Or, Order, as_order
 from .keyset import KeySet, compile_exists, compile_scalar, describe, intersect, points

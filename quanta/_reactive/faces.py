@@ -28,15 +28,20 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Callable
+from datetime import timedelta
 from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar, cast
+from typing import Any, Generic, Protocol, Self, TypeAlias, TypeVar, cast
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from .queue import EMPTY
 
-__all__ = ["Opener", "Pullable", "Watch", "observe"]
+__all__ = ["Coalesce", "Opener", "Pullable", "Watch", "observe"]
+
+Coalesce: TypeAlias = "float | timedelta | None"
+"""At most one emission per this many seconds (a number or a ``timedelta``); None or 0: one
+per commit that changes the value (a live query's ``coalesce=``)."""
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)

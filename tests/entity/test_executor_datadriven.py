@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import operator
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
-from datadriven import run_case_file
+from datadriven import OPS, run_case_file
 
 import quanta
 from quanta import Index, PrimaryKey, Unique
@@ -54,16 +53,6 @@ class ExecItem:
     code: Annotated[str | None, Unique()] = None
     labels: Annotated[list[str], Index(multi=True)] = quanta.field(default_factory=list)
     weight: float = 0.0
-
-
-OPS: dict[str, Callable[[Any, Any], Any]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
 
 
 def _value(text: str) -> Any:

@@ -31,12 +31,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-from fractions import Fraction
 import operator
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Annotated, Any
 
 import pytest

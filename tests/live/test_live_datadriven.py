@@ -18,13 +18,12 @@ diff lists its non-empty parts: ``removed [pos #id]``, ``inserted [pos #id(...)]
 from __future__ import annotations
 
 import asyncio
-import operator
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
-from datadriven import run_case_file
+from datadriven import OPS, run_case_file
 
 import quanta
 from quanta import Index, PrimaryKey
@@ -38,16 +37,6 @@ class LiveCaseItem:
     id: Annotated[int, PrimaryKey()]
     score: Annotated[int, Index()]
     tag: str
-
-
-OPS: dict[str, Callable[[Any, Any], Any]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
 
 
 def _value(text: str) -> int | str:

@@ -7,11 +7,23 @@ regenerates the expected output from what the commands print now.
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["parse_cases", "run_case_file"]
+__all__ = ["OPS", "parse_cases", "run_case_file"]
+
+OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+"""The comparison operators case files write (``where score >= 15``), applied to query fields."""
 
 
 def parse_cases(text: str) -> tuple[list[str], list[tuple[list[str], list[str]]]]:

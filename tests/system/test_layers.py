@@ -74,24 +74,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     # the typed ``EntityLayer`` hook of quanta/_txn). Removing it means a Transaction subclass
     # in the entity layer (quanta/_txn is owned by the public-surface work).
     ("quanta._txn.transaction", "quanta._entity"): "typing only: tx.collection() returns a Collection",
-    # ``Collection.watch_object()``/``Query.watch()`` & co. are the live layer's entry points,
-    # imported when called, returning the live layer's LiveFeed/LiveStream. Inverting them
-    # needs those types below the entity layer (the LiveFeed/Feed unification in quanta/_reactive
-    # is under way elsewhere).
-    ("quanta._entity._collection", "quanta._live"): "watch_object/watch_lazy delegate to quanta._live",
-    ("quanta._entity._queries", "quanta._live"): "watch/live/watch_* delegate to quanta._live",
 }
 
 # Layers whose internal modules others still import directly (rule 3 not yet enforced).
-FACADE_PENDING: dict[str, str] = {
-    # keyspace, info, relations, msgpack_ext, linkvalues are imported piecemeal by _query,
-    # _entity, _live and _catalog; the facade would need ~25 more exports (quanta/_schema is
-    # owned by the schema work).
-    "quanta._schema": "its modules are imported directly by the layers above",
-    # quanta/_live/faces.py imports _reactive.bus and _reactive.faces (being replaced by a
-    # public ChangeBus.attach elsewhere).
-    "quanta._reactive": "quanta/_live/faces.py imports bus and faces directly",
-}
+FACADE_PENDING: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
