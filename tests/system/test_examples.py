@@ -24,5 +24,4 @@ def test_example_runs(example: Path, tmp_path: Path) -> None:
     assert done.stdout.strip(), "an example prints what it shows"
 
 
-
 # The README's and docs/' Python blocks are type-checked and run by tests/system/test_doc_blocks.py.
