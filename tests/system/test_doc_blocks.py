@@ -10,6 +10,8 @@ program: it runs in an empty directory, as a reader would run it.
 A block that is not Python to check (output, a shell session, a signature) takes another fence
 language: ```text, ```console, ```pycon. There is no skip marker.
 
+The examples/ programs go through the same mypy run (test_examples.py runs them).
+
 A canary module with a known misuse of the API goes through the same mypy run, so this test
 fails if mypy stops seeing quanta's types (everything ``Any`` would pass every block).
 """
@@ -29,6 +31,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))  # run by test_examples.py; type-checked here too
 
 _FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
 _PYTHON = {"python", "py", "python3"}
@@ -149,6 +152,7 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
             (folder / f"{block.module}.py").write_text(block.padded(), encoding="utf-8")
             where[block.module] = block
     (folder / "doc_canary.py").write_text(CANARY, encoding="utf-8")
+    files = [*sorted(str(p) for p in folder.glob("*.py")), *(str(p) for p in EXAMPLES)]
     proc = subprocess.run(
         [
             sys.executable,
@@ -162,7 +166,7 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
             "--no-error-summary",
             "--no-color-output",
             f"--cache-dir={cache}",
-            *sorted(str(p) for p in folder.glob("*.py")),
+            *files,
         ],
         cwd=ROOT,  # the quanta of this checkout, whatever else is installed
         env={**os.environ, "MYPYPATH": str(ROOT)},
@@ -175,9 +179,10 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
     for line in proc.stdout.splitlines():
         m = _ERROR_LINE.match(line)
         assert m is not None, f"unexpected mypy output: {line}"
-        module = Path(m["file"]).stem
+        path = Path(m["file"])
+        module = path.stem if path.parent.name != "examples" else f"examples/{path.name}"
         block = where.get(module)
-        place = f"{block.page.relative_to(ROOT)}:{m['line']}" if block else f"{module}.py:{m['line']}"
+        place = f"{block.page.relative_to(ROOT)}:{m['line']}" if block else f"{path.name}:{m['line']}"
         found.setdefault(module, []).append(f"{place}: {m['severity']}: {m['message']}")
     return found
 
@@ -186,7 +191,7 @@ def test_mypy_sees_the_quanta_api(mypy_errors: dict[str, list[str]]) -> None:
     """The canary's misuse is reported: the blocks are checked against real types, not Any."""
     canary = mypy_errors.get("doc_canary", [])
     assert any(f"doc_canary.py:{CANARY_LINE}: error:" in e and "[arg-type]" in e for e in canary), canary
-    assert set(mypy_errors) <= {b.module for b in BLOCKS} | {"doc_canary"}
+    assert set(mypy_errors) <= {b.module for b in BLOCKS} | {f"examples/{p.name}" for p in EXAMPLES} | {"doc_canary"}
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.where)
@@ -215,7 +220,7 @@ def test_program_runs(block: Block, tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    if done.returncode != 0:
+    if done.returncode != 0 or done.stderr:  # stderr: e.g. an unclosed database's ResourceWarning
         pytest.fail(f"{block.where}: exit {done.returncode}\n{done.stdout[-2000:]}{done.stderr[-3000:]}", pytrace=False)
 
 
@@ -257,3 +262,10 @@ def test_modules_import(tmp_path: Path) -> None:
             f"a block fails when imported (exit {done.returncode}):\n{report[-4000:]}{done.stderr[-2000:]}",
             pytrace=False,
         )
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_passes_mypy_strict(example: Path, mypy_errors: dict[str, list[str]]) -> None:
+    messages = mypy_errors.get(f"examples/{example.name}", [])
+    if any(": error: " in m for m in messages):
+        pytest.fail("mypy --strict:\n" + "\n".join(f"examples/{m}" for m in messages), pytrace=False)
