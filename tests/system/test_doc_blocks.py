@@ -4,8 +4,11 @@ against the real ``quanta`` API, and the ones that are whole programs run.
 The pages are found by glob, so a new page is covered without touching this file. Each block
 becomes one module in a temporary directory, padded with blank lines so that a line of the
 module is the same line of its page; one mypy process checks them all (one run, seconds), and
-each error is reported as ``page.md:line``. A block that ends in ``asyncio.run(main())`` is a
-program: it runs in an empty directory, as a reader would run it.
+each error is reported as ``page.md:line``. A block that calls ``asyncio.run(...)`` is a
+program: it runs in an empty directory, as a reader would run it, and must exit 0 with nothing
+on stderr. The other blocks (declarations, coroutines that take a ``db``) are imported, all in
+one process. A block whose first line is ``# name.py`` is written as ``name.py``, so the page's
+later blocks can ``from name import ...`` it (docs/validation.md's ``blog``).
 
 A block that is not Python to check (output, a shell session, a signature) takes another fence
 language: ```text, ```console, ```pycon. There is no skip marker.
@@ -33,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))  # run by test_examples.py; type-checked here too
 
-_FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
+_FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)(?:\s.*)?$")  # ```python title="x" too
 _PYTHON = {"python", "py", "python3"}
 _NAMED = re.compile(r"#\s*([A-Za-z_]\w*)\.py\s*\n")
 _ERROR_LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<severity>error|note): (?P<message>.*)$")
