@@ -53,6 +53,14 @@ async def follow_events(db: quanta.Database, out: list[quanta.SystemEvent]) -> N
         out.append(event)
 
 
+def changes_of(change_set: quanta.ChangeSet) -> tuple[quanta.Change, ...]:
+    return change_set.changes
+
+
+def is_delete(change: quanta.Change) -> bool:
+    return change.kind == "delete"
+
+
 async def main_async(path: str) -> None:
     # A small memtable, so that this little load causes flushes and compactions to watch.
     async with quanta.open(path, durability="os", memtable_bytes=64 << 10, l0_compaction_trigger=2) as db:
@@ -62,11 +70,11 @@ async def main_async(path: str) -> None:
         events: list[quanta.SystemEvent] = []
         background = asyncio.create_task(follow_events(db, events))
         deletes: list[int] = []
-        db.observe().pipe(
-            ops.flat_map(lambda change_set: change_set.changes),
-            ops.filter(lambda change: change.kind == "delete"),
-            ops.count(),
-        ).subscribe(deletes.append)  # count() emits once, when the database closes
+        deleted = db.observe().pipe(
+            ops.flat_map(changes_of),
+            ops.count(is_delete),  # the changes that are deletes
+        )
+        deleted.subscribe(deletes.append)  # count() emits once, when the database closes
         await asyncio.sleep(0)
 
         await db.kv.put(b"status", b"loading")

@@ -15,44 +15,38 @@ import tempfile
 from typing import Annotated, Any
 
 import quanta
-from quanta import Index, PrimaryKey, Unique
+from quanta import Index, Unique
+
+# Three releases of one entity, stored as "User": each class is what one release declares.
 
 
-def release_1() -> type:
-    @quanta.entity(name="User")
-    class User:
-        id: Annotated[int, PrimaryKey(auto=True)] = 0
-        email: Annotated[str, Unique()]
-        name: str
-
-    return User
+@quanta.entity(name="User")
+class UserV1:
+    id: int = quanta.auto()
+    email: Annotated[str, Unique()]
+    name: str
 
 
-def release_2() -> type:
-    @quanta.entity(name="User")
-    class User:
-        id: Annotated[int, PrimaryKey(auto=True)] = 0
-        email: Annotated[str, Unique()]
-        name: Annotated[str, Index()]  # a new index
-
-    return User
+@quanta.entity(name="User")
+class UserV2:
+    id: int = quanta.auto()
+    email: Annotated[str, Unique()]
+    name: Annotated[str, Index()]  # a new index
 
 
-def release_3() -> type:
-    @quanta.entity(name="User", version=2)
-    class User:
-        id: Annotated[int, PrimaryKey(auto=True)] = 0
-        email: Annotated[str, Unique()]
-        first: str
-        last: Annotated[str, Index()]
-        city: str = "Oslo"  # a new field with a default
+@quanta.entity(name="User", version=2)
+class UserV3:
+    id: int = quanta.auto()
+    email: Annotated[str, Unique()]
+    first: str
+    last: Annotated[str, Index()]
+    city: str = "Oslo"  # a new field with a default
 
-    @quanta.migration(User, from_version=1, to_version=2)
-    async def split_name(record: dict[str, Any]) -> dict[str, Any]:
-        first, _, last = record.pop("name").partition(" ")
-        return {**record, "first": first, "last": last}
 
-    return User
+@quanta.migration(UserV3, from_version=1, to_version=2)
+async def split_name(record: dict[str, Any]) -> dict[str, Any]:
+    first, _, last = record.pop("name").partition(" ")
+    return {**record, "first": first, "last": last}
 
 
 def show(p: quanta.SchemaProgress) -> None:
@@ -62,31 +56,29 @@ def show(p: quanta.SchemaProgress) -> None:
 
 
 async def main(path: str) -> None:
-    v1 = release_1()
-    async with quanta.open(path, entities=[v1]) as db:
-        await db.collection(v1).put_many(v1(email=f"u{i}@example.com", name=f"User {i}") for i in range(5_000))
+    async with quanta.open(path, entities=[UserV1]) as db:
+        await db.collection(UserV1).put_many(UserV1(email=f"u{i}@example.com", name=f"User {i}") for i in range(5_000))
         print("1. release 1 stored 5,000 users")
 
-    v2 = release_2()
-    async with quanta.open(path, entities=[v2], on_progress=show) as db:
-        users = db.collection(v2)
-        query = users.where(v2.name == "User 42")
+    async with quanta.open(path, entities=[UserV2], on_progress=show) as db:
+        users = db.collection(UserV2)
+        query = users.where(UserV2.name == "User 42")
         print(f"2. release 2: while the new index builds, a query on name scans: {query.plan().access}")
         found = await query.all()
         await db.indexes_ready()
-        query = users.where(v2.name == "User 42")
+        query = users.where(UserV2.name == "User 42")
         same = await query.all() == found
         print(f"   once it is built, the query uses it: {query.plan().access}; same result: {same}")
 
-    v3 = release_3()
-    async with quanta.open(path, entities=[v3], on_progress=show) as db:
-        u = await db.collection(v3).get(42)
+    async with quanta.open(path, entities=[UserV3], on_progress=show) as db:
+        u = await db.collection(UserV3).get(42)
         print(f"3. release 3 migrated every record once: {u}")
         for h in db._catalog.schemas["User"].history:  # also: python -m quanta schema PATH
             print(f"   history: v{h.version} {h.event}: {h.detail}")
 
     try:
-        await quanta.open(path, entities=[release_1()])
+        async with quanta.open(path, entities=[UserV1]):
+            print("4. release 1 opened the migrated data (it should not)")
     except quanta.SchemaMismatchError as exc:
         first = str(exc).splitlines()[1].strip()
         print(f"4. release 1 again is refused (SchemaMismatchError): {first}")

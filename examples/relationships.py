@@ -62,7 +62,8 @@ class Comment:
 
 async def main_async(path: str) -> None:
     async with quanta.open(path) as db:
-        authors, posts, tags, comments = (db.collection(c) for c in (Author, Post, Tag, Comment))
+        authors, posts = db.collection(Author), db.collection(Post)
+        tags, comments = db.collection(Tag), db.collection(Comment)
         ann, bob = Author(name="Ann"), Author(name="Bob")
         await authors.put_many([ann, bob])
         await tags.put_many([Tag(name="db"), Tag(name="python"), Tag(name="async")])

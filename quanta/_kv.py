@@ -263,7 +263,7 @@ class _Reader:
         reverse: bool = False,
         limit: int | None = None,
         include_reserved: bool = False,
-    ) -> AsyncIterator[tuple[bytes, bytes]]:
+    ) -> AsyncGenerator[tuple[bytes, bytes], None]:
         """Iterate ``(key, value)`` pairs with ``start <= key < stop`` (and ``key`` starting
         with ``prefix``), in key order (descending with ``reverse``), at most ``limit``.
 

@@ -317,7 +317,7 @@ class TransactionKeyValue:
         reverse: bool = False,
         limit: int | None = None,
         include_reserved: bool = False,
-    ) -> AsyncIterator[tuple[bytes, bytes]]:
+    ) -> AsyncGenerator[tuple[bytes, bytes], None]:
         """``(key, value)`` pairs in range, in key order, as of the snapshot with this
         transaction's writes (made before the scan started) merged in.
 

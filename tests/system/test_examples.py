@@ -24,20 +24,4 @@ def test_example_runs(example: Path, tmp_path: Path) -> None:
     assert done.stdout.strip(), "an example prints what it shows"
 
 
-README = Path(__file__).parent.parent.parent / "README.md"
-README_BLOCKS = [b.split("```", 1)[0] for b in README.read_text().split("```python\n")[1:]]
-
-
-@pytest.mark.parametrize("index", range(len(README_BLOCKS)))
-def test_readme_python_blocks_run(index: int, tmp_path: Path) -> None:
-    """The README's code runs as printed (in an empty directory, as a new user would)."""
-    script = tmp_path / "snippet.py"
-    script.write_text(README_BLOCKS[index])
-    done = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-
-
-def test_the_readme_has_python_blocks() -> None:
-    assert len(README_BLOCKS) >= 2
+# The README's and docs/' Python blocks are type-checked and run by tests/system/test_doc_blocks.py.
