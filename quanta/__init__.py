@@ -44,7 +44,7 @@ from ._schema import (
     links,
     validator,
 )
-from ._storage import SystemEvent
+from ._storage import BackupInfo, SystemEvent
 from ._txn import MAX_TX_KEYS, MAX_TX_RANGES, Transaction, TransactionKeyValue
 from .errors import (
     BackgroundError,
@@ -86,6 +86,7 @@ __all__ = [
     "MAX_VALUE_BYTES",
     "BackgroundError",
     "Backlink",
+    "BackupInfo",
     "Batch",
     "Change",
     "ChangeSet",

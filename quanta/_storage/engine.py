@@ -68,6 +68,7 @@ from .compaction import (
 from .events import EventKind, SystemEvent
 from .manifest import FileMeta, ManifestWriter, VersionEdit, set_current
 from .memtable import Memtable
+from .pins import FilePins
 from .reads import MAX_SEQ, ReadPath
 from .recovery import Recovery, registry_lock
 from .sstable import TableReader
@@ -158,6 +159,7 @@ class Engine(Recovery, ReadPath):
         self.mem = Memtable(0)
         self.imms: list[Memtable] = []  # oldest first
         self.readers: dict[int, TableReader] = {}
+        self.pins = FilePins()  # files a backup reads: their removal waits (pins.py)
         self.snapshots: SortedList = SortedList()
         self.compact_pointer: dict[int, bytes] = {}
         self.stats = EngineStats()
@@ -572,7 +574,7 @@ class Engine(Recovery, ReadPath):
             )
         )
         self._notify()
-        await anyio.to_thread.run_sync(self.fs.remove, wal_path)
+        await anyio.to_thread.run_sync(self._remove_files, [wal_path])
 
     async def _run_on_loop(
         self, make: Callable[[Callable[[], int], list[WritableFile]], Iterator[list[FileMeta]]]
@@ -706,8 +708,25 @@ class Engine(Recovery, ReadPath):
         await anyio.to_thread.run_sync(self._remove_files, paths)
 
     def _remove_files(self, paths: list[str]) -> None:
-        for path in paths:
-            self.fs.remove(path)
+        self.pins.remove(self.fs, paths)  # a pinned file (a backup reads it) goes when unpinned
+
+    # ------------------------------------------------------------------ backup
+
+    async def pin_for_backup(self) -> tuple[int, Version, list[int], list[str]]:
+        """For ``backup.py``: ``(seq, version, wal_numbers, pins)`` taken at one instant: the
+        last visible sequence number, the version, and the WAL segments holding the
+        memtables (oldest first; empty for a read-only database, whose memtable came from the
+        segments on disk). Taken under the manifest lock, so no flush is half-installed (its
+        table in the version while its memtable is still in ``imms``). The tables and
+        segments are pinned: release with ``pins.unpin(pins)``."""
+        self.check_open()
+        async with self._manifest_lock:
+            self.check_open()
+            seq, version = self.visible_seq, self.version
+            wals = [] if self.read_only else [m.wal_number for m in (*self.imms, self.mem)]
+            paths = [os.path.join(self.path, filenames.table_name(m.number)) for _, m in version.files()]
+            paths += [os.path.join(self.path, filenames.wal_name(n)) for n in wals]
+            return seq, version, wals, self.pins.pin(paths)
 
     # ------------------------------------------------------------------ background
 
