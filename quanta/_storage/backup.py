@@ -268,13 +268,18 @@ def _inspect_dest(fs: FileSystem, dest: str, source: str) -> bool:
     try:
         record = _Record.decode(fs.read_all(path), path)
     except CorruptionError as exc:
+        # BACKUP-PENDING is synced before anything else changes: a damaged one means a crash
+        # while it was written, so DEST is as the earlier backup (if any) left it.
         if marker == filenames.BACKUP_PENDING and set(names) <= {filenames.BACKUP_PENDING}:
-            return False  # a first backup interrupted while writing its marker: nothing else is there
-        raise CorruptionError(
-            f"the backup destination {dest} holds a backup whose record {marker} is damaged ({exc}): "
-            "delete the directory, or choose another one",
-            path=path,
-        ) from exc
+            return False
+        if marker != filenames.BACKUP_PENDING or filenames.BACKUP not in names:
+            raise CorruptionError(
+                f"the backup destination {dest} holds a backup whose record {marker} is damaged ({exc}): "
+                "delete the directory, or choose another one",
+                path=path,
+            ) from exc
+        marker, path = filenames.BACKUP, os.path.join(dest, filenames.BACKUP)
+        record = _Record.decode(fs.read_all(path), path)
     if record.source != source:
         raise DatabaseExistsError(
             f"the backup destination {dest} holds a backup of another database ({record.source}): {advice}"
