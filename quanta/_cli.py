@@ -505,8 +505,9 @@ async def backup(src: str, dest: str, out: TextIO = sys.stdout, progress: bool |
     bar = Progress("backing up", 1, enabled=progress)
     async with _db.open(src, read_only=True, create_if_missing=False) as db:
         info = await db.backup(dest, progress=bar.update)
+        source = db.path
     print(
-        f"backup of {os.path.abspath(src)} in {info.path}: every commit up to #{info.seq}; "
+        f"backup of {source} in {info.path}: every commit up to #{info.seq}; "
         f"{info.tables} tables ({info.linked} linked, {info.copied} copied, {info.reused} reused), "
         f"{info.wal_batches} WAL batches, {_fmt_bytes(info.bytes)} ({_fmt_bytes(info.bytes_written)} written) "
         f"in {info.seconds:.2f} s",
