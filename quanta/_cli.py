@@ -509,7 +509,7 @@ async def backup(src: str, dest: str, out: TextIO = sys.stdout, progress: bool |
     print(
         f"backup of {source} in {info.path}: every commit up to #{info.seq}; "
         f"{info.tables} tables ({info.linked} linked, {info.copied} copied, {info.reused} reused), "
-        f"{info.wal_batches} WAL batches, {_fmt_bytes(info.bytes)} ({_fmt_bytes(info.bytes_written)} written) "
+        f"{_fmt_bytes(info.wal_bytes)} of WAL, {_fmt_bytes(info.bytes)} ({_fmt_bytes(info.bytes_written)} written) "
         f"in {info.seconds:.2f} s",
         file=out,
     )

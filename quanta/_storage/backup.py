@@ -13,8 +13,9 @@ How (RocksDB's Checkpoint, with BackupEngine's incremental reuse and a completio
    reused when it is the same file (a hard link of the source's) or has the same size and
    the same CRC-32 over its whole contents (both files are read: names are not trusted).
 3. **The memtables** are not copied from memory (the active one keeps changing): their WAL
-   segments are read (as recovery reads them) and every batch with a sequence number
-   ``<= seq`` is written to one new WAL segment in DEST. Opening the backup replays it, as
+   segments are, into one new WAL segment in DEST, as raw record bytes up to where the
+   last batch ``<= seq`` ends (the engine tracks that offset as batches become visible; a
+   read-only database's segments are parsed instead). Opening the backup replays it, as
    after a crash; nothing the WAL held past ``seq`` is included.
 4. **A fresh MANIFEST** names exactly the pinned tables, with ``log_number`` = DEST's WAL
    and ``last_seq = seq``; CURRENT points at it (``set_current``).
@@ -74,10 +75,11 @@ from ..errors import (
     StorageIOError,
 )
 from . import filenames
-from .format import checksum
+from .format import HEADER_SIZE, WAL_MAGIC, FileHeader, checksum
+from .log import LogWriter
 from .manifest import CURRENT_TMP, ManifestWriter, read_current, set_current
-from .vfs import FileLock, FileSystem, OSFileSystem
-from .wal import WalWriter, encode_batch
+from .vfs import FileLock, FileSystem, OSFileSystem, ReadableFile, WritableFile
+from .wal import encode_batch
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -110,8 +112,10 @@ class BackupInfo:
     """What :meth:`quanta.Database.backup` made.
 
     The backup holds every commit up to and including ``seq`` and nothing after it.
-    ``tables = linked + copied + reused``; ``bytes`` is the size of every file of the backup,
-    ``bytes_written`` what this run wrote (copied tables, the WAL, the manifest)."""
+    ``tables = linked + copied + reused``; ``wal_bytes`` is the size of the backup's WAL
+    segment (the commits after the last flush: opening the backup replays them); ``bytes``
+    is the size of every file of the backup, ``bytes_written`` what this run wrote (copied
+    tables, the WAL, the manifest)."""
 
     path: str
     seq: int
@@ -119,7 +123,7 @@ class BackupInfo:
     linked: int
     copied: int
     reused: int
-    wal_batches: int
+    wal_bytes: int
     bytes: int
     bytes_written: int
     seconds: float
@@ -191,10 +195,12 @@ async def backup(engine: Engine, dest: str, progress: Progress | None = None) ->
     await anyio.to_thread.run_sync(_inspect_dest, fs, dest, source)
     lock = await anyio.to_thread.run_sync(_begin, fs, dest, source)
     pins: list[str] = []
-    wals: list[int] = []
+    wals: list[tuple[int, int | None]] = []
     try:
         if engine.read_only:
-            wals = await anyio.to_thread.run_sync(_wals_on_disk, fs, engine.path, engine.log_number)
+            wals = [
+                (n, None) for n in await anyio.to_thread.run_sync(_wals_on_disk, fs, engine.path, engine.log_number)
+            ]
         seq, version, live_wals, pins = await engine.pin_for_backup()
         if not engine.read_only:
             wals = live_wals
@@ -203,7 +209,7 @@ async def backup(engine: Engine, dest: str, progress: Progress | None = None) ->
         top = max([engine.next_file_number, *(p[1] + 1 for p in numbers if p is not None)])
         wal_no, manifest_no = top, top + 1
         # The WAL first: it is small, and its size completes the progress total.
-        wal_batches, wal_bytes = await anyio.to_thread.run_sync(_write_wal, engine, wals, seq, dest, wal_no)
+        wal_bytes = await anyio.to_thread.run_sync(_write_wal, engine, wals, seq, dest, wal_no)
         metas = [m for _, m in version.files()]
         total = wal_bytes + sum(m.size for m in metas)
         done = wal_bytes
@@ -236,7 +242,7 @@ async def backup(engine: Engine, dest: str, progress: Progress | None = None) ->
         linked=counts["linked"],
         copied=counts["copied"],
         reused=counts["reused"],
-        wal_batches=wal_batches,
+        wal_bytes=wal_bytes,
         bytes=total + manifest_bytes,
         bytes_written=written + manifest_bytes,
         seconds=time.perf_counter() - started,
@@ -333,23 +339,57 @@ def _wals_on_disk(fs: FileSystem, path: str, log_number: int) -> list[int]:
     return sorted(p[1] for p in parsed if p is not None and p[0] == "wal" and p[1] >= log_number)
 
 
-def _write_wal(engine: Engine, wals: list[int], seq: int, dest: str, number: int) -> tuple[int, int]:
-    """Write the batches ``<= seq`` of the source's segments ``wals`` into DEST's segment
-    ``number``, synced; return (batches, bytes). Segments are read as recovery reads them
-    (the active one may end in a half-appended record: a torn tail, dropped)."""
-    out = WalWriter.create(engine.fs, dest, number)
-    batches = 0
+def _write_wal(engine: Engine, wals: list[tuple[int, int | None]], seq: int, dest: str, number: int) -> int:
+    """Write the batches ``<= seq`` of the source's WAL segments into DEST's segment
+    ``number``, synced; return the bytes written.
+
+    A writable database's segments are copied as raw record bytes (no Python work per
+    record, which would hold the GIL against the event loop): a retired segment whole, the
+    active one up to where its last visible batch ends (``Engine.pin_for_backup``). Records
+    hold no file number, so only the header is new. A read-only database's segments are
+    read as its recovery read them (torn tails dropped, ``wal_recovery="salvage"`` honoured),
+    and the batches re-encoded."""
+    fs = engine.fs
+    out = fs.create(os.path.join(dest, filenames.wal_name(number)))
     try:
-        for wal in wals:
-            replay = engine._read_wal(wal)
-            payloads = [encode_batch(s, keys, values) for s, keys, values in replay.batches if s <= seq]
-            out.append_many(payloads)
-            batches += len(payloads)
+        out.write(FileHeader(magic=WAL_MAGIC, file_number=number).encode())
+        for wal, end in wals:
+            if engine.read_only:
+                replay = engine._read_wal(wal)
+                records = [encode_batch(s, keys, values) for s, keys, values in replay.batches if s <= seq]
+                if records:
+                    log = LogWriter(out, out.tell())
+                    log.add_records(records)
+            else:
+                _copy_records(fs, os.path.join(engine.path, filenames.wal_name(wal)), wal, end, out)
         out.sync()
-        size = out.size
+        return out.tell()
     finally:
         out.close()
-    return batches, size
+
+
+def _copy_records(fs: FileSystem, path: str, number: int, end: int | None, out: WritableFile) -> None:
+    """Append the record bytes of WAL segment ``path`` (after its header, up to ``end``)."""
+    f = fs.open_read(path)
+    try:
+        FileHeader.decode(_pread_exact(f, 0, HEADER_SIZE), path=path, expect_magic=WAL_MAGIC)
+        stop = f.size() if end is None else end
+        offset = HEADER_SIZE
+        while offset < stop:
+            chunk = _pread_exact(f, offset, min(_CHUNK, stop - offset))
+            out.write(chunk)
+            offset += len(chunk)
+    finally:
+        f.close()
+
+
+def _pread_exact(f: ReadableFile, offset: int, size: int) -> bytes:
+    data = f.pread(offset, size)
+    if len(data) != size:
+        raise CorruptionError(
+            f"file ends at {offset + len(data)}, expected at least {offset + size} bytes", path=f.path, offset=offset
+        )
+    return data
 
 
 def _place_table(fs: FileSystem, src: str, dst: str, size: int) -> str:
