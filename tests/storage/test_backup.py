@@ -495,3 +495,43 @@ async def test_the_wal_tail_is_cut_at_the_backup_seq(durability: str) -> None:
         assert await contents(copy) == expected
         assert (await copy.stats())["last_seq"] == info.seq
     await db.close()
+
+
+async def test_closing_the_database_stops_a_backup_and_leaves_it_unfinished() -> None:
+    fs = MemoryFileSystem()
+    db = await quanta.open("/db", fs=fs, **SMALL)
+    await fill(db, 300)
+    await db.flush()
+    assert len(list(db._engine.version.files())) > 1
+    gate = Gate(fs, lambda op: op.kind == "link")
+    task = asyncio.create_task(db.backup("/backup"))
+    await asyncio.to_thread(gate.entered.wait, 20)
+    await db.close()
+    gate.release.set()
+    with pytest.raises(DatabaseClosedError, match="closed during the backup"):
+        await task
+    with pytest.raises(CorruptionError, match="unfinished backup"):
+        await quanta.open("/backup", fs=fs)
+    async with quanta.open("/db", fs=fs) as again:
+        await again.backup("/backup")  # completes it
+        expected = await contents(again)
+    async with quanta.open("/backup", fs=fs) as copy:
+        assert await contents(copy) == expected
+
+
+async def test_two_backups_into_one_destination_at_once_are_refused() -> None:
+    fs = MemoryFileSystem()
+    db = await quanta.open("/db", fs=fs, **SMALL)
+    await fill(db, 300)
+    await db.flush()
+    gate = Gate(fs, lambda op: op.kind == "link")
+    first = asyncio.create_task(db.backup("/backup"))
+    await asyncio.to_thread(gate.entered.wait, 20)
+    with pytest.raises(quanta.DatabaseLockedError):
+        await db.backup("/backup")
+    other = await db.backup("/other")  # another destination at the same time is fine
+    gate.release.set()
+    info = await first
+    assert info.seq == other.seq
+    assert not db._engine.pins.pinned()
+    await db.close()
