@@ -43,7 +43,7 @@ from ._schema import (
     links,
     validator,
 )
-from ._storage import SystemEvent
+from ._storage import BackupInfo, SystemEvent
 from ._txn import MAX_TX_KEYS, MAX_TX_RANGES, Transaction, TransactionKeyValue
 from .errors import (
     BackgroundError,
@@ -85,6 +85,7 @@ __all__ = [
     "MAX_VALUE_BYTES",
     "BackgroundError",
     "Backlink",
+    "BackupInfo",
     "Batch",
     "Change",
     "ChangeSet",

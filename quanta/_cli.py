@@ -1,4 +1,4 @@
-"""``python -m quanta`` / ``quanta``: demo, stats, verify, dump, schema and migrate.
+"""``python -m quanta`` / ``quanta``: demo, stats, verify, dump, schema, migrate and backup.
 
 ```
 quanta demo [PATH]          the guided tour (default PATH: ./quanta-demo.db)
@@ -10,6 +10,8 @@ quanta schema PATH          the stored entity schemas, index states, unfinished 
 quanta migrate PATH --autogenerate MODULE
                             diff MODULE's entity classes against the stored schemas and
                             write a migration skeleton (opened read-only)
+quanta backup SRC DEST      a consistent copy of SRC in DEST (SRC opened read-only; DEST new,
+                            empty, or an earlier backup of SRC, which is updated)
 ```
 Exit status: 0 on success, 1 when the database is damaged or cannot be opened, 2 on usage
 errors. Long work shows a progress bar on stderr (when it is a terminal, or with --progress).
@@ -495,6 +497,24 @@ def _entity_report(
     )
 
 
+# ---------------------------------------------------------------------------- backup
+
+
+async def backup(src: str, dest: str, out: TextIO = sys.stdout, progress: bool | None = None) -> None:
+    """Back up SRC (opened read-only) into DEST; print what the backup holds."""
+    bar = Progress("backing up", 1, enabled=progress)
+    async with _db.open(src, read_only=True, create_if_missing=False) as db:
+        info = await db.backup(dest, progress=bar.update)
+        source = db.path
+    print(
+        f"backup of {source} in {info.path}: every commit up to #{info.seq}; "
+        f"{info.tables} tables ({info.linked} linked, {info.copied} copied, {info.reused} reused), "
+        f"{_fmt_bytes(info.wal_bytes)} of WAL, {_fmt_bytes(info.bytes)} ({_fmt_bytes(info.bytes_written)} written) "
+        f"in {info.seconds:.2f} s",
+        file=out,
+    )
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -523,6 +543,10 @@ def _parser() -> argparse.ArgumentParser:
         "--autogenerate", metavar="MODULE", required=True, help="module (or .py file) declaring the entity classes"
     )
     m.add_argument("--output", metavar="FILE", default=None, help="the file to write (default: a timestamped name)")
+    b = sub.add_parser("backup", help="copy a database consistently into DEST (incremental if DEST holds a backup)")
+    b.add_argument("src")
+    b.add_argument("dest")
+    b.add_argument("--progress", action="store_true", default=None, help="always show the progress bar")
     return p
 
 
@@ -538,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         "dump": lambda: dump(args.file, limit=args.limit),
         "schema": lambda: asyncio.run(schema(args.path, as_json=args.json)),
         "migrate": lambda: migrate(args.path, args.autogenerate, args.output),
+        "backup": lambda: asyncio.run(backup(args.src, args.dest, progress=args.progress)),
     }
     try:
         result = commands[args.command]()

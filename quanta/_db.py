@@ -24,7 +24,7 @@ from ._live import LiveQueries
 from ._options import OpenOptions, Options, resolve_options
 from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, EventHub, Queue, Watch
 from ._schema import CATALOG_PREFIX
-from ._storage import Engine, SystemEvent
+from ._storage import BackupInfo, Engine, SystemEvent, backup
 from ._storage.vfs import check_platform
 from ._txn import Transaction, Transactions, check_retries, run_transaction
 from .errors import InvalidArgumentError, InvalidTypeError, QuantaError
@@ -204,6 +204,35 @@ class Database:
         if deep:
             out["records"], out["problems"] = await self._catalog.check_records()
         return out
+
+    async def backup(
+        self, dest: str | os.PathLike[str], *, progress: Callable[[int, int], None] | None = None
+    ) -> BackupInfo:
+        """Copy the database into directory ``dest`` as of one sequence number, while writers
+        and readers go on; the copy opens as an ordinary database (``quanta.open(dest)``).
+
+        Returns a :class:`quanta.BackupInfo`: the backup holds every commit up to ``info.seq``
+        and none after. Table files are hard-linked where ``dest`` is on the same file system
+        (copied otherwise); a ``dest`` holding an earlier backup of this database is updated
+        in place, reusing the tables it already has (checked by content). Any other non-empty
+        ``dest`` is refused (``DatabaseExistsError``, ``NotADatabaseError``) before anything is
+        written; so is ``dest`` inside the database directory (``InvalidArgumentError``).
+        Works on a read-only database too.
+
+        Crash-safe: until the backup completes, ``dest`` holds ``BACKUP-PENDING`` and opening
+        it raises ``CorruptionError``; running the backup again completes it. Cancelling the
+        call leaves ``dest`` in that state. ``progress(done_bytes, total_bytes)`` is called on
+        the event loop after each file. See docs/operations.md, "Backup and restore".
+        """
+        if not isinstance(dest, (str, os.PathLike)):
+            raise InvalidTypeError(f"dest must be a str or os.PathLike, got {type(dest).__name__}")
+        path = os.fspath(dest)
+        if not isinstance(path, str) or not path:
+            raise InvalidArgumentError("dest must be a non-empty directory path")
+        if progress is not None and not callable(progress):
+            raise InvalidTypeError(f"progress must be callable, got {type(progress).__name__}")
+        self._engine.check_open()
+        return await backup(self._engine, path, progress)
 
     async def stats(self) -> dict[str, Any]:
         """Counters and sizes: levels, memtables, bytes written, cache, stalls."""

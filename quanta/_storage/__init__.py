@@ -6,6 +6,7 @@ through this facade from there would be circular.)
 """
 
 from . import filenames
+from .backup import BackupInfo, backup
 from .engine import MAX_SEQ, Engine
 from .events import EventKind, SystemEvent
 from .format import MANIFEST_MAGIC, SSTABLE_MAGIC, WAL_MAGIC
@@ -19,6 +20,7 @@ __all__ = [
     "MAX_SEQ",
     "SSTABLE_MAGIC",
     "WAL_MAGIC",
+    "BackupInfo",
     "Engine",
     "EventKind",
     "FaultInjectingFileSystem",
@@ -27,6 +29,7 @@ __all__ = [
     "OSFileSystem",
     "SystemEvent",
     "TableReader",
+    "backup",
     "filenames",
     "read_current",
     "replay_manifest",

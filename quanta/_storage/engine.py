@@ -66,8 +66,10 @@ from .compaction import (
     write_tables,
 )
 from .events import EventKind, SystemEvent
+from .format import HEADER_SIZE
 from .manifest import FileMeta, ManifestWriter, VersionEdit, set_current
 from .memtable import Memtable
+from .pins import FilePins
 from .reads import MAX_SEQ, ReadPath
 from .recovery import Recovery, registry_lock
 from .sstable import TableReader
@@ -158,6 +160,7 @@ class Engine(Recovery, ReadPath):
         self.mem = Memtable(0)
         self.imms: list[Memtable] = []  # oldest first
         self.readers: dict[int, TableReader] = {}
+        self.pins = FilePins()  # files a backup reads: their removal waits (pins.py)
         self.snapshots: SortedList = SortedList()
         self.compact_pointer: dict[int, bytes] = {}
         self.stats = EngineStats()
@@ -166,6 +169,8 @@ class Engine(Recovery, ReadPath):
         self.visible_seq = 0  # last sequence number applied (readable)
         self.log_number = 0
         self.wal: WalWriter | None = None
+        # (segment number, bytes): where the last visible batch ends in the WAL (for backups)
+        self.visible_wal_end = (0, 0)
         self.manifest: ManifestWriter | None = None
         self._lock: FileLock | None = None
         self._registered = False
@@ -377,6 +382,7 @@ class Engine(Recovery, ReadPath):
             if not self.sync_commits:
                 self.mem.apply(seq, keys, values)
                 self.visible_seq = seq
+                self.visible_wal_end = (wal.number, wal.size)
                 if self.on_apply is not None:
                     self.on_apply(seq, keys, values, origin)
                 if not self.yield_writers:
@@ -405,11 +411,12 @@ class Engine(Recovery, ReadPath):
         self._syncing = group
         wal = self.wal
         assert wal is not None
+        end = (wal.number, wal.size)  # where the group's last batch ends
         fut = asyncio.get_running_loop().run_in_executor(None, wal.sync)
         self._sync_future = fut
-        fut.add_done_callback(lambda f: self._sync_done(group, f))
+        fut.add_done_callback(lambda f: self._sync_done(group, f, end))
 
-    def _sync_done(self, group: list[Pending], fut: asyncio.Future[None]) -> None:
+    def _sync_done(self, group: list[Pending], fut: asyncio.Future[None], end: tuple[int, int]) -> None:
         self._sync_future = None
         self._syncing = []
         exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
@@ -425,6 +432,7 @@ class Engine(Recovery, ReadPath):
                 self.visible_seq = seq
                 if hook is not None:
                     hook(seq, keys, values, origin)
+            self.visible_wal_end = end
         ev, self._synced = self._synced, asyncio.Event()
         ev.set()
         if self._pending and exc is None:
@@ -572,7 +580,7 @@ class Engine(Recovery, ReadPath):
             )
         )
         self._notify()
-        await anyio.to_thread.run_sync(self.fs.remove, wal_path)
+        await anyio.to_thread.run_sync(self._remove_files, [wal_path])
 
     async def _run_on_loop(
         self, make: Callable[[Callable[[], int], list[WritableFile]], Iterator[list[FileMeta]]]
@@ -706,8 +714,37 @@ class Engine(Recovery, ReadPath):
         await anyio.to_thread.run_sync(self._remove_files, paths)
 
     def _remove_files(self, paths: list[str]) -> None:
-        for path in paths:
-            self.fs.remove(path)
+        self.pins.remove(self.fs, paths)  # a pinned file (a backup reads it) goes when unpinned
+
+    # ------------------------------------------------------------------ backup
+
+    async def pin_for_backup(self) -> tuple[int, Version, list[tuple[int, int | None]], list[str]]:
+        """For ``backup.py``: ``(seq, version, wals, pins)`` taken at one instant: the last
+        visible sequence number, the version, and the WAL segments holding the memtables,
+        oldest first, as ``(number, end)``: the segment's bytes up to ``end`` hold exactly its
+        batches ``<= seq`` (``None``: the whole segment, a retired one). ``wals`` is empty for
+        a read-only database (its memtable came from the segments on disk). Taken under the
+        manifest lock, so no flush is half-installed (its table in the version while its
+        memtable is still in ``imms``). The tables and segments are pinned: release with
+        ``pins.unpin(pins)``."""
+        self.check_open()
+        async with self._manifest_lock:
+            self.check_open()
+            seq, version = self.visible_seq, self.version
+            wals: list[tuple[int, int | None]] = []
+            if not self.read_only and self.wal is not None:
+                wals = [(m.wal_number, None) for m in self.imms]
+                wal = self.wal
+                if not self._pending and not self._syncing:
+                    end = wal.size  # every batch appended is visible
+                elif self.visible_wal_end[0] == wal.number:
+                    end = self.visible_wal_end[1]
+                else:
+                    end = HEADER_SIZE  # nothing of this segment is visible yet
+                wals.append((wal.number, end))
+            paths = [os.path.join(self.path, filenames.table_name(m.number)) for _, m in version.files()]
+            paths += [os.path.join(self.path, filenames.wal_name(n)) for n, _ in wals]
+            return seq, version, wals, self.pins.pin(paths)
 
     # ------------------------------------------------------------------ background
 

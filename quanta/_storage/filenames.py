@@ -7,6 +7,8 @@ MANIFEST-NNNNNN    log of version edits (which tables exist at which level, WAL 
 NNNNNN.wal         write-ahead log segment
 NNNNNN.sst         sorted string table
 *.tmp              a file being written; left over only by a crash, removed on open
+BACKUP             in a backup's directory: what the backup holds (backup.py)
+BACKUP-PENDING     in a backup's directory while it is written: open() refuses the directory
 ```
 File numbers come from one counter (``next_file_number`` in the manifest), so no two files
 ever share a number. These names are part of the on-disk format.
@@ -17,10 +19,12 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["CURRENT", "LOCK", "manifest_name", "parse_name", "table_name", "wal_name"]
+__all__ = ["BACKUP", "BACKUP_PENDING", "CURRENT", "LOCK", "manifest_name", "parse_name", "table_name", "wal_name"]
 
 CURRENT = "CURRENT"
 LOCK = "LOCK"
+BACKUP = "BACKUP"
+BACKUP_PENDING = "BACKUP-PENDING"
 
 _PATTERN = re.compile(r"^(?:(\d{6,})\.(wal|sst)|MANIFEST-(\d{6,}))$")
 

@@ -103,6 +103,12 @@ class Recovery:
         elif not fs.isdir(path):
             raise NotADatabaseError(f"{path} is not a directory")
         first_look = fs.listdir(path)
+        if filenames.BACKUP_PENDING in first_look:  # a backup being written, or interrupted
+            raise CorruptionError(
+                f"{path} is an unfinished backup (it was interrupted or is still being written): "
+                "run the backup again to complete it, or delete the directory",
+                path=os.path.join(path, filenames.BACKUP_PENDING),
+            )
         self._check_is_database(first_look)  # before the LOCK file is created
         if filenames.CURRENT not in first_look and (self.read_only or not opts.create_if_missing):
             raise DatabaseNotFoundError(f"no database at {path} (create_if_missing=False)")

@@ -143,6 +143,15 @@ class FileSystem(Protocol):
         ...
 
     def remove(self, path: str) -> None: ...
+    def link(self, src: str, dst: str) -> None:
+        """Make ``dst`` a hard link of ``src`` (durable after ``sync_dir`` of ``dst``'s directory).
+        StorageIOError where the file system cannot (``EXDEV`` across devices, ``EPERM``, ...)."""
+        ...
+
+    def samefile(self, a: str, b: str) -> bool:
+        """True if both paths name one file (hard links); False if either is missing."""
+        ...
+
     def listdir(self, path: str) -> list[str]: ...
     def exists(self, path: str) -> bool: ...
     def isdir(self, path: str) -> bool: ...
@@ -272,6 +281,18 @@ class OSFileSystem:
         except OSError as exc:
             raise _io_error(exc, "remove", path) from exc
 
+    def link(self, src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError as exc:
+            raise _io_error(exc, "link", src) from exc
+
+    def samefile(self, a: str, b: str) -> bool:
+        try:
+            return os.path.samefile(a, b)
+        except OSError:
+            return False
+
     def listdir(self, path: str) -> list[str]:
         try:
             return sorted(os.listdir(path))
@@ -349,7 +370,7 @@ class _Inode:
 class Op:
     """One recorded file-system operation (for crash-point enumeration and protocol audits)."""
 
-    kind: str  # create, write, sync, rename, remove, mkdir, sync_dir
+    kind: str  # create, write, sync, rename, link, remove, mkdir, sync_dir
     path: str
     arg: str | int | None = None
 
@@ -477,6 +498,26 @@ class MemoryFileSystem:
             with self._mutex:
                 del self.files[path]
 
+    def link(self, src: str, dst: str) -> None:
+        src, dst = self._norm(src), self._norm(dst)
+        if src not in self.files:
+            raise self._missing("link", src)
+        if os.path.dirname(dst) not in self.dirs:
+            raise self._missing("link", dst)
+        if dst in self.files:
+            raise StorageIOError(f"link failed for {src}: File exists", errno=_errno.EEXIST, path=dst)
+        self._op("link", src, dst)
+        with self._mutex:
+            inode = self.files.get(src)  # (removed meanwhile by another thread?)
+            if inode is not None:
+                self.files[dst] = inode  # one inode, two names (crash() keeps the sharing)
+        if inode is None:
+            raise self._missing("link", src)
+
+    def samefile(self, a: str, b: str) -> bool:
+        inode = self.files.get(self._norm(a))
+        return inode is not None and inode is self.files.get(self._norm(b))
+
     def listdir(self, path: str) -> list[str]:
         path = self._norm(path)
         if path not in self.dirs:
@@ -573,7 +614,7 @@ class MemoryFileSystem:
 class FaultInjectingFileSystem(MemoryFileSystem):
     """A :class:`MemoryFileSystem` whose N-th mutating operation fails with ``errno``.
 
-    ``fail_at`` counts create/write/sync/rename/remove/mkdir/sync_dir calls from 1. With
+    ``fail_at`` counts create/write/sync/rename/link/remove/mkdir/sync_dir calls from 1. With
     ``persistent=True`` every later mutating operation fails too (a disk that went away);
     otherwise only the one (a transient error).
     """
