@@ -116,7 +116,7 @@ def node_of(desc: Any, schemas: dict[str, StoredSchema], _seen: dict[str, TypeNo
         return seen.get(desc[1], TypeNode("any"))
     if kind == "other" and desc[1] in ("link", "links") and isinstance(desc[2], str):
         target = desc[2].split("[", 1)[-1].rstrip("]").removesuffix(" | None")
-        stored = schemas.get(target)
+        stored = _target_schema(target, schemas)
         key = TypeNode("any")
         if stored is not None:
             pk = stored.field(stored.primary_key)
@@ -124,6 +124,17 @@ def node_of(desc: Any, schemas: dict[str, StoredSchema], _seen: dict[str, TypeNo
                 key = node_of(pk.type, schemas)
         return TypeNode(desc[1], args=(key,))
     return TypeNode("any")
+
+
+def _target_schema(target: str, schemas: dict[str, StoredSchema]) -> StoredSchema | None:
+    """The schema a link description's target names: the label holds the target's class
+    name, which is the entity name unless ``@entity(name=...)`` gave another (then the
+    schema's class path ends with it)."""
+    found = schemas.get(target)
+    if found is not None:
+        return found
+    matches = [s for s in schemas.values() if s.cls.rpartition(".")[2] == target]
+    return matches[0] if len(matches) == 1 else None
 
 
 async def stored_schemas(snap: Snapshot) -> dict[str, StoredSchema]:

@@ -286,6 +286,7 @@ class _Validator:
                     problems.add(n, "not a JSON object")
                     continue
                 if "entity" in j:
+                    self.records += 1
                     e = entities.get(j["entity"]) if type(j["entity"]) is str else None
                     if e is None:
                         problems.add(n, f"unknown entity {j['entity']!r} (not in the header, or refused there)")
@@ -301,6 +302,7 @@ class _Validator:
                         continue
                     records.append(_Pending(n, e, obj, pk))
                 elif "key" in j:
+                    self.kv_pairs += 1
                     if not allow_kv:
                         problems.add(n, "a kv line in a file whose header says kv: false")
                         continue
@@ -316,8 +318,6 @@ class _Validator:
                     problems.add(n, "neither a record, a kv pair nor the trailer")
             await self._check_records(records)
             await self._check_pairs(pairs)
-            self.records += len(records)
-            self.kv_pairs += len(pairs)
             if progress is not None:
                 progress("validate", self.last_line)
         if entities is None:
@@ -380,9 +380,14 @@ class _Validator:
         claims: dict[bytes, tuple[_Pending, bytes]] = {}
         for p, _ in live:
             info = p.entity.info
-            if not any(idx.unique for idx in info.indexes):
+            if not info.indexes:
                 continue
-            for k, owner in index_entries(info, entity_keys(info), p.obj, p.pk).items():
+            try:  # a value no key can hold (NaN in an index) is refused here, as by a put
+                entries = index_entries(info, entity_keys(info), p.obj, p.pk)
+            except InvalidArgumentError as exc:
+                problems.add(p.line, f"{info.name}: {exc}")
+                continue
+            for k, owner in entries.items():
                 if k[2] != 0x75:  # not a unique entry
                     continue
                 if k in claims:
@@ -498,10 +503,12 @@ async def _write(
             if len(batch) >= CHUNK or size >= _BATCH_BYTES:
                 await _write_batch(ctx, batch, on_conflict, report)
                 batch, size = [], 0
-        if progress is not None:
-            progress("write", lines)
+                if progress is not None:
+                    progress("write", lines)
     if batch:
         await _write_batch(ctx, batch, on_conflict, report)
+    if progress is not None:
+        progress("write", lines)
     for e in entities.values():  # auto keys: the next key handed out comes after the imported ones
         if e.info.auto:
             ctx.entities.next.pop(e.info.name, None)
