@@ -17,6 +17,7 @@ the same stored bytes (the same type, sign of zero, NaN bits, zone, fold, dict o
       nan, inf, -inf      {"$float": "nan"|"inf"|"-inf"}    the same
       NaN, other bits     {"$float": "nan:7ff8000000000001"} (the 16 hex digits of the double)
     str                   string                            string
+      with surrogates     {"$str": base64 of its UTF-8 with surrogates passed through}
     bytes                 base64 string (RFC 4648, padded)  {"$bytes": base64}
     datetime              ISO 8601 string (see below)       {"$datetime": the string}
     date                  "2024-05-01"                      {"$date": ...}
@@ -31,6 +32,7 @@ the same stored bytes (the same type, sign of zero, NaN bits, zone, fold, dict o
     dict[str, V]          object (order kept)               object, when every key is a str
                                                             not starting with "$"
     dict[K, V], K not str array of [key, value] pairs       {"$dict": [[key, value], ...]}
+      (or a str key with surrogates)
     T | None              null or T's form                  -
     dataclass             object of its fields, in order    -
     Link[T]               the target's primary key (T's key type's form)
@@ -43,7 +45,9 @@ optional suffixes in brackets: the zone key of a ``zoneinfo.ZoneInfo`` zone
 is set. A ``time`` in a ZoneInfo zone has no offset: ``12:30:00[Europe/Oslo]``.
 
 Big ints are exact in Python's ``json`` (JavaScript readers lose precision past 2**53).
-Strings may hold lone surrogates (``\udc80``): a writer escapes them (``ensure_ascii``).
+A str with surrogate code points (``"\udc80"``, which Python strings may hold and UTF-8
+cannot) is tagged ``$str``: JSON's only way to write one, a ``\u`` escape, turns an escaped
+high and low surrogate in a row into one character.
 
 Everything here is pure. An encoder or decoder is built once per call of
 :func:`entity_encoder`/:func:`entity_decoder` (one closure per position of the declared type),
@@ -128,6 +132,36 @@ def _float_from(j: Any, path: str) -> float:
                 if f != f:
                     return f
     raise _bad(path, "float", j)
+
+
+def _str_json(v: str) -> Any:
+    """A str, or ``{"$str": base64}`` (its UTF-8 with surrogates passed through) for a str
+    holding surrogate code points: JSON can write a lone surrogate only as a ``\\u`` escape,
+    and two such escapes in a row read back as one character (``"\\ud800\\udc00"`` is
+    U+10000), so such strings are not written as JSON strings."""
+    if v.isascii():
+        return v
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return {"$str": base64.b64encode(v.encode("utf-8", "surrogatepass")).decode("ascii")}
+    return v
+
+
+def _plain_key(k: Any) -> bool:
+    """Can ``k`` be an object key as it is (a str with no surrogates)?"""
+    return k.__class__ is str and (k.isascii() or _str_json(k) is k)
+
+
+def _str_from(j: Any, path: str) -> str:
+    if type(j) is str:
+        return j
+    if type(j) is dict and len(j) == 1 and type(b := j.get("$str")) is str:
+        try:
+            return base64.b64decode(b.encode("ascii"), validate=True).decode("utf-8", "surrogatepass")
+        except (binascii.Error, UnicodeError):
+            pass
+    raise _bad(path, "str", j)
 
 
 def _bytes_json(v: bytes) -> str:
@@ -299,6 +333,7 @@ def _exact(t: type) -> JsonDecoder:
 
 
 _TYPED_ENC: dict[type, JsonEncoder] = {
+    str: _str_json,
     float: _float_json,
     bytes: _bytes_json,
     datetime: _datetime_json,
@@ -310,7 +345,7 @@ _TYPED_ENC: dict[type, JsonEncoder] = {
 }
 _TYPED_DEC: dict[type, JsonDecoder] = {
     int: _exact(int),
-    str: _exact(str),
+    str: _str_from,
     bool: _exact(bool),
     float: _float_from,
     bytes: _bytes_from,
@@ -339,8 +374,10 @@ _UNTAG: dict[str, JsonDecoder] = {tag: _TYPED_DEC[t] for t, tag in _TAGS.items()
 def any_to_json(v: Any) -> Any:
     """The JSON form of a value of an ``Any`` position (the right column of the table)."""
     c = v.__class__
-    if c is str or c is int or c is bool or v is None:
+    if c is int or c is bool or v is None:
         return v
+    if c is str:
+        return _str_json(v)
     if c is float:
         return _float_json(v)
     tag = _TAGS.get(c)
@@ -355,7 +392,7 @@ def any_to_json(v: Any) -> Any:
     if c is frozenset:
         return {"$frozenset": [any_to_json(x) for x in v]}
     if c is dict:
-        if all(k.__class__ is str and not k.startswith("$") for k in v):
+        if all(_plain_key(k) and not k.startswith("$") for k in v):
             return {k: any_to_json(x) for k, x in v.items()}
         return {"$dict": [[any_to_json(k), any_to_json(x)] for k, x in v.items()]}
     if isinstance(v, Enum):  # an enum's value in a declared enum position
@@ -391,6 +428,8 @@ def _untag(tag: str, inner: Any, path: str) -> Any:
         return dec(inner, path)
     if tag == "$float":
         return _float_from({tag: inner}, path)
+    if tag == "$str":
+        return _str_from({tag: inner}, path)
     if tag in ("$tuple", "$set", "$frozenset", "$dict"):
         if type(inner) is not list:
             raise _bad(path, f"an array in {tag}", inner)
@@ -477,13 +516,11 @@ class _Encoders:
         if k == "dict":
             kn, vn = node.args
             kenc, venc = self.get(kn), self.get(vn)
-            if kn.kind == "scalar" and kn.py is str:
-                return lambda v: {key: venc(x) for key, x in v.items()}
-            if kn.kind == "any":
+            if (kn.kind == "scalar" and kn.py is str) or kn.kind == "any":
                 return lambda v: (
                     {key: venc(x) for key, x in v.items()}
-                    if all(key.__class__ is str for key in v)
-                    else [[any_to_json(key), venc(x)] for key, x in v.items()]
+                    if all(_plain_key(key) for key in v)
+                    else [[kenc(key), venc(x)] for key, x in v.items()]
                 )
             return lambda v: [[kenc(key), venc(x)] for key, x in v.items()]
         if k == "dataclass":
