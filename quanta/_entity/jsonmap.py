@@ -642,7 +642,7 @@ class _Decoders:
 
             return dec_dict
         if k == "dataclass":
-            cell: list[dict[str, JsonDecoder]] = []
+            cell: list[Fields] = []
             cls = node.py
 
             def dec_dc(j: Any, path: str) -> Any:
@@ -651,7 +651,7 @@ class _Decoders:
                 return build(cls, cell[0], j, path)
 
             self.made[id(node)] = dec_dc
-            cell.append({name: self.get(sub) for name, sub in node.fields})
+            cell.append(tuple((name, self.get(sub), _fast(sub)) for name, sub in node.fields))
             return dec_dc
         if k == "link":
             key = self.get(self.link_key(node))
@@ -672,19 +672,42 @@ _object_new = object.__new__
 _object_setattr = object.__setattr__
 
 
-def build(cls: type, decoders: dict[str, JsonDecoder], j: dict[str, Any], path: str) -> Any:
+class _Never:
+    """No JSON value has this class: a field without a fast path."""
+
+
+Fields = tuple[tuple[str, JsonDecoder, type], ...]
+"""A dataclass's fields for :func:`build`: ``(name, decoder, fast)``, where a JSON value of
+class ``fast`` is already the field's value (str, int, bool and float fields, also optional)."""
+
+
+def _fast(node: TypeNode) -> type:
+    if node.kind == "optional":
+        node = node.args[0]
+    if node.kind == "scalar" and node.py in (str, int, bool, float):
+        return node.py  # type: ignore[no-any-return]
+    return _Never
+
+
+def build(cls: type, fields: Fields, j: dict[str, Any], path: str) -> Any:
     """An object of dataclass ``cls`` with every field decoded from ``j``, made as the record
     codec makes one (no ``__init__`` or ``__post_init__`` call: the fields are the data).
     Unknown and missing fields raise ``InvalidTypeError``."""
-    unknown = [k for k in j if k not in decoders]
-    if unknown:
-        raise InvalidTypeError(f"{path}: unknown field(s) {', '.join(map(repr, unknown))}")
-    missing = [k for k in decoders if k not in j]
-    if missing:
-        raise InvalidTypeError(f"{path}: missing field(s) {', '.join(map(repr, missing))}")
+    if len(j) != len(fields):
+        names = [name for name, _, _ in fields]
+        unknown = [k for k in j if k not in names]
+        if unknown:
+            raise InvalidTypeError(f"{path}: unknown field(s) {', '.join(map(repr, unknown))}")
     obj: Any = _object_new(cls)
-    for name, dec in decoders.items():
-        _object_setattr(obj, name, dec(j[name], f"{path}.{name}"))
+    for name, dec, fast in fields:
+        try:
+            v = j[name]
+        except KeyError:
+            missing = [n for n, _, _ in fields if n not in j]
+            raise InvalidTypeError(f"{path}: missing field(s) {', '.join(map(repr, missing))}") from None
+        if v.__class__ is not fast:
+            v = dec(v, f"{path}.{name}")
+        _object_setattr(obj, name, v)
     return obj
 
 
@@ -706,13 +729,14 @@ def entity_decoder(info: EntityInfo) -> Callable[[Any], Any]:
     """A JSON object -> an (unchecked) object of entity ``info``; ``InvalidTypeError`` naming
     the field for a value of the wrong form. Run ``info.check`` on the result for the type
     checks, constraints and validators."""
-    decoders = {f.name: json_decoder(f.type_node) for f in info.fields}
+    decoders = _Decoders(_link_key)
+    fields = tuple((f.name, decoders.get(f.type_node), _fast(f.type_node)) for f in info.fields)
     cls, name = info.cls, info.name
 
     def dec(j: Any) -> Any:
         if type(j) is not dict:
             raise _bad(name, f"an object ({name})", j)
-        return build(cls, decoders, j, name)
+        return build(cls, fields, j, name)
 
     return dec
 
