@@ -51,8 +51,8 @@ _SCALARS: dict[str, type] = {
 @dataclasses.dataclass(slots=True)
 class TransferReport:
     """What an export or import did: ``records`` (records written, per entity name),
-    ``kv`` (pairs), ``skipped`` and ``replaced`` (records an import left as they were or
-    overwrote; 0 for an export), ``lines`` (of the file) and ``seq`` (the snapshot an export
+    ``kv`` (pairs), ``skipped`` and ``replaced`` (records and kv pairs an import left as
+    they were or overwrote; 0 for an export), ``lines`` (of the file) and ``seq`` (the snapshot an export
     read; the database's last commit after an import)."""
 
     records: dict[str, int] = dataclasses.field(default_factory=dict)

@@ -551,6 +551,7 @@ async def _write_batch(ctx: ImportContext, batch: list[Any], on_conflict: str, r
                 if old is not None and on_conflict == "skip":
                     skipped += 1
                     continue
+                replaced += old is not None
                 await tx.kv.put(key, value)
                 kv += 1
     for name, n in counts.items():

@@ -318,7 +318,7 @@ async def test_on_conflict_error_skip_replace(tmp_path: Path) -> None:
         kept = await authors.get(1)
         assert kept is not None and kept.email == "other@x.io"
         report = await db.import_jsonl(out, on_conflict="replace")
-        assert report.replaced == 6 and report.total == 6
+        assert report.replaced == 6 and report.total == 6 and report.kv == 0
         assert await entity_space(db) == want
 
 
