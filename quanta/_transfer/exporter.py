@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import os
 from collections.abc import Callable, Iterable
 from contextlib import aclosing
@@ -198,12 +199,17 @@ async def export_jsonl(
     report = TransferReport(seq=snap.seq)
     lines = 0
     async with aiofiles.open(path, "wb") as f:
-        await f.write(dump_line(header(snap.seq, kv, chosen)))
+        digest = hashlib.sha256()
+        head = dump_line(header(snap.seq, kv, chosen))
+        digest.update(head)
+        await f.write(head)
         lines += 1
         for schema in chosen:
             n = 0
             async for chunk in _record_chunks(snap, schema, schemas):
-                await f.write(b"".join(chunk))
+                data = b"".join(chunk)
+                digest.update(data)
+                await f.write(data)
                 n += len(chunk)
                 lines += len(chunk)
                 if progress is not None:
@@ -211,12 +217,14 @@ async def export_jsonl(
             report.records[schema.name] = n
         if kv:
             async for chunk in _kv_chunks(snap):
-                await f.write(b"".join(chunk))
+                data = b"".join(chunk)
+                digest.update(data)
+                await f.write(data)
                 report.kv += len(chunk)
                 lines += len(chunk)
                 if progress is not None:
                     progress("export", lines)
-        await f.write(dump_line(trailer(report.total, report.kv)))
+        await f.write(dump_line(trailer(report.total, report.kv, digest.hexdigest())))
         lines += 1
         await f.flush()
         await anyio_fsync(f)

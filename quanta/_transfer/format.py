@@ -6,7 +6,7 @@ A file is UTF-8 text, one JSON object per line (``\n`` ends every line)::
                          "entities": [<stored schema>, ...]}
     line 2..   record   {"entity": "User", "record": {"id": 7, "email": "a@x.io", ...}}
                kv pair  {"key": "<base64>", "value": "<base64>"}
-    last line  trailer  {"end": {"records": 1000, "kv": 0}}
+    last line  trailer  {"end": {"records": 1000, "kv": 0, "sha256": "9f86d0...0f00a08"}}
 
 ``seq`` is the sequence number of the snapshot the export read: every line is the state as of
 that commit. ``entities`` holds each exported entity's stored schema exactly as the catalog
@@ -64,8 +64,11 @@ def header(seq: int, kv: bool, schemas: list[StoredSchema]) -> dict[str, Any]:
     }
 
 
-def trailer(records: int, kv: int) -> dict[str, Any]:
-    return {"end": {"records": records, "kv": kv}}
+def trailer(records: int, kv: int, sha256: str | None = None) -> dict[str, Any]:
+    end: dict[str, Any] = {"records": records, "kv": kv}
+    if sha256 is not None:
+        end["sha256"] = sha256
+    return {"end": end}
 
 
 def schema_from_json(j: Any) -> StoredSchema:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
 import importlib
 import json
 import os
@@ -256,6 +257,8 @@ class _Validator:
         self.kv_pairs = 0
         self.trailer: tuple[int, Any] | None = None
         self.last_line = 0
+        self.digest = hashlib.sha256()
+        self.sha256 = ""
 
     async def run(self, path: str, progress: Progress | None) -> dict[str, _Entity]:
         problems = self.problems
@@ -267,6 +270,8 @@ class _Validator:
             for n, line in chunk:
                 self.last_line = n
                 if n == 1:
+                    self.digest.update(line)
+                    self.digest.update(b"\n")
                     head = _header(self.ctx, line, problems)
                     if head is None:
                         problems.raise_if_any()
@@ -285,6 +290,12 @@ class _Validator:
                 if type(j) is not dict:
                     problems.add(n, "not a JSON object")
                     continue
+                if "end" in j:
+                    self.trailer = (n, j["end"])
+                    self.sha256 = self.digest.hexdigest()  # of every byte before the trailer
+                    continue
+                self.digest.update(line)
+                self.digest.update(b"\n")
                 if "entity" in j:
                     self.records += 1
                     e = entities.get(j["entity"]) if type(j["entity"]) is str else None
@@ -312,8 +323,6 @@ class _Validator:
                         problems.add(n, str(exc))
                         continue
                     pairs.append((n, key, value))
-                elif "end" in j:
-                    self.trailer = (n, j["end"])
                 else:
                     problems.add(n, "neither a record, a kv pair nor the trailer")
             await self._check_records(records)
@@ -336,11 +345,16 @@ class _Validator:
             )
             return
         n, end = self.trailer
-        if type(end) is not dict or (end.get("records"), end.get("kv")) != (self.records, self.kv_pairs):
+        if type(end) is not dict or not set(end) <= {"records", "kv", "sha256"}:
+            self.problems.add(n, f"a malformed trailer {end!r}")
+            return
+        if (end.get("records"), end.get("kv")) != (self.records, self.kv_pairs):
             self.problems.add(
                 n,
                 f"the trailer counts {end!r}, the file holds {{'records': {self.records}, 'kv': {self.kv_pairs}}}",
             )
+        if "sha256" in end and end["sha256"] != self.sha256:
+            self.problems.add(n, "the file's bytes do not match the trailer's sha256: the file is damaged")
 
     async def _check_records(self, records: list[_Pending]) -> None:
         if not records:

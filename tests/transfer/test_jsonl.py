@@ -6,6 +6,7 @@ the source database is compared with the target's, key by key."""
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import math
 import uuid
@@ -142,7 +143,9 @@ async def test_export_then_import_gives_identical_bytes(tmp_path: Path) -> None:
     head = json.loads(lines[0])
     assert head["format"] == "quanta-jsonl" and head["version"] == 1 and head["kv"] is True
     assert [e["name"] for e in head["entities"]] == ["TrAuthor", "TrPost"]
-    assert json.loads(lines[-2]) == {"end": {"records": 6, "kv": 1}}
+    end = json.loads(lines[-2])["end"]
+    assert (end["records"], end["kv"]) == (6, 1)
+    assert end["sha256"] == hashlib.sha256(b"".join(x + b"\n" for x in lines[:-2])).hexdigest()
     first = json.loads(lines[3])["record"]
     assert first["at"] == "2024-03-31T02:30:00+01:00[Europe/Oslo]" or first["at"].endswith("[Europe/Oslo]")
     assert first["score"] == 0.0 and math.copysign(1, first["score"]) == -1
