@@ -358,3 +358,38 @@ async def test_import_with_the_class_from_the_schema_path(tmp_path: Path) -> Non
     async with quanta.open(tmp_path / "dst") as db:  # no class in use: imported by its stored path
         report = await db.import_jsonl(out)
         assert report.records == {"TrAuthor": 2, "TrPost": 4}
+
+
+async def test_cancelled_export_and_import(tmp_path: Path) -> None:
+    """A cancelled export leaves a file an import refuses (no trailer); a cancelled import's
+    validation writes nothing and removes its scratch store."""
+    import asyncio
+
+    out = tmp_path / "out.jsonl"
+    async with quanta.open(tmp_path / "src") as src:
+        await src.collection(Author).put_many([Author(email=f"a{i}@x.io") for i in range(5000)])
+        started = asyncio.Event()
+
+        def progress(phase: str, lines: int) -> None:
+            started.set()
+
+        task = asyncio.create_task(src.export_jsonl(out, progress=progress))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await src.export_jsonl(tmp_path / "whole.jsonl")
+    async with quanta.open(tmp_path / "dst", entities=[Author, Post]) as db:
+        with pytest.raises(quanta.ImportValidationError, match="no trailer"):
+            await db.import_jsonl(out)
+        started = asyncio.Event()
+        task = asyncio.create_task(db.import_jsonl(tmp_path / "whole.jsonl", progress=progress))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await entity_space(db) == []
+        assert not list(tmp_path.glob(".quanta-import-*"))  # the scratch store is gone
+        report = await db.import_jsonl(tmp_path / "whole.jsonl")
+        assert report.records == {"TrAuthor": 5000}
+        assert not list(tmp_path.glob(".quanta-import-*"))
