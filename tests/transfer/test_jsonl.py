@@ -360,6 +360,10 @@ async def test_import_with_the_class_from_the_schema_path(tmp_path: Path) -> Non
         assert report.records == {"TrAuthor": 2, "TrPost": 4}
 
 
+def scratch_dirs(where: Path) -> list[Path]:
+    return list(where.glob(".quanta-import-*"))
+
+
 async def test_cancelled_export_and_import(tmp_path: Path) -> None:
     """A cancelled export leaves a file an import refuses (no trailer); a cancelled import's
     validation writes nothing and removes its scratch store."""
@@ -389,7 +393,7 @@ async def test_cancelled_export_and_import(tmp_path: Path) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert await entity_space(db) == []
-        assert not list(tmp_path.glob(".quanta-import-*"))  # the scratch store is gone
+        assert not scratch_dirs(tmp_path)  # the scratch store is gone
         report = await db.import_jsonl(tmp_path / "whole.jsonl")
         assert report.records == {"TrAuthor": 5000}
-        assert not list(tmp_path.glob(".quanta-import-*"))
+        assert not scratch_dirs(tmp_path)
