@@ -16,7 +16,7 @@ import base64
 import dataclasses
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -147,18 +147,20 @@ async def stored_schemas(snap: Snapshot) -> dict[str, StoredSchema]:
     hi = prefix_end(_CATALOG)
     while lo is not None:
         nxt: bytes | None = None
-        async for key, value in snap.kv._scan(lo, hi):
-            t = decode_tuple(key[len(_CATALOG) :])
-            if len(t) == 1:
-                out[str(t[0])] = StoredSchema.from_bytes(value)
-            elif t[1] == "~job" and t[2] == "migrate":
-                raise InvalidArgumentError(
-                    f"{t[0]!s}: an interrupted migration has not finished; open the database with its "
-                    "entity classes (quanta.open(path, entities=[...])) to finish it, then export"
-                )
-            elif t[1] in ("~stage", "~claim"):  # a migration's data: skip the whole range
-                nxt = prefix_end(_CATALOG + encode_tuple(t[:2]))
-                break
+        scan = cast(AsyncGenerator[tuple[bytes, bytes], None], snap.kv._scan(lo, hi))
+        async with aclosing(scan):
+            async for key, value in scan:
+                t = decode_tuple(key[len(_CATALOG) :])
+                if len(t) == 1:
+                    out[str(t[0])] = StoredSchema.from_bytes(value)
+                elif t[1] == "~job" and t[2] == "migrate":
+                    raise InvalidArgumentError(
+                        f"{t[0]!s}: an interrupted migration has not finished; open the database with its "
+                        "entity classes (quanta.open(path, entities=[...])) to finish it, then export"
+                    )
+                elif t[1] in ("~stage", "~claim"):  # a migration's data: skip the whole range
+                    nxt = prefix_end(_CATALOG + encode_tuple(t[:2]))
+                    break
         lo = nxt
     return out
 
