@@ -85,6 +85,7 @@ class _Entity:
     info: EntityInfo
     decode: Callable[[Any], Any]
     links: list[tuple[str, str, bool]]  # (field, target entity, many)
+    largest: int = 0  # the largest auto key in the file
 
 
 class _Problems:
@@ -312,6 +313,8 @@ class _Validator:
                         problems.add(n, f"{e.info.name}: the record has no primary key ({pk!r})")
                         continue
                     records.append(_Pending(n, e, obj, pk))
+                    if e.info.auto and type(pk) is int and pk > e.largest:
+                        e.largest = pk
                 elif "key" in j:
                     self.kv_pairs += 1
                     if not allow_kv:
@@ -497,6 +500,13 @@ async def _write(
     ctx: ImportContext, path: str, entities: dict[str, _Entity], on_conflict: str, progress: Progress | None
 ) -> TransferReport:
     report = TransferReport()
+    for e in entities.values():
+        # An auto-key counter this process already seeded must not hand out a key that a later
+        # batch of the file writes (one not seeded yet seeds from the largest stored key when
+        # first used; docs/operations.md, "Auto keys").
+        name = e.info.name
+        if e.info.auto and name in ctx.entities.next:
+            ctx.entities.next[name] = max(ctx.entities.next[name], e.largest + 1)
     batch: list[tuple[_Entity, Any] | tuple[bytes, bytes]] = []
     size = 0
     lines = 0

@@ -323,6 +323,7 @@ async def test_on_conflict_error_skip_replace(tmp_path: Path) -> None:
         report = await db.import_jsonl(out, on_conflict="replace")
         assert report.replaced == 6 and report.total == 6 and report.kv == 0
         assert await entity_space(db) == want
+        assert await authors.put(Author(email="z@x.io")) == 3  # the seeded counter went past the file's keys
 
 
 async def test_a_write_phase_cut_short_is_finished_by_replace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -397,3 +398,32 @@ async def test_cancelled_export_and_import(tmp_path: Path) -> None:
         report = await db.import_jsonl(tmp_path / "whole.jsonl")
         assert report.records == {"TrAuthor": 5000}
         assert not scratch_dirs(tmp_path)
+
+
+async def test_an_insert_during_the_import_gets_a_key_past_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    monkeypatch.setattr(importer, "CHUNK", 1)
+    out = tmp_path / "out.jsonl"
+    async with quanta.open(tmp_path / "src") as src:
+        await src.collection(Author).put_many([Author(email="a@x.io"), Author(email="b@x.io")])
+        await src.export_jsonl(out, entities=["TrAuthor"])
+    async with quanta.open(tmp_path / "dst", entities=[Author]) as db:
+        authors = db.collection(Author)
+        await authors.put(Author(id=100, email="old@x.io"))  # the counter is in use: next is 101
+        await authors.delete(100)
+        await authors.put(Author(id=1, email="x@x.io"))
+        await authors.delete(1)
+        db._entities.next["TrAuthor"] = 2  # as if only key 1 had been handed out so far
+        tasks: list[asyncio.Task[Any]] = []
+
+        def progress(phase: str, lines: int) -> None:
+            if phase == "write" and not tasks:  # after the first batch (author 1)
+                tasks.append(asyncio.ensure_future(authors.put(Author(email="new@x.io"))))
+
+        await db.import_jsonl(out, progress=progress)
+        key = await tasks[0]
+        assert key > 2
+        assert [a.email for a in await authors.query().all()] == ["a@x.io", "b@x.io", "new@x.io"]
