@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any, TextIO
 
+import aiofiles
+
 from . import _db
 from ._catalog import EntityReport, StoredSchema, render, to_version_for
 from ._schema import EntityInfo
@@ -51,6 +53,7 @@ from ._storage import (
     replay_manifest,
     replay_wal,
 )
+from ._transfer import header_modules
 from .errors import InvalidArgumentError, QuantaError
 
 __all__ = ["main"]
@@ -542,11 +545,13 @@ async def export_cmd(
 async def import_cmd(
     path: str, file: str, on_conflict: str, modules: list[str] | None, out: TextIO | None = None
 ) -> dict[str, Any]:
-    """``quanta import``: the classes of ``modules`` are declared at open (so they are
-    checked against the stored schemas, as an app's open does)."""
-    classes = [cls for m in modules or () for cls in _entity_classes(_import_module(m))]
-    if os.getcwd() not in sys.path:  # the module paths the file's schemas name
-        sys.path.insert(0, os.getcwd())
+    """``quanta import``: the classes of ``modules`` (default: the modules the file's header
+    names, found from the current directory) are declared at open, so they are checked against
+    the stored schemas as an app's open does."""
+    if not modules:  # the modules of the classes the file's schemas name (trusted files only)
+        async with aiofiles.open(file, "rb") as f:
+            modules = header_modules(await f.readline())
+    classes = [cls for m in modules for cls in _entity_classes(_import_module(m))]
     progress = _LineProgress()
     async with _db.open(path, entities=classes) as db:
         report = await db.import_jsonl(file, on_conflict=on_conflict, progress=progress)

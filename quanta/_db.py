@@ -246,9 +246,10 @@ class Database:
         transaction each. ``on_conflict``: what a record whose primary key exists does:
         ``"error"`` (a problem), ``"replace"`` (overwrite it) or ``"skip"`` (keep the stored
         one). Entities are decoded with the classes in use in this database (declared at
-        open, or used through a collection), else with the class the file's schema names,
-        imported by its module path. A crash or cancellation in the write phase leaves the
-        batches committed so far; re-run with ``on_conflict="replace"`` to finish."""
+        open, or used through a collection), else with the class the file's schema names
+        if its module is already imported (a file never makes the import run code). A crash
+        or cancellation in the write phase leaves the batches committed so far; re-run with
+        ``on_conflict="replace"`` to finish."""
         path = check_path(file)
         mode = check_on_conflict(on_conflict)
         reporter = check_progress(progress)

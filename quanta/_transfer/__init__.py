@@ -10,7 +10,7 @@ below the database (``quanta/_db.py`` calls it).
 
 from .exporter import Progress, TransferReport, check_path, check_progress, export_jsonl
 from .format import FORMAT, FormatVersion
-from .importer import ON_CONFLICT, ImportContext, check_on_conflict, import_jsonl
+from .importer import ON_CONFLICT, ImportContext, check_on_conflict, header_modules, import_jsonl
 
 __all__ = [
     "FORMAT",
@@ -23,5 +23,6 @@ __all__ = [
     "check_path",
     "check_progress",
     "export_jsonl",
+    "header_modules",
     "import_jsonl",
 ]

@@ -2,9 +2,10 @@
 
 1. **Validate** (nothing is written to the database): every line is parsed, decoded with its
    entity's class (the class in use in this database, else the class the file's schema
-   names, imported by its module path) and checked as a put checks it (types, constraints,
-   validators); then, a chunk of lines at a time, primary keys and unique values are checked
-   against the rest of the file and against the database, and link targets against both.
+   names if its module is already imported: a file never makes the import run code) and
+   checked as a put checks it (types, constraints, validators); then, a chunk of lines at a
+   time, primary keys and unique values are checked against the rest of the file and against
+   the database, and link targets against both.
    What the file must remember of earlier lines lives in a scratch store on disk
    (``scratch.py``), so memory stays bounded whatever the file size. Every problem is
    collected with its line number; if there is any, ``ImportValidationError`` lists them
@@ -36,10 +37,10 @@ import base64
 import binascii
 import dataclasses
 import hashlib
-import importlib
 import json
 import os
 import struct
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -58,7 +59,7 @@ from .exporter import CHUNK, Progress, TransferReport
 from .format import FORMAT, FormatVersion, schema_from_json
 from .scratch import Scratch
 
-__all__ = ["ON_CONFLICT", "ImportContext", "import_jsonl"]
+__all__ = ["ON_CONFLICT", "ImportContext", "header_modules", "import_jsonl"]
 
 ON_CONFLICT = ("error", "replace", "skip")
 _READ = 1 << 20  # bytes per file read
@@ -139,16 +140,25 @@ def _loads(line: bytes) -> Any:
 
 
 def _class_of(schema: StoredSchema) -> type | None:
+    """The class the schema names, if its module is already imported: a file never makes the
+    import run a module's code (``quanta import`` imports the modules it is told to)."""
     module, _, qualname = schema.cls.rpartition(".")
-    if not module:
+    obj: Any = sys.modules.get(module) if module else None
+    if obj is None:
         return None
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except Exception:
-        return None
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
     return obj if isinstance(obj, type) else None
+
+
+def header_modules(first_line: bytes) -> list[str]:
+    """The modules of the classes a file's header names (for the command line, which imports
+    them when no ``--module`` is given); empty if the line is not a header."""
+    try:
+        j = json.loads(first_line)
+        return sorted({str(e["class"]).rpartition(".")[0] for e in j["entities"]} - {""})
+    except (ValueError, KeyError, TypeError):
+        return []
 
 
 def _resolve(ctx: ImportContext, stored: StoredSchema, problems: _Problems) -> _Entity | None:
@@ -163,7 +173,7 @@ def _resolve(ctx: ImportContext, stored: StoredSchema, problems: _Problems) -> _
     if info is None:
         problems.add(
             1,
-            f"entity {stored.name}: no class for it is in use in this database and {stored.cls} cannot be "
+            f"entity {stored.name}: no class for it is in use in this database and {stored.cls} is not "
             "imported; open the database with it (quanta.open(path, entities=[...])) before importing",
         )
         return None

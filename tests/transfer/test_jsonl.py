@@ -427,3 +427,22 @@ async def test_an_insert_during_the_import_gets_a_key_past_the_file(
         key = await tasks[0]
         assert key > 2
         assert [a.email for a in await authors.query().all()] == ["a@x.io", "b@x.io", "new@x.io"]
+
+
+async def test_an_import_never_imports_a_module_the_file_names(tmp_path: Path) -> None:
+    import sys
+
+    head = await _header(tmp_path)
+    for schema in head["entities"]:
+        schema["class"] = "jsonl_side_effect_module.Thing"
+    (tmp_path / "jsonl_side_effect_module.py").write_text("raise SystemExit('imported!')\n")
+    path = tmp_path / "foreign.jsonl"
+    _write_file(path, head, [])
+    sys.path.insert(0, str(tmp_path))
+    try:
+        async with quanta.open(tmp_path / "dst") as db:  # no class in use
+            with pytest.raises(quanta.ImportValidationError, match="is not imported"):
+                await db.import_jsonl(path)
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert "jsonl_side_effect_module" not in sys.modules
