@@ -40,7 +40,8 @@ class Point:
     label: str | None = None
 
 
-zones = st.builds(timezone, st.integers(-23 * 60 + 1, 23 * 60 - 1).map(lambda m: timedelta(minutes=m)))
+minutes = st.integers(-23 * 60 + 1, 23 * 60 - 1).map(lambda m: timedelta(minutes=m))
+zones: st.SearchStrategy[Any] = st.builds(timezone, minutes)
 zones = zones | st.builds(
     timezone, st.integers(-12 * 60, 12 * 60).map(lambda m: timedelta(minutes=m)), st.text(min_size=1, max_size=5)
 )
@@ -135,7 +136,7 @@ def run_property(specs: st.SearchStrategy[list[tuple[int, bool, bool]]], example
         async def run() -> None:
             out = workdir / f"{cls.__name__}.jsonl"
             async with quanta.open("/src", fs=MemoryFileSystem()) as src:
-                coll = src.collection(cls)
+                coll: quanta.Collection[Any] = src.collection(cls)
                 for pk, row in enumerate(rows):
                     try:
                         await coll.put(cls(id=pk, **row))
