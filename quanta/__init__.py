@@ -44,6 +44,7 @@ from ._schema import (
     validator,
 )
 from ._storage import BackupInfo, SystemEvent
+from ._transfer import TransferReport
 from ._txn import MAX_TX_KEYS, MAX_TX_RANGES, Transaction, TransactionKeyValue
 from .errors import (
     BackgroundError,
@@ -54,6 +55,7 @@ from .errors import (
     DatabaseFailedError,
     DatabaseLockedError,
     DatabaseNotFoundError,
+    ImportValidationError,
     IntegrityError,
     InvalidArgumentError,
     InvalidTypeError,
@@ -98,6 +100,7 @@ __all__ = [
     "DatabaseFailedError",
     "DatabaseLockedError",
     "DatabaseNotFoundError",
+    "ImportValidationError",
     "Index",
     "IntegrityError",
     "InvalidArgumentError",
@@ -132,6 +135,7 @@ __all__ = [
     "Transaction",
     "TransactionClosedError",
     "TransactionKeyValue",
+    "TransferReport",
     "Unique",
     "UniqueViolationError",
     "UnsupportedPlatformError",

@@ -1,4 +1,4 @@
-"""``python -m quanta`` / ``quanta``: demo, stats, verify, dump, schema, migrate and backup.
+"""``python -m quanta`` / ``quanta``: demo, stats, verify, dump, schema, migrate, backup, export, import.
 
 ```
 quanta demo [PATH]          the guided tour (default PATH: ./quanta-demo.db)
@@ -12,6 +12,13 @@ quanta migrate PATH --autogenerate MODULE
                             write a migration skeleton (opened read-only)
 quanta backup SRC DEST      a consistent copy of SRC in DEST (SRC opened read-only; DEST new,
                             empty, or an earlier backup of SRC, which is updated)
+quanta export PATH [--entity NAME ...] [-o FILE] [--kv]
+                            the records (and with --kv the kv pairs) as JSON Lines, to FILE
+                            or stdout (opened read-only; needs no entity class)
+quanta import PATH FILE [--on-conflict error|replace|skip] [--module MODULE ...]
+                            a JSON Lines export into PATH, validated before the first write;
+                            the entity classes come from MODULE, else from the module path
+                            each schema in the file names
 ```
 Exit status: 0 on success, 1 when the database is damaged or cannot be opened, 2 on usage
 errors. Long work shows a progress bar on stderr (when it is a terminal, or with --progress).
@@ -32,6 +39,8 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any, TextIO
 
+import aiofiles
+
 from . import _db
 from ._catalog import EntityReport, StoredSchema, render, to_version_for
 from ._schema import EntityInfo
@@ -46,6 +55,7 @@ from ._storage import (
     replay_manifest,
     replay_wal,
 )
+from ._transfer import header_modules
 from .errors import InvalidArgumentError, QuantaError
 
 __all__ = ["main"]
@@ -515,6 +525,62 @@ async def backup(src: str, dest: str, out: TextIO = sys.stdout, progress: bool |
     )
 
 
+# ---------------------------------------------------------------------------- export / import
+
+
+class _LineProgress:
+    """``phase: 12,345 lines``, redrawn in place on stderr (a terminal, or ``enabled``)."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.phase = ""
+
+    def __call__(self, phase: str, lines: int) -> None:
+        if not self.enabled:
+            return
+        if self.phase and phase != self.phase:
+            sys.stderr.write("\n")
+        self.phase = phase
+        sys.stderr.write(f"\r{phase}: {lines:,} lines")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.phase:
+            sys.stderr.write("\n")
+
+
+async def export_cmd(
+    path: str, output: str | None, entities: list[str] | None, kv: bool, out: TextIO | None = None
+) -> dict[str, Any]:
+    """``quanta export``: returns the report (printed on ``out`` as JSON)."""
+    progress = _LineProgress(False if output is None else None)
+    async with _db.open(path, read_only=True, create_if_missing=False) as db:
+        report = await db.export_jsonl(output or "/dev/stdout", entities=entities or None, kv=kv, progress=progress)
+    progress.done()
+    result = report.as_dict()
+    print(json.dumps(result), file=out or sys.stderr)  # stdout may be the export itself
+    return result
+
+
+async def import_cmd(
+    path: str, file: str, on_conflict: str, modules: list[str] | None, out: TextIO | None = None
+) -> dict[str, Any]:
+    """``quanta import``: the classes of ``modules`` (default: the modules the file's header
+    names, found from the current directory) are declared at open, so they are checked against
+    the stored schemas as an app's open does."""
+    if not modules:  # the modules of the classes the file's schemas name (trusted files only)
+        async with aiofiles.open(file, "rb") as f:
+            modules = header_modules(await f.readline())
+    classes = [cls for m in modules for cls in _entity_classes(_import_module(m))]
+    progress = _LineProgress()
+    async with _db.open(path, entities=classes) as db:
+        report = await db.import_jsonl(file, on_conflict=on_conflict, progress=progress)
+    progress.done()
+    result = report.as_dict()
+    print(json.dumps(result), file=out or sys.stdout)
+    return result
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -547,6 +613,16 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("src")
     b.add_argument("dest")
     b.add_argument("--progress", action="store_true", default=None, help="always show the progress bar")
+    x = sub.add_parser("export", help="write the records (and kv pairs) as JSON Lines")
+    x.add_argument("path")
+    x.add_argument("--entity", metavar="NAME", action="append", help="export only this entity (repeatable)")
+    x.add_argument("-o", "--output", metavar="FILE", default=None, help="the file to write (default: stdout)")
+    x.add_argument("--kv", action="store_true", help="also export the db.kv pairs")
+    i = sub.add_parser("import", help="import a JSON Lines export (validated before the first write)")
+    i.add_argument("path")
+    i.add_argument("file")
+    i.add_argument("--on-conflict", choices=["error", "replace", "skip"], default="error")
+    i.add_argument("--module", metavar="MODULE", action="append", help="module (or .py file) declaring the classes")
     return p
 
 
@@ -563,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
         "schema": lambda: asyncio.run(schema(args.path, as_json=args.json)),
         "migrate": lambda: migrate(args.path, args.autogenerate, args.output),
         "backup": lambda: asyncio.run(backup(args.src, args.dest, progress=args.progress)),
+        "export": lambda: asyncio.run(export_cmd(args.path, args.output, args.entity, args.kv)),
+        "import": lambda: asyncio.run(import_cmd(args.path, args.file, args.on_conflict, args.module)),
     }
     try:
         result = commands[args.command]()

@@ -26,6 +26,16 @@ from ._reactive import DEFAULT_CAPACITY, ChangeBus, ChangeSet, EventHub, Queue, 
 from ._schema import CATALOG_PREFIX
 from ._storage import BackupInfo, Engine, SystemEvent, backup
 from ._storage.vfs import check_platform
+from ._transfer import (
+    ImportContext,
+    Progress,
+    TransferReport,
+    check_on_conflict,
+    check_path,
+    check_progress,
+    export_jsonl,
+    import_jsonl,
+)
 from ._txn import Transaction, Transactions, check_retries, run_transaction
 from .errors import InvalidArgumentError, InvalidTypeError, QuantaError
 
@@ -233,6 +243,57 @@ class Database:
             raise InvalidTypeError(f"progress must be callable, got {type(progress).__name__}")
         self._engine.check_open()
         return await backup(self._engine, path, progress)
+
+    async def export_jsonl(
+        self,
+        file: str | os.PathLike[str],
+        *,
+        entities: Iterable[str | type] | None = None,
+        kv: bool = False,
+        progress: Progress | None = None,
+    ) -> TransferReport:
+        """Write the database as of one snapshot to the JSON Lines file ``file`` (replaced if it
+        exists): a header with each entity's stored schema, one line per record, then (with
+        ``kv=True``) one per ``db.kv`` pair, then a trailer. ``entities``: entity names or
+        classes to export (default: every entity with a stored schema). No entity class is
+        needed: records are read with their stored schemas. Writers keep writing meanwhile;
+        memory stays bounded (a chunk of records at a time). ``progress(phase, lines)`` is
+        called after each chunk. Returns a :class:`quanta.TransferReport`. Format and value
+        mapping: docs/operations.md, "Export and import (JSON Lines)"."""
+        path = check_path(file)
+        check_flag("kv", kv)
+        reporter = check_progress(progress)
+        self._engine.check_open()
+        async with self.snapshot() as snap:
+            return await export_jsonl(snap, path, entities=entities, kv=kv, progress=reporter)
+
+    async def import_jsonl(
+        self, file: str | os.PathLike[str], *, on_conflict: str = "error", progress: Progress | None = None
+    ) -> TransferReport:
+        """Import a file written by :meth:`export_jsonl`. Every line is validated first (JSON,
+        entity, types, constraints, validators, unique values within the file and against the
+        database, link targets in the database or the file, primary keys per ``on_conflict``);
+        any problem raises :class:`quanta.ImportValidationError` listing the bad lines with
+        their numbers, and nothing is written. Then the records are written in batches, one
+        transaction each. ``on_conflict``: what a record whose primary key exists does:
+        ``"error"`` (a problem), ``"replace"`` (overwrite it) or ``"skip"`` (keep the stored
+        one). Entities are decoded with the classes in use in this database (declared at
+        open, or used through a collection), else with the class the file's schema names
+        if its module is already imported (a file never makes the import run code). A crash
+        or cancellation in the write phase leaves the batches committed so far; re-run with
+        ``on_conflict="replace"`` to finish."""
+        path = check_path(file)
+        mode = check_on_conflict(on_conflict)
+        reporter = check_progress(progress)
+        self._engine.check_writable()
+        ctx = ImportContext(
+            kv=self.kv,
+            begin=self.transaction,
+            catalog=self._catalog,
+            entities=self._entities,
+            last_seq=lambda: self._engine.visible_seq,
+        )
+        return await import_jsonl(ctx, path, on_conflict=mode, progress=reporter)
 
     async def stats(self) -> dict[str, Any]:
         """Counters and sizes: levels, memtables, bytes written, cache, stalls."""

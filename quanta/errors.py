@@ -11,6 +11,8 @@ QuantaError
 │   ├── LimitExceededError              key, value or batch over the documented limits
 │   ├── ValidationError                 an entity breaks its constraints or validators
 │   │                                   (lists every violation)
+│   ├── ImportValidationError           a JSON Lines file an import refuses (lists each bad
+│   │                                   line with its number; nothing was written)
 │   ├── SchemaError (TypeError)         a bad entity declaration (names class and field)
 │   ├── QueryError                      an ill-typed or impossible query, raised when built
 │   └── ReservedKeyError                a db.kv call inside the entity key space (b"\x00Q...")
@@ -55,6 +57,7 @@ __all__ = [
     "DatabaseFailedError",
     "DatabaseLockedError",
     "DatabaseNotFoundError",
+    "ImportValidationError",
     "IntegrityError",
     "InvalidArgumentError",
     "InvalidTypeError",
@@ -146,6 +149,32 @@ class ValidationError(InvalidArgumentError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return _rebuild, (type(self), (self.violations, self.args[0]), {})
+
+
+class ImportValidationError(InvalidArgumentError):
+    """``db.import_jsonl`` found bad lines in the file and wrote nothing. ``problems`` lists
+    ``(line, message)`` pairs (line numbers count from 1, the header; the first
+    ``MAX_PROBLEMS`` problems are kept), ``count`` how many were found in all; ``str()``
+    shows the first ones, one per line."""
+
+    MAX_PROBLEMS = 1000
+    _SHOWN = 20
+
+    def __init__(
+        self, problems: Iterable[tuple[int, str]], count: int | None = None, message: str | None = None
+    ) -> None:
+        self.problems: list[tuple[int, str]] = list(problems)
+        self.count = len(self.problems) if count is None else count
+        if message is None:
+            head = f"the import file has {self.count} bad line(s); nothing was written:"
+            lines = [head, *(f"  line {n}: {m}" for n, m in self.problems[: self._SHOWN])]
+            if self.count > self._SHOWN:
+                lines.append(f"  ... and {self.count - self._SHOWN} more (see .problems)")
+            message = "\n".join(lines)
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self), (self.problems, self.count, self.args[0]), {})
 
 
 def _violations_message(violations: list[Violation], shown: int) -> str:

@@ -566,6 +566,11 @@ class Catalog:
                 raise SchemaMismatchError(_message(problems, {name: hint}), differences=problems)
         self._bound[name] = info
 
+    def bound_info(self, name: str) -> EntityInfo | None:
+        """The entity class in use for entity ``name`` (declared at open or admitted by a
+        collection), or None: what an import decodes a file's records with."""
+        return self._bound.get(name)
+
     def has_schema(self, name: str) -> bool:
         """Whether a schema of entity ``name`` is stored (committed)."""
         return name in self.schemas

@@ -4,6 +4,9 @@ the executor that runs their plans (``executor.py``: the one place plans run, fo
 queries, counts, deletes by query and live queries), the aggregates (``aggregates.py``),
 over transactions (``quanta/_txn``), declarations (``quanta/_schema``) and the planner
 (``quanta/_query``).
+the executor that runs their plans (``executor.py``), the JSON mapping of entity values
+(``jsonmap.py``), over transactions (``quanta/_txn``),
+declarations (``quanta/_schema``) and the planner (``quanta/_query``).
 
 Inside, a write flows down: ``_collection``/``_queries`` -> ``writes`` -> ``_relations`` ->
 ``executor`` -> ``entries``, then the transaction. What other layers use is exported here.
@@ -14,6 +17,8 @@ from ._queries import Query
 from .aggregates import AGGREGATES, Aggregate, check_aggregate
 from .entries import entity_keys, index_entries, new_index_entries
 from .executor import ReadView, match_counts, rows
+from .jsonmap import any_from_json, any_to_json, entity_decoder, entity_encoder, json_encoder
+from .writes import put_records
 
 __all__ = [
     "AGGREGATES",
@@ -31,4 +36,10 @@ __all__ = [
     "match_counts",
     "new_index_entries",
     "rows",
+    "any_from_json",
+    "any_to_json",
+    "entity_decoder",
+    "entity_encoder",
+    "json_encoder",
+    "put_records",
 ]

@@ -305,6 +305,15 @@ class Query(Generic[E]):
         """``avg(field)``, live (int and float fields)."""
         return self._coll._ctx.live.watch_aggregate(self, "avg", field, coalesce=coalesce, buffer=buffer)
 
+    async def to_dicts(self) -> list[dict[str, Any]]:
+        """The results as JSON-ready dicts (``json.dumps`` takes them as they are), one per
+        object, fields in declaration order, through the mapping of ``jsonmap.py``
+        (docs/operations.md, "Export and import (JSON Lines)"): datetimes as ISO 8601
+        strings, UUIDs and Decimals as strings, links as the target's primary key."""
+        from .jsonmap import entity_dicts
+
+        return entity_dicts(self._coll._info, await self.all())
+
 
 def _merge_trees(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = dict(a)

@@ -31,7 +31,13 @@ def _unique_index(info: EntityInfo, key: bytes) -> IndexInfo:
     raise AssertionError(name)  # pragma: no cover
 
 
-async def put_records(info: EntityInfo, kv: TransactionKeyValue, items: list[Any], pks: list[Any]) -> None:
+async def put_records(
+    info: EntityInfo, kv: TransactionKeyValue, items: list[Any], pks: list[Any], *, check_links: bool = True
+) -> None:
+    """Buffer ``items`` (checked objects of ``info``, primary keys ``pks``) with their index
+    entries in ``kv``. ``check_links=False`` skips the link-target checks: only for a caller
+    that checked every target itself (a JSON Lines import, whose targets may come in a later
+    batch of the same file)."""
     keys = entity_keys(info)
     prefix = keys.record_prefix
     epks = encode_keys(pks)
@@ -42,7 +48,7 @@ async def put_records(info: EntityInfo, kv: TransactionKeyValue, items: list[Any
         items = [obj for obj, _, _ in latest.values()]
         pks = [pk for _, pk, _ in latest.values()]
         epks = [e for _, _, e in latest.values()]
-    if info.relations is not None and info.relations.links:
+    if check_links and info.relations is not None and info.relations.links:
         await _relations.check_targets(info, kv, items, rkeys)  # IntegrityError before any write
     encode, decode = info.encode, info.decode
     records = list(map(encode, items))

@@ -27,6 +27,7 @@ from .keyspace import (
     bad_record_error,
     catalog_key,
     index_prefix,
+    record_key,
     record_prefix,
     sequence_key,
     unique_prefix,
@@ -45,9 +46,11 @@ from .relations import (
     links,
     resolve_pending,
 )
+from .typenode import ANY_TYPES, TypeNode, any_problem
 from .validation import validator
 
 __all__ = [
+    "ANY_TYPES",
     "CATALOG",
     "INDEX",
     "NS",
@@ -56,12 +59,15 @@ __all__ = [
     "UNIQUE",
     "EntityKeys",
     "LinkSpec",
+    "TypeNode",
+    "any_problem",
     "bad_record_error",
     "catalog_key",
     "decode_value",
     "index_prefix",
     "has_pending",
     "index_value",
+    "record_key",
     "record_prefix",
     "resolve_pending",
     "sequence_key",

@@ -469,7 +469,10 @@ async def test_a_commit_appended_but_not_yet_durable_is_not_in_the_backup() -> N
     fs = MemoryFileSystem()
     db = await quanta.open("/db", fs=fs)
     await db.kv.put(b"durable", b"1")
-    gate = Gate(fs, lambda op: op.kind == "sync" and op.path.startswith("/db/") and op.path.endswith(".wal"))
+    wal = db._engine.wal
+    assert wal is not None
+    active = f"/db/{filenames.wal_name(wal.number)}"  # not a spare segment being prepared
+    gate = Gate(fs, lambda op: op.kind == "sync" and op.path == active)
     task = asyncio.create_task(db.kv.put(b"in-flight", b"2"))
     await asyncio.to_thread(gate.entered.wait, 20)
     assert db._engine.inflight()  # appended, fsync running

@@ -52,6 +52,7 @@ LAYERS: list[str] = [
     "quanta._entity",  # collections, queries and the EntityContext (they name each other)
     "quanta._live",  # live queries
     "quanta._catalog",  # stored schemas, index builds, migrations
+    "quanta._transfer",  # JSON Lines export and import
     "quanta._db",  # Database and open: ties the layers together
     "quanta._cli",  # the command line (the demo, schema tools)
     "quanta.__main__",

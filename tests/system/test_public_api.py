@@ -44,6 +44,7 @@ CALLER_BUGS = {
     "SchemaError",
     "QueryError",
     "ReservedKeyError",
+    "ImportValidationError",
 }
 
 
