@@ -181,6 +181,12 @@ class Hub:
     def _queue(self, capacity: int, conflate: bool, wake: Callable[[], None]) -> Queue[Any]:
         return Queue(capacity=capacity, conflate=conflate, wake=wake, backlog=self.backlogged)
 
+    def end_all(self, error: BaseException) -> None:
+        """End every current subscriber with ``error``, staying open for new ones (a
+        read-only database that fell behind its writer: ReaderLagError)."""
+        for tap in list(self._subs):
+            tap._stop(error)
+
     def close(self, failure: BaseException | None = None) -> None:
         """End every subscriber (with DatabaseFailedError if the database failed)."""
         self._closed = True
