@@ -260,6 +260,16 @@ class Database:
             "change_subscribers": len(self._bus),
             "event_subscribers": len(self._events),
             "change_sets_published": self._bus.published,
+            # a read-only open following a writer (None otherwise): looks taken, new table
+            # sets installed, reloads after falling behind (docs/operations.md)
+            "follower": None
+            if e.follower is None
+            else {
+                "polls": e.follower.polls,
+                "installs": e.follower.installs,
+                "reloads": e.follower.reloads,
+                "lag_gaps": e.follower.lag_gaps,
+            },
         }
 
     async def indexes_ready(self) -> None:

@@ -472,27 +472,34 @@ class Follower:
             eng._raise_failure()
         assert self._lock is not None
         async with self._lock:
-            if eng.closed:
-                return eng.visible_seq
-            loop = asyncio.get_running_loop()
-            reload = self._needs_reload and not eng.snapshots
-            work: Callable[[], object] = self.tailer.load if reload else self.tailer.poll
-            fut = loop.run_in_executor(None, work)
-            self._inflight = fut
-            try:
-                result = await asyncio.shield(fut)
-            except QuantaError as exc:
-                eng._fail(exc, background=True)
-                raise
-            finally:
-                self._inflight = None
-            self.polls += 1
-            if reload:
-                assert isinstance(result, Candidate)
-                self._reload(result)
-            else:
+            if self._inflight is not None:  # a cancelled catch_up's poll still runs: wait for it
+                await asyncio.shield(self._inflight)
+            for _ in range(2):  # a poll that finds a gap reloads at once (when it may)
+                if eng.closed:
+                    break
+                reload = self._needs_reload and not eng.snapshots
+                result = await self._in_thread(self.tailer.load if reload else self.tailer.poll)
+                self.polls += 1
+                if reload:
+                    assert isinstance(result, Candidate)
+                    self._reload(result)
+                    break
                 self.apply()
+                if not self._needs_reload:
+                    break
             return eng.visible_seq
+
+    async def _in_thread(self, work: Callable[[], object]) -> object:
+        """Run a poll or load in a worker thread; no cancellation stops it half-way (stop()
+        waits for it). A failure stops following: reads go on at the last state."""
+        fut = asyncio.get_running_loop().run_in_executor(None, work)
+        self._inflight = fut
+        fut.add_done_callback(lambda _: setattr(self, "_inflight", None))
+        try:
+            return await asyncio.shield(fut)
+        except QuantaError as exc:
+            self.engine._fail(exc, background=True)
+            raise
 
     def apply(self) -> None:
         """Apply the batches the last poll read, then install its candidate if allowed."""

@@ -203,7 +203,7 @@ async def test_lock_timeout_waits_for_the_writer_to_leave(db_factory: OpenFn) ->
     db = await db_factory()
     await db.kv.put(b"k", b"v")
     t = time.perf_counter()
-    with pytest.raises(quanta.DatabaseLockedError, match="waited 0.2 s"):
+    with pytest.raises(quanta.DatabaseLockedError, match=r"waited 0\.2 s"):
         await db_factory(lock_timeout=0.2)
     assert 0.2 <= time.perf_counter() - t < 5
     loop = asyncio.get_running_loop()

@@ -304,7 +304,7 @@ def test_read_only_commands_work_while_a_writer_holds_and_writes_the_database(db
                 procs = []
                 for args in (("stats", "--json"), ("verify",), ("schema",)):
                     procs.append(await asyncio.to_thread(cli, *args, db_dir))
-                manifest = next(p for p in db_dir.iterdir() if p.name.startswith("MANIFEST-"))
+                manifest = await asyncio.to_thread(lambda: next(db_dir.glob("MANIFEST-*")))
                 procs.append(await asyncio.to_thread(cli, "dump", manifest))
             finally:
                 stop.set()
