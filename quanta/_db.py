@@ -74,6 +74,8 @@ class Database:
             catalog=self._catalog,
         )
         self._transactions.entities = self._entities
+        if engine.follower is not None:  # a read-only open beside a writer: see catch_up()
+            engine.follower.on_lag.append(self._bus.end_all)
 
     @property
     def path(self) -> str:
@@ -84,6 +86,22 @@ class Database:
     def options(self) -> Options:
         """The options the database was opened with."""
         return self._engine.opts
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the newest commit this database shows. In a read-only open
+        beside a writer it moves as the reader follows the writer (see :meth:`catch_up`)."""
+        return self._engine.visible_seq
+
+    async def catch_up(self) -> int:
+        """Read-only opens follow the database's writer (another process, or another open in
+        this one): every ``follow_interval`` seconds they apply the writer's new commits, in
+        order, publishing them on this database's change bus, so ``changes()``, watches and
+        live queries work here too. ``catch_up()`` does it now and returns :attr:`seq` after
+        it. On a writable database it returns :attr:`seq` at once. Raises the error that
+        stopped following, if one did (reads then serve the last state). See
+        docs/operations.md, "Readers beside a running writer"."""
+        return await self._engine.catch_up()
 
     @property
     def closed(self) -> bool:
@@ -335,6 +353,16 @@ class Database:
             "change_subscribers": len(self._bus),
             "event_subscribers": len(self._events),
             "change_sets_published": self._bus.published,
+            # a read-only open following a writer (None otherwise): looks taken, new table
+            # sets installed, reloads after falling behind (docs/operations.md)
+            "follower": None
+            if e.follower is None
+            else {
+                "polls": e.follower.polls,
+                "installs": e.follower.installs,
+                "reloads": e.follower.reloads,
+                "lag_gaps": e.follower.lag_gaps,
+            },
         }
 
     async def indexes_ready(self) -> None:

@@ -51,6 +51,12 @@ class Options:
     #: where compaction merges run: "process" (a worker process; real files only),
     #: "loop" (on the event loop in short slices). "auto" picks process for real files.
     compaction_executor: CompactionExecutor = "auto"
+    #: seconds a writable open waits for another writer to release the directory (polling
+    #: with backoff, as sqlite's busy_timeout); 0 fails at once with DatabaseLockedError.
+    lock_timeout: float = 0.0
+    #: seconds between a read-only open's looks at the writer's MANIFEST and WAL (it
+    #: follows the writer's commits); 0 stops following (the state as of the open).
+    follow_interval: float = 0.05
     fs: FileSystem | None = None
 
     @classmethod
@@ -97,6 +103,8 @@ class Options:
             raise InvalidTypeError(
                 f"option fs must be a quanta file system (OSFileSystem, MemoryFileSystem), got {type(self.fs).__name__}"
             )
+        _seconds("lock_timeout", self.lock_timeout, 86400.0)
+        _seconds("follow_interval", self.follow_interval, 3600.0)
         if self.read_only and self.error_if_exists:
             raise InvalidArgumentError("read_only=True and error_if_exists=True cannot both hold")
 
@@ -126,6 +134,8 @@ class OpenOptions(TypedDict, total=False):
     level_multiplier: int
     target_file_bytes: int
     compaction_executor: CompactionExecutor
+    lock_timeout: float
+    follow_interval: float
     fs: FileSystem | None
 
 
@@ -147,3 +157,10 @@ def _int(name: str, value: object, lo: int, hi: int) -> None:
         raise InvalidTypeError(f"option {name} must be an int, got {type(value).__name__}")
     if not lo <= value <= hi:
         raise InvalidArgumentError(f"option {name} must be between {lo} and {hi}, got {value}")
+
+
+def _seconds(name: str, value: object, hi: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise InvalidTypeError(f"option {name} must be a number of seconds, got {type(value).__name__}")
+    if not 0 <= value <= hi:  # NaN fails this too
+        raise InvalidArgumentError(f"option {name} must be between 0 and {hi:g} seconds, got {value}")

@@ -27,6 +27,8 @@ QuantaError
 ├── ConflictError                       a transaction lost to a concurrent commit; retry it
 ├── TransactionClosedError              a transaction used after it committed or rolled back
 ├── SubscriberOverflowError             a subscriber fell too far behind the change bus
+├── ReaderLagError                      a read-only open missed a writer's commits (its
+│                                       subscriptions end; reads go on at the newer state)
 ├── SchemaMismatchError                 declared entity classes differ from the stored schemas
 │                                       and no migration covers it (lists each difference)
 ├── IntegrityError                      a write would break a relationship or uniqueness rule
@@ -65,6 +67,7 @@ __all__ = [
     "NotADatabaseError",
     "QuantaError",
     "ReadOnlyError",
+    "ReaderLagError",
     "ReservedKeyError",
     "StorageIOError",
     "QueryError",
@@ -260,6 +263,15 @@ class SubscriberOverflowError(QuantaError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return _rebuild, (type(self), self.args, {"last_seq": self.last_seq})
+
+
+class ReaderLagError(QuantaError):
+    """A read-only open following a writer in another process missed some of its commits:
+    the WAL segment holding them was flushed and removed before the reader read it (the
+    reader fell a whole segment behind between two looks). The reader's subscriptions
+    (``changes()``, watches, live queries) end with this error, since their changes can no
+    longer be told exactly; reads go on, at the writer's newer state once the reader has
+    reloaded. Subscribe again (and re-read) to go on."""
 
 
 class SchemaError(InvalidArgumentError, TypeError):

@@ -73,7 +73,9 @@ class ChangeSet:
     ``seq`` is the commit's sequence number; ``changes`` has one :class:`Change` per distinct
     key (a key written twice in one batch appears once, with its final value), in batch order.
     ``origin`` says which API made the commit: ``"kv"`` (``db.kv`` put/delete/put_many),
-    ``"batch"`` (``db.kv.batch()``) or ``"transaction"``.
+    ``"batch"`` (``db.kv.batch()``) or ``"transaction"``. In a read-only open following a
+    writer (the WAL does not record the origin) it is ``"follower"``, or ``"transaction"`` /
+    ``"schema"`` for commits that carry the entity layer's bookkeeping.
     """
 
     seq: int
@@ -180,6 +182,12 @@ class Hub:
 
     def _queue(self, capacity: int, conflate: bool, wake: Callable[[], None]) -> Queue[Any]:
         return Queue(capacity=capacity, conflate=conflate, wake=wake, backlog=self.backlogged)
+
+    def end_all(self, error: BaseException) -> None:
+        """End every current subscriber with ``error``, staying open for new ones (a
+        read-only database that fell behind its writer: ReaderLagError)."""
+        for tap in list(self._subs):
+            tap._stop(error)
 
     def close(self, failure: BaseException | None = None) -> None:
         """End every subscriber (with DatabaseFailedError if the database failed)."""

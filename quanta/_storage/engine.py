@@ -66,6 +66,7 @@ from .compaction import (
     write_tables,
 )
 from .events import EventKind, SystemEvent
+from .follower import Follower
 from .format import HEADER_SIZE
 from .manifest import FileMeta, ManifestWriter, VersionEdit, set_current
 from .memtable import Memtable
@@ -210,6 +211,7 @@ class Engine(Recovery, ReadPath):
         self._manual_done = 0
         self.recovered_wal_batches = 0
         self.recovery_tail = "clean"
+        self.follower: Follower | None = None  # a read-only open follows the writer
 
     # ------------------------------------------------------------------ open and recovery
 
@@ -238,7 +240,18 @@ class Engine(Recovery, ReadPath):
             raise
         if not eng.read_only:
             eng._start_background()
+        elif eng.follower is not None:
+            eng.follower.start()
         return eng
+
+    async def catch_up(self) -> int:
+        """A read-only open: read and apply every commit the writer made so far (the reader
+        also does this every ``follow_interval``). A writer is always caught up. Returns the
+        sequence number the database is at."""
+        self.check_open()
+        if self.follower is None:
+            return self.visible_seq
+        return await self.follower.catch_up()
 
     # ------------------------------------------------------------------ state checks
 
@@ -850,6 +863,8 @@ class Engine(Recovery, ReadPath):
             return
         self.closed = True  # from now on the database refuses new operations
         if self._supervisor is None:
+            if self.follower is not None:
+                await self.follower.stop()
             self._shutdown()
             return
         with registry_lock:  # a new open() of this directory waits for the release
@@ -899,8 +914,11 @@ class Engine(Recovery, ReadPath):
         metas = [m for _, m in self.version.files()]
         entries = 0
         for i, meta in enumerate(metas):
+            # A reader beside a writer verifies through the descriptors it holds (the writer
+            # may have compacted the file away since).
+            held = self.readers.get(meta.number) if self.follower is not None else None
             try:
-                reader = TableReader.open(
+                reader = held or TableReader.open(
                     self.fs, os.path.join(self.path, filenames.table_name(meta.number)), meta.number, None
                 )
             except StorageIOError as exc:
@@ -910,7 +928,8 @@ class Engine(Recovery, ReadPath):
             try:
                 count = reader.verify()
             finally:
-                reader.close()
+                if held is None:
+                    reader.close()
             if count != meta.entries:
                 raise CorruptionError(
                     f"table holds {count} entries, the manifest says {meta.entries}",

@@ -2,7 +2,7 @@
 
 ```
 CURRENT            text: the name of the live MANIFEST plus a newline (written via CURRENT.tmp)
-LOCK               empty; flock()ed by the process that has the database open
+LOCK               flock()ed by the writer, which writes its PID into it (advisory, for error messages)
 MANIFEST-NNNNNN    log of version edits (which tables exist at which level, WAL number, seqs)
 NNNNNN.wal         write-ahead log segment
 NNNNNN.sst         sorted string table

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..errors import (
     CorruptionError,
@@ -33,6 +34,7 @@ from ..errors import (
 )
 from . import filenames
 from .compaction import TableSpec, run_to_end, write_tables
+from .follower import Follower
 from .format import HEADER_SIZE
 from .manifest import ManifestWriter, VersionEdit, read_current, read_manifest, set_current
 from .memtable import Memtable
@@ -43,7 +45,7 @@ from .wal import WalReplay, WalWriter, replay_wal
 
 if TYPE_CHECKING:
     from .._options import Options
-    from .engine import EngineStats
+    from .engine import Engine, EngineStats
 
 __all__ = ["ABANDONED_OPEN_WAIT", "Recovery", "registry_lock"]
 
@@ -93,6 +95,7 @@ class Recovery:
     _registration: _Registration
     _abandoned: bool
     stats: EngineStats
+    follower: Follower | None
 
     def _open_sync(self) -> None:
         fs, path, opts = self.fs, self.path, self.opts
@@ -126,6 +129,12 @@ class Recovery:
             return
         if opts.error_if_exists:
             raise DatabaseExistsError(f"a database already exists at {path} (error_if_exists=True)")
+        if self.read_only:
+            # No recovery: a writer may be running. Load the MANIFEST's tables and the WAL
+            # tail, holding their descriptors, and follow the writer (follower.py).
+            self.follower = Follower(cast("Engine", self))
+            self.follower.load_sync()
+            return
         self._recover(names)
 
     def _check_is_database(self, names: list[str]) -> None:
@@ -181,25 +190,55 @@ class Recovery:
             raise DatabaseClosedError(f"open() of {self.path} was cancelled")
 
     def _acquire_lock(self) -> None:
+        """Take the writer's lock (a read-only open takes none: it never blocks a writer, see
+        ``follower.py``). With ``lock_timeout`` > 0 a refused open polls with backoff until
+        it gets the lock or the time is up; this runs in the open's worker thread, so the
+        sleeps never block the event loop."""
+        if self.read_only:
+            return
+        deadline = time.monotonic() + self.opts.lock_timeout
+        delay = 0.001
+        while True:
+            try:
+                self._try_lock()
+                return
+            except DatabaseLockedError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._abandoned:
+                    if self.opts.lock_timeout > 0:
+                        raise DatabaseLockedError(f"{exc} (waited {self.opts.lock_timeout:g} s)") from None
+                    raise
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 0.05)
+
+    def _try_lock(self) -> None:
         key = os.path.realpath(self.path) if isinstance(self.fs, OSFileSystem) else f"{id(self.fs)}:{self.path}"
-        if not self.read_only:
-            while True:
-                with registry_lock:
-                    holder = _open_dirs.get(key)
-                    if holder is None:
-                        self._registration = _open_dirs[key] = _Registration(threading.Event(), self._abandoned)
-                        self._registered = True
-                        self._registry_key = key
-                        break
-                    if not holder.abandoned:
-                        raise DatabaseLockedError(f"{self.path} is already open in this process")
-                # a cancelled open is still unwinding in its thread: wait for it (we are in a
-                # worker thread ourselves, so the event loop runs on)
-                if not holder.released.wait(ABANDONED_OPEN_WAIT):
-                    raise DatabaseLockedError(f"{self.path}: a cancelled open() has not released it")
-        self._lock = self.fs.lock(os.path.join(self.path, filenames.LOCK), shared=self.read_only)
+        while True:
+            with registry_lock:
+                holder = _open_dirs.get(key)
+                if holder is None:
+                    self._registration = _open_dirs[key] = _Registration(threading.Event(), self._abandoned)
+                    self._registered = True
+                    self._registry_key = key
+                    break
+                if not holder.abandoned:
+                    raise DatabaseLockedError(f"{self.path} is already open in this process (process {os.getpid()})")
+            # a cancelled open is still unwinding in its thread: wait for it (we are in a
+            # worker thread ourselves, so the event loop runs on)
+            if not holder.released.wait(ABANDONED_OPEN_WAIT):
+                raise DatabaseLockedError(f"{self.path}: a cancelled open() has not released it")
+        try:
+            self._lock = self.fs.lock(os.path.join(self.path, filenames.LOCK))
+        except BaseException:
+            with registry_lock:
+                _open_dirs.pop(key, None)
+            self._registered = False
+            self._registration.released.set()
+            raise
 
     def _release(self) -> None:
+        if self.follower is not None:
+            self.follower.close_sync()
         for reader in self.readers.values():
             reader.close()
         self.readers.clear()

@@ -344,12 +344,33 @@ class OSFileSystem:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = _lock_holder(fd)
             os.close(fd)
-            raise DatabaseLockedError(f"{os.path.dirname(path) or '.'} is locked by another open database") from None
+            raise DatabaseLockedError(
+                f"{os.path.dirname(path) or '.'} is locked by another open database"
+                + (f" (process {holder})" if holder else "")
+            ) from None
         except OSError as exc:
             os.close(fd)
             raise _io_error(exc, "lock", path) from exc
+        if not shared:
+            # Name the holder for the error a refused open reports (the content is advisory:
+            # the flock is the lock; a stale PID left by a dead holder is overwritten here).
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+            except OSError:
+                pass  # the lock holds without the note
         return _OSLock(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    """The PID the holder of a LOCK file wrote into it ("" if none can be read)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+    return text if text.isdigit() else ""
 
 
 class _NoLock:

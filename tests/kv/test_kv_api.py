@@ -988,6 +988,7 @@ STATS_KEYS = {
     "change_subscribers",
     "event_subscribers",
     "change_sets_published",
+    "follower",
 }
 
 
