@@ -4,7 +4,10 @@
 quanta demo [PATH]          the guided tour (default PATH: ./quanta-demo.db)
 quanta stats PATH           levels, files, sizes, counters of a database (opened read-only)
 quanta verify PATH          read and check every table, the manifest and the WAL
-quanta verify --deep PATH   also decode every entity record (exit status 1 if any is unreadable)
+quanta verify --deep PATH [--module MODULE ...]
+                            also decode every entity record and, for the classes MODULE
+                            declares, check every index and unique entry against the records
+                            (exit status 1 on any problem)
 quanta dump FILE            a WAL segment, SSTable or MANIFEST in readable form
 quanta schema PATH          the stored entity schemas, index states, unfinished jobs, history
 quanta migrate PATH --autogenerate MODULE
@@ -256,21 +259,33 @@ async def stats(path: str, out: TextIO = sys.stdout, as_json: bool = False) -> N
             print(f"  L{lv['level']}       {lv['files']:>4} files  {_fmt_bytes(lv['bytes']):>10}", file=out)
 
 
-async def verify(path: str, out: TextIO = sys.stdout, progress: bool | None = None, deep: bool = False) -> int:
-    """Checks the tables (and with ``deep`` every entity record); prints each unreadable
-    record and returns how many there are (the exit status is 1 if any)."""
+async def verify(
+    path: str,
+    out: TextIO = sys.stdout,
+    progress: bool | None = None,
+    deep: bool = False,
+    modules: list[str] | None = None,
+) -> int:
+    """Checks the tables (and with ``deep`` every entity record, and the index and unique
+    entries against the records); prints each problem and returns how many there are (the
+    exit status is 1 if any)."""
     bar = Progress("verifying tables", 1, enabled=progress)
-    async with _db.open(path, read_only=True, create_if_missing=False) as db:
+    classes = [cls for m in modules or () for cls in _entity_classes(_import_module(m))]
+    async with _db.open(path, read_only=True, create_if_missing=False, entities=classes) as db:
         result = await db.verify(progress=bar.update, deep=deep)
         tail = (await db.stats())["recovery_tail"]
     wal = "WAL replay clean" if tail == "clean" else f"WAL tail {tail} (an unfinished write at a crash was dropped)"
     problems: list[str] = result.get("problems", [])
     for problem in problems:
         print(f"PROBLEM: {problem}", file=out)
-    records = f"; {result['records']} records, {len(problems)} unreadable" if deep else ""
+    records = (
+        f"; {result['records']} records, {result['index_entries']} index entries, {result['problem_count']} problems"
+        if deep
+        else ""
+    )
     status = "FAILED" if problems else "OK"
     print(f"{status}: {result['tables']} tables, {result['entries']} entries{records}; manifest clean; {wal}", file=out)
-    return len(problems)
+    return int(result.get("problem_count", len(problems)))
 
 
 # ---------------------------------------------------------------------------- dump
@@ -596,7 +611,17 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check every table's checksums and order")
     v.add_argument("path")
     v.add_argument("--progress", action="store_true", default=None, help="always show the progress bar")
-    v.add_argument("--deep", action="store_true", help="also decode every entity record; exit 1 if any is unreadable")
+    v.add_argument(
+        "--deep",
+        action="store_true",
+        help="also decode every entity record and check index entries against records; exit 1 on any problem",
+    )
+    v.add_argument(
+        "--module",
+        metavar="MODULE",
+        action="append",
+        help="module (or .py file) declaring entity classes, whose index entries --deep checks",
+    )
     u = sub.add_parser("dump", help="print a WAL, SSTable or MANIFEST file")
     u.add_argument("file")
     u.add_argument("--limit", type=int, default=None, help="stop after N lines")
@@ -634,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     commands: dict[str, Callable[[], Any]] = {
         "demo": lambda: asyncio.run(demo(os.path.abspath(args.path), args.records)),
         "stats": lambda: asyncio.run(stats(args.path, as_json=args.json)),
-        "verify": lambda: asyncio.run(verify(args.path, progress=args.progress, deep=args.deep)),
+        "verify": lambda: asyncio.run(verify(args.path, progress=args.progress, deep=args.deep, modules=args.module)),
         "dump": lambda: dump(args.file, limit=args.limit),
         "schema": lambda: asyncio.run(schema(args.path, as_json=args.json)),
         "migrate": lambda: migrate(args.path, args.autogenerate, args.output),

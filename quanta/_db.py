@@ -225,12 +225,20 @@ class Database:
         ``progress(done, total)`` is called from a worker thread after each table.
         ``deep=True`` also reads and decodes every entity record (with its class where one is
         declared or in use, else against its stored schema) and adds ``"records"`` (how many)
-        and ``"problems"`` (one message per record that cannot be read, naming its key).
+        and ``"problems"`` (one message per record that cannot be read, naming its key), and
+        checks that the index and unique entries of every entity whose class is in use are
+        exactly its records' entries (every record has its entries, every entry names a
+        record that has it; complete indexes only, at one snapshot): ``"index_entries"`` (how
+        many were checked) and more ``"problems"`` (the first 1,000 of them;
+        ``"problem_count"`` counts all).
         """
         self._engine.check_open()
         out: dict[str, Any] = await anyio.to_thread.run_sync(self._engine.verify_tables, progress)
         if deep:
-            out["records"], out["problems"] = await self._catalog.check_records()
+            out["records"], record_problems = await self._catalog.check_records()
+            out["index_entries"], found, entry_problems = await self._catalog.check_entries()
+            out["problems"] = record_problems + entry_problems
+            out["problem_count"] = len(record_problems) + found
         return out
 
     async def backup(

@@ -53,6 +53,7 @@ from .._txn import Transactions
 from ..errors import CorruptionError, InvalidTypeError, QuantaError, SchemaMismatchError
 from . import builder, rewrite
 from .diff import Decision, decide, differences, summary
+from .entries_check import check_entries
 from .format import (
     BUILDING,
     CATALOG_PREFIX,
@@ -615,6 +616,13 @@ class Catalog:
                     if problem is not None:
                         problems.append(str(bad_record_error(name, key, problem)))
         return n, problems
+
+    async def check_entries(self) -> tuple[int, int, list[str]]:
+        """Check the index and unique entries of every entity whose class is in use against
+        its records (``Database.verify(deep=True)``; ``entries_check.py``): only complete
+        indexes. Returns ``(entries checked, problems, the first messages)``."""
+        infos = [self.planning_info(self._bound[name]) for name in sorted(self._bound)]
+        return await check_entries(self._engine, infos)
 
     def planning_info(self, info: EntityInfo) -> EntityInfo:
         """``info`` without the indexes queries must not use yet (not ``ready``)."""
