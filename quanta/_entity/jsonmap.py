@@ -402,6 +402,25 @@ def any_to_json(v: Any) -> Any:
     raise InvalidTypeError(f"a value of type {c.__qualname__} has no JSON form")  # pragma: no cover
 
 
+def _dict_from_pairs(
+    pairs: list[Any], path: str, kdec: Callable[[Any, str], Any], vdec: Callable[[Any, str], Any]
+) -> dict[Any, Any]:
+    """A dict from its JSON form as ``[[key, value], ...]`` (keys that JSON objects cannot
+    hold), each key and value decoded by ``kdec``/``vdec``."""
+    out: dict[Any, Any] = {}
+    for i, pair in enumerate(pairs):
+        if type(pair) is not list or len(pair) != 2:
+            raise _bad(f"{path}[{i}]", "a [key, value] pair", pair)
+        key = kdec(pair[0], f"{path} key")
+        try:
+            out[key] = vdec(pair[1], f"{path}[{key!r}]")
+        except TypeError as exc:
+            if isinstance(exc, InvalidTypeError):
+                raise
+            raise InvalidTypeError(f"{path}: the key {key!r} cannot be hashed") from None
+    return out
+
+
 def any_from_json(j: Any, path: str) -> Any:
     """The inverse of :func:`any_to_json`; ``InvalidTypeError`` naming ``path`` for JSON that
     is no value's form."""
@@ -433,18 +452,7 @@ def _untag(tag: str, inner: Any, path: str) -> Any:
         if type(inner) is not list:
             raise _bad(path, f"an array in {tag}", inner)
         if tag == "$dict":
-            out: dict[Any, Any] = {}
-            for i, pair in enumerate(inner):
-                if type(pair) is not list or len(pair) != 2:
-                    raise _bad(f"{path}[{i}]", "a [key, value] pair", pair)
-                key = any_from_json(pair[0], f"{path} key")
-                try:
-                    out[key] = any_from_json(pair[1], f"{path}[{key!r}]")
-                except TypeError as exc:
-                    if isinstance(exc, InvalidTypeError):
-                        raise
-                    raise InvalidTypeError(f"{path}: the key {key!r} cannot be hashed") from None
-            return out
+            return _dict_from_pairs(inner, path, any_from_json, any_from_json)
         items = [any_from_json(x, f"{path}[{i}]") for i, x in enumerate(inner)]
         if tag == "$tuple":
             return tuple(items)
@@ -625,18 +633,7 @@ class _Decoders:
                 if type(j) is dict:
                     return {kdec(key, f"{path} key"): vdec(x, f"{path}[{key!r}]") for key, x in j.items()}
                 if type(j) is list:
-                    out: dict[Any, Any] = {}
-                    for i, pair in enumerate(j):
-                        if type(pair) is not list or len(pair) != 2:
-                            raise _bad(f"{path}[{i}]", "a [key, value] pair", pair)
-                        key = kdec(pair[0], f"{path} key")
-                        try:
-                            out[key] = vdec(pair[1], f"{path}[{key!r}]")
-                        except TypeError as exc:
-                            if isinstance(exc, InvalidTypeError):
-                                raise
-                            raise InvalidTypeError(f"{path}: the key {key!r} cannot be hashed") from None
-                    return out
+                    return _dict_from_pairs(j, path, kdec, vdec)
                 raise _bad(path, f"an object or an array of pairs ({node.label})", j)
 
             return dec_dict
