@@ -538,3 +538,66 @@ async def test_two_backups_into_one_destination_at_once_are_refused() -> None:
     assert info.seq == other.seq
     assert not db._engine.pins.pinned()
     await db.close()
+
+
+def test_a_damaged_backup_record_is_a_corruption_error() -> None:
+    """The BACKUP / BACKUP-PENDING record (three lines, the last a CRC-32 of the first two):
+    a flipped byte, a wrong checksum or a well-checksummed record with bad fields is a
+    CorruptionError naming the file, never a record read as valid."""
+    from quanta._storage.backup import FORMAT_LINE, _Record  # the record format's own tests
+    from quanta._storage.format import checksum
+
+    good = _Record(source="/db", seq=7, manifest=3, wal=2, tables=(5, 6), created=1.5).encode()
+    assert _Record.decode(good, "/b/BACKUP").seq == 7
+    flipped = good.replace(b'"seq": 7', b'"seq": 8')
+    with pytest.raises(CorruptionError, match="checksum mismatch"):
+        _Record.decode(flipped, "/b/BACKUP")
+    body = b'{"source": "/db", "seq": 1, "manifest": 1, "wal": 1, "tables": ["x"], "created": 0}\n'
+    text = FORMAT_LINE + body
+    with pytest.raises(CorruptionError, match="malformed backup record"):
+        _Record.decode(text + b"crc32 %08x\n" % checksum(text), "/b/BACKUP")
+    with pytest.raises(CorruptionError, match="not a QuantaDB backup record"):
+        _Record.decode(b"hello\n", "/b/BACKUP")
+
+
+async def test_a_backup_into_a_destination_whose_record_is_damaged_is_refused() -> None:
+    fs = MemoryFileSystem()
+    db = await quanta.open("/db", fs=fs)
+    try:
+        await db.kv.put(b"a", b"1")
+        await db.backup("/backup")
+        data = fs.read_all("/backup/BACKUP")
+        w = fs.create("/backup/BACKUP")
+        w.write(data.replace(b"crc32 ", b"crc32 0"))
+        w.sync()
+        w.close()
+        before = {p: bytes(fs.read_all(p)) for p in fs.files if p.startswith("/backup/")}
+        with pytest.raises(CorruptionError, match="backup record"):
+            await db.backup("/backup")
+        assert {p: bytes(fs.read_all(p)) for p in fs.files if p.startswith("/backup/")} == before
+    finally:
+        await db.close()
+
+
+async def test_a_backup_whose_current_is_damaged_is_refused_and_a_damaged_pending_marker_alone_is_restarted() -> None:
+    fs = MemoryFileSystem()
+    db = await quanta.open("/db", fs=fs)
+    try:
+        await db.kv.put(b"a", b"1")
+        await db.backup("/backup")
+        fs.remove("/backup/CURRENT")  # a backup directory someone damaged
+        with pytest.raises(DatabaseExistsError, match="damaged backup"):
+            await db.backup("/backup")
+        # A crash while BACKUP-PENDING itself was written leaves only a damaged marker: the
+        # directory is as empty as before, and the next backup starts over.
+        fs.mkdir("/fresh")
+        w = fs.create("/fresh/BACKUP-PENDING")
+        w.write(b"QuantaDB backup 1\n{tor")
+        w.sync()
+        w.close()
+        info = await db.backup("/fresh")
+        assert info.seq == db.seq
+    finally:
+        await db.close()
+    async with quanta.open("/fresh", fs=fs) as copy:
+        assert await copy.kv.get(b"a") == b"1"

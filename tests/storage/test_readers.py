@@ -25,6 +25,8 @@ import pytest
 
 import quanta
 from quanta._storage import filenames
+from quanta._storage.manifest import read_current, set_current
+from quanta._storage.vfs import MemoryFileSystem
 
 OpenFn = Callable[..., Awaitable[quanta.Database]]
 SMALL = {"memtable_bytes": 4096, "block_size": 512, "compaction_executor": "loop", "durability": "os"}
@@ -492,3 +494,71 @@ def test_a_live_query_in_a_reader_process_matches_the_writers_history(tmp_path: 
         kill(writer)
         if reader is not None:
             kill(reader)
+
+
+async def test_a_reader_rides_out_a_missing_current_and_a_manifest_that_vanished() -> None:
+    """Between two looks a reader may find CURRENT gone, or naming a MANIFEST already
+    replaced (a writer's rollover or restart seen half-way): it keeps serving its state and
+    picks up the writer's commits at a later look."""
+    fs = MemoryFileSystem()
+    writer = await quanta.open("/db", fs=fs)
+    reader = await quanta.open("/db", fs=fs, read_only=True, follow_interval=0)
+    try:
+        await writer.kv.put(b"a", b"1")
+        await reader.catch_up()
+        assert await reader.kv.get(b"a") == b"1"
+        number = read_current(fs, "/db")
+        fs.remove("/db/CURRENT")
+        await writer.kv.put(b"b", b"2")
+        await reader.catch_up()  # no CURRENT: the same manifest, and the WAL still followed
+        assert await reader.kv.get(b"b") == b"2"
+        set_current(fs, "/db", number + 1000)  # names a manifest that does not exist
+        await writer.kv.put(b"c", b"3")
+        await reader.catch_up()
+        assert await reader.kv.get(b"a") == b"1"  # still serving
+        set_current(fs, "/db", number)
+        await writer.kv.put(b"d", b"4")
+        await reader.catch_up()
+        assert [await reader.kv.get(k) for k in (b"a", b"b", b"c", b"d")] == [b"1", b"2", b"3", b"4"]
+        assert reader.seq == writer.seq
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+@quanta.entity
+class FollowedThing:
+    id: int = quanta.auto()
+    name: str = ""
+
+
+async def test_a_reader_follows_a_writer_that_restarts_and_records_a_schema() -> None:
+    """The writer closes and opens again (a new WAL, a new MANIFEST) declaring an entity for
+    the first time: its schema commit (catalog keys only, published as the writer publishes
+    it), its record (without the auto-key counter, bookkeeping of a user commit) and a kv put
+    reach the reader in order."""
+    fs = MemoryFileSystem()
+    writer = await quanta.open("/db", fs=fs)
+    await writer.kv.put(b"a", b"1")
+    reader = await quanta.open("/db", fs=fs, read_only=True, follow_interval=0)
+    stream = reader.changes()
+    try:
+        await writer.close()
+        writer = await quanta.open("/db", fs=fs, entities=[FollowedThing])
+        await writer.collection(FollowedThing).put(FollowedThing(name="x"))
+        await writer.kv.put(b"b", b"2")
+        for _ in range(3):
+            await reader.catch_up()
+        assert reader.seq == writer.seq
+        assert await reader.kv.get(b"b") == b"2"
+        seen: list[list[bytes]] = []
+        while not seen or seen[-1] != [b"b"]:
+            change_set = await asyncio.wait_for(anext(stream), 5)
+            seen.append([c.key for c in change_set.changes])
+        schema, record, _kv = seen
+        assert [k[:3] for k in schema] == [b"\x00Qc"], seen  # the schema commit
+        assert [k[:3] for k in record] == [b"\x00Qr"], seen  # the record, not its counter
+    finally:
+        await stream.aclose()
+        await reader.close()
+        await writer.close()
