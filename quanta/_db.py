@@ -260,13 +260,8 @@ class Database:
         call leaves ``dest`` in that state. ``progress(done_bytes, total_bytes)`` is called on
         the event loop after each file. See docs/operations.md, "Backup and restore".
         """
-        if not isinstance(dest, (str, os.PathLike)):
-            raise InvalidTypeError(f"dest must be a str or os.PathLike, got {type(dest).__name__}")
-        path = os.fspath(dest)
-        if not isinstance(path, str) or not path:
-            raise InvalidArgumentError("dest must be a non-empty directory path")
-        if progress is not None and not callable(progress):
-            raise InvalidTypeError(f"progress must be callable, got {type(progress).__name__}")
+        path = _directory("dest", dest)
+        _check_callback("progress", progress)
         self._engine.check_open()
         return await backup(self._engine, path, progress)
 
@@ -486,12 +481,22 @@ def open(
     receives a :class:`quanta.SchemaProgress` per chunk of those jobs.
     """
     check_platform()
-    if not isinstance(path, (str, os.PathLike)):
-        raise InvalidTypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    path = os.fspath(path)
-    if not isinstance(path, str) or not path:
-        raise InvalidArgumentError("path must be a non-empty directory path")
-    if on_progress is not None and not callable(on_progress):
-        raise InvalidTypeError(f"on_progress must be callable, got {type(on_progress).__name__}")
+    path = _directory("path", path)
+    _check_callback("on_progress", on_progress)
     declared = check_entities(entities)
     return _Opening(path, resolve_options(options, kwargs), declared, on_progress)
+
+
+def _directory(name: str, value: object) -> str:
+    """``value`` (a str or ``os.PathLike``) as a non-empty directory path string."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise InvalidTypeError(f"{name} must be a str or os.PathLike, got {type(value).__name__}")
+    path = os.fspath(value)
+    if not isinstance(path, str) or not path:
+        raise InvalidArgumentError(f"{name} must be a non-empty directory path")
+    return path
+
+
+def _check_callback(name: str, value: object) -> None:
+    if value is not None and not callable(value):
+        raise InvalidTypeError(f"{name} must be callable, got {type(value).__name__}")

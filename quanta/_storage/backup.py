@@ -78,7 +78,7 @@ from . import filenames
 from .format import HEADER_SIZE, WAL_MAGIC, FileHeader, checksum
 from .log import LogWriter
 from .manifest import CURRENT_TMP, ManifestWriter, read_current, set_current
-from .vfs import FileLock, FileSystem, OSFileSystem, ReadableFile, WritableFile
+from .vfs import FileLock, FileSystem, OSFileSystem, ReadableFile, WritableFile, write_synced
 from .wal import encode_batch
 
 if TYPE_CHECKING:
@@ -316,21 +316,12 @@ def _begin(fs: FileSystem, dest: str, source: str) -> FileLock:
     lock = fs.lock(os.path.join(dest, filenames.LOCK))
     try:
         _inspect_dest(fs, dest, source)  # nothing changed between the first look and the lock
-        _write_file(fs, os.path.join(dest, filenames.BACKUP_PENDING), _Record(source, created=time.time()).encode())
+        write_synced(fs, os.path.join(dest, filenames.BACKUP_PENDING), _Record(source, created=time.time()).encode())
         fs.sync_dir(dest)
     except BaseException:
         lock.release()
         raise
     return lock
-
-
-def _write_file(fs: FileSystem, path: str, data: bytes) -> None:
-    file = fs.create(path)
-    try:
-        file.write(data)
-        file.sync()
-    finally:
-        file.close()
 
 
 def _wals_on_disk(fs: FileSystem, path: str, log_number: int) -> list[int]:
@@ -463,7 +454,7 @@ def _finish(
     manifest.close()
     set_current(fs, dest, manifest_no)
     tmp = os.path.join(dest, filenames.BACKUP + ".tmp")
-    _write_file(fs, tmp, record.encode())
+    write_synced(fs, tmp, record.encode())
     fs.rename(tmp, os.path.join(dest, filenames.BACKUP))
     keep = {filenames.table_name(n) for n in record.tables or ()}
     keep |= {filenames.wal_name(wal_no), filenames.manifest_name(manifest_no)}

@@ -65,7 +65,7 @@ from ..errors import CorruptionError
 from .filenames import CURRENT, manifest_name
 from .format import MANIFEST_MAGIC, checksum
 from .log import LogWriter, read_log
-from .vfs import FileSystem
+from .vfs import FileSystem, write_synced
 
 __all__ = [
     "FileMeta",
@@ -248,12 +248,7 @@ def set_current(fs: FileSystem, dirpath: str, manifest_number: int) -> None:
     first = manifest_name(manifest_number).encode() + b"\n"
     text = first + b"crc32 %08x\n" % checksum(first)
     tmp = os.path.join(dirpath, CURRENT_TMP)
-    file = fs.create(tmp)
-    try:
-        file.write(text)
-        file.sync()
-    finally:
-        file.close()
+    write_synced(fs, tmp, text)
     fs.rename(tmp, os.path.join(dirpath, CURRENT))
     fs.sync_dir(dirpath)
 

@@ -101,6 +101,7 @@ __all__ = [
     "OSFileSystem",
     "ReadableFile",
     "WritableFile",
+    "write_synced",
 ]
 
 
@@ -655,3 +656,14 @@ class FaultInjectingFileSystem(MemoryFileSystem):
             raise StorageIOError(
                 f"{op.kind} failed for {op.path}: {os.strerror(self.err)} (injected)", errno=self.err, path=op.path
             )
+
+
+def write_synced(fs: FileSystem, path: str, data: bytes) -> None:
+    """Create ``path`` holding ``data`` and make its contents durable (the directory entry is
+    the caller's: ``sync_dir``, or a ``rename`` then ``sync_dir``)."""
+    file = fs.create(path)
+    try:
+        file.write(data)
+        file.sync()
+    finally:
+        file.close()
