@@ -409,10 +409,16 @@ class Engine(Recovery, ReadPath):
             self.yield_writers = False
             await anyio.lowlevel.cancel_shielded_checkpoint()
             return seq
+        await self.wait_visible(seq)
+        return seq
+
+    async def wait_visible(self, seq: int) -> None:
+        """Return once the batch numbered ``seq`` (and every one before it) is readable:
+        with durability="sync" a batch is appended before its group's fsync and visible
+        after it. Raises the engine's failure if it fails or closes meanwhile."""
         while self.visible_seq < seq:
             self._check_alive()
             await self._synced.wait()
-        return seq
 
     def _start_sync(self) -> None:
         """Group commit: one fsync, in a worker thread, for every batch appended so far.

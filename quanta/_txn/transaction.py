@@ -111,6 +111,7 @@ class Transaction:
 
     __slots__ = (
         "_bytes",
+        "_conflict_seq",
         "_engine",
         "_finished",
         "_manager",
@@ -135,6 +136,7 @@ class Transaction:
         self._bytes = 0
         self._finished = False
         self.commit_seq: int | None = None
+        self._conflict_seq = 0  # on a refused commit: the last batch appended before it
         self.kv = TransactionKeyValue(self)
 
     @property
@@ -178,12 +180,14 @@ class Transaction:
             assert state is not None
             writes = self._writes
             manager = self._manager
+            engine = self._engine
 
             def precheck() -> None:
                 try:
                     manager.tracker.check(state, writes.keys())
                 except ConflictError:
                     manager.conflicts += 1
+                    self._conflict_seq = engine.last_seq
                     raise
                 # Checked (and appended next, with no await between): this transaction no
                 # longer needs tracking, so a commit while no other one is open records nothing.
@@ -615,16 +619,22 @@ async def run_transaction(
     begin: Callable[[], Transaction], fn: Callable[[Transaction], Awaitable[R]], retries: int
 ) -> R:
     """Run ``fn(tx)`` in a fresh transaction and commit; on ConflictError run it again, up to
-    ``retries`` more times, sleeping a short randomized backoff (0.5-1 ms doubling up to
-    ~50 ms) in between so that colliding tasks spread out."""
+    ``retries`` more times. A retry begins once the commit that refused the attempt is
+    readable (with durability="sync" it may still wait for its fsync; a retry begun earlier
+    would read the old snapshot and be refused again), after a short randomized backoff
+    (0.5-1 ms doubling up to ~50 ms) so that colliding tasks spread out."""
     attempt = 0
     while True:
+        tx = begin()
         try:
-            async with begin() as tx:
+            async with tx:
                 return await fn(tx)
         except ConflictError:
             if attempt >= retries:
                 raise
+            # The commit that refused this one may still wait for its group's fsync: a retry
+            # begun before it is readable reads the old snapshot and is refused again.
+            await tx._engine.wait_visible(tx._conflict_seq)
         delay = min(0.001 * (2**attempt), 0.05)
         attempt += 1
         await anyio.sleep(delay * (0.5 + random.random() / 2))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from kv_model import collect, model_scan
 
 import quanta
 import quanta._txn.transaction as txmod
+from quanta._storage.vfs import MemoryFileSystem, Op
 
 OpenFn = Callable[..., Awaitable[quanta.Database]]
 
@@ -1029,6 +1031,57 @@ async def test_a_transaction_waiting_for_its_fsync_is_seen_by_one_that_begins_me
     assert all(r is None or isinstance(r, quanta.ConflictError) for r in results)
     assert await db.kv.get(b"k") == b"%d" % len(committed)  # no lost update
     assert_idle(db)
+
+
+class SlowWalSyncFS(MemoryFileSystem):
+    """Once ``delay`` is set, every WAL fsync takes that long (in the worker thread the engine
+    runs fsyncs in), so a commit stays appended but unreadable for ``delay`` seconds."""
+
+    def __init__(self) -> None:
+        super().__init__(fail_hook=self._hook)
+        self.delay = 0.0
+
+    def _hook(self, op: Op) -> None:
+        if self.delay and op.kind == "sync" and op.path.endswith(".wal"):
+            time.sleep(self.delay)
+
+
+async def test_a_retry_begins_only_once_the_commit_that_refused_it_is_readable(tmp_path: Any) -> None:
+    """The first attempt loses to a write that then waits 0.3 s for its fsync. A retry begun
+    before that write is readable would read the old value and be refused again (CI saw
+    racing unique inserts run out of retries so); run_transaction waits for it instead, so
+    one retry is enough and it reads the winner's value."""
+    fs = SlowWalSyncFS()
+    db = await quanta.open(str(tmp_path / "db"), fs=fs, durability="sync")
+    try:
+        await db.kv.put(b"n", b"0")
+        fs.delay = 0.3
+        engine = db._engine
+        attempts: list[int] = []
+        winner: list[asyncio.Task[None]] = []
+
+        async def increment(tx: quanta.Transaction) -> int:
+            attempts.append(tx.seq)
+            value = int(await tx.kv.get(b"n") or b"-1")
+            if not winner:
+                winner.append(asyncio.create_task(db.kv.put(b"n", b"10")))
+                for _ in range(100):  # until the winner is appended (it is not readable for 0.3 s)
+                    await asyncio.sleep(0)
+                    if engine.last_seq > engine.visible_seq:
+                        break
+                assert engine.last_seq > engine.visible_seq
+            await tx.kv.put(b"n", b"%d" % (value + 1))
+            return value
+
+        assert await db.run_transaction(increment, retries=1) == 10
+        await winner[0]
+        assert len(attempts) == 2
+        assert await db.kv.get(b"n") == b"11"
+        assert (await db.stats())["transaction_conflicts"] == 1
+        assert_idle(db)
+    finally:
+        fs.delay = 0.0
+        await db.close()
 
 
 # =============================================================================== the change bus
