@@ -36,6 +36,18 @@ class Tag:
     label: Annotated[str, Index()]
 
 
+@quanta.entity
+class Writer:
+    id: Annotated[int, PrimaryKey()]
+    name: str
+
+
+@quanta.entity
+class Article:
+    id: Annotated[int, PrimaryKey()]
+    author: quanta.Link[Writer] = quanta.link(on_delete="cascade")
+
+
 def _queries(coll: quanta.Collection[Member]) -> dict[str, Any]:
     """One query per index (each answered from its entries once the index is ready)."""
     return {
@@ -198,6 +210,24 @@ async def test_a_class_used_through_a_collection_is_repaired_too() -> None:
         report = await db.repair()
         assert "Member.name" in report.indexes and report.skipped == ()
         assert (await db.verify(deep=True))["problem_count"] == 0
+
+
+async def test_link_index_entries_are_rebuilt_too() -> None:
+    fs = MemoryFileSystem()
+    async with quanta.open(PATH, fs=fs, entities=[Writer, Article]) as db:
+        await db.collection(Writer).put_many([Writer(id=i, name=f"w{i}") for i in range(3)])
+        await db.collection(Article).put_many([Article(id=i, author=i % 3) for i in range(12)])  # type: ignore[arg-type]
+        assert (await db.verify(deep=True))["problem_count"] == 0
+        link_entries = [k async for k, _ in db.kv.scan(prefix=NS + INDEX, include_reserved=True) if b"Article" in k]
+        assert len(link_entries) == 12  # the automatic index of the link
+        await db._engine.write([link_entries[4]], [None], len(link_entries[4]))
+        result = await db.verify(deep=True)
+        assert result["problem_count"] == 1 and "index 'author'" in result["problems"][0], result["problems"]
+        report = await db.repair()
+        assert "Article.author" in report.indexes and report.entries_removed == 11
+        assert (await db.verify(deep=True))["problem_count"] == 0
+        await db.collection(Writer).delete(1)  # the cascade finds its referrers through the rebuilt entries
+        assert sorted(a.id for a in await db.collection(Article).query().all()) == [0, 2, 3, 5, 6, 8, 9, 11]
 
 
 # =============================================================================== crashes
