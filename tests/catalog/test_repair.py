@@ -168,6 +168,23 @@ async def test_progress_reports_the_delete_then_the_build_of_each_index() -> Non
     assert any(r.task == "build_index" and not r.finished and r.done == 40 == r.total for r in reports)
 
 
+async def test_queries_do_not_use_an_index_while_it_is_rebuilt() -> None:
+    fs = await _damaged(["index entry deleted"])  # the entry of record 3, which has name n3
+    async with quanta.open(PATH, fs=fs, entities=[Member]) as db:
+        coll = db.collection(Member)
+        q = coll.where(Member.name == "n3")
+        assert "index_range" in q.explain() and 3 not in [m.id for m in await q.all()]  # the damage shows
+        plans: list[str] = []
+
+        def during(p: quanta.SchemaProgress) -> None:
+            if p.index == "name" and not p.finished:
+                plans.append(q.explain())
+
+        await db.repair(progress=during)
+        assert plans and all("full_scan" in plan for plan in plans), plans
+        assert "index_range" in q.explain() and 3 in [m.id for m in await q.all()]
+
+
 # =============================================================================== failure paths
 
 
