@@ -259,8 +259,10 @@ class Database:
         once it is complete. Everything is rebuilt when this returns.
 
         Run it with no other writer of the repaired entities: uniqueness is enforced against
-        the unique entries, which are incomplete while they are rebuilt (a duplicate written
-        meanwhile makes the rebuild fail with ``SchemaMismatchError``). ``quanta repair PATH
+        the unique entries, which are incomplete while they are rebuilt. Two records sharing a
+        unique value (damage, or a duplicate written meanwhile) fail that index only: the
+        others are rebuilt, its entries are deleted, it is removed from the stored schema (the
+        next open with the class adds it again) and ``SchemaMismatchError`` names the records. ``quanta repair PATH
         --rebuild-indexes --module MODULE`` opens the database itself. ``progress`` receives
         a :class:`quanta.SchemaProgress` after every chunk (``drop_index``, then
         ``build_index``, per index). Raises ``ReadOnlyError`` on a read-only database,

@@ -484,6 +484,7 @@ class Catalog:
                     "with the CLI, pass --module)"
                 )
         rebuilt: list[str] = []
+        failures: list[SchemaMismatchError] = []
         records = removed = entries = 0
         for name in names:
             info = self._bound[name]
@@ -514,7 +515,11 @@ class Catalog:
                     await self._put_schema_locked(schema, keys, values)
                 done = 0
                 for idx in sorted(targets, key=lambda i: not i.unique):
-                    deleted, read = await self._build(info, idx.name, report)
+                    try:
+                        deleted, read = await self._build(info, idx.name, report)
+                    except SchemaMismatchError as exc:  # two records share a unique value
+                        failures.append(await self._unbuildable(name, idx.name, exc))
+                        continue
                     removed += deleted
                     done = max(done, read)
                     rebuilt.append(f"{name}.{idx.name}")
@@ -523,7 +528,29 @@ class Catalog:
                 records += done
             finally:
                 self._repairing.discard(name)
+        if failures:
+            raise SchemaMismatchError(
+                "repair: every other index was rebuilt, but not these unique ones:\n  "
+                + "\n  ".join(str(e) for e in failures),
+                differences=[d for e in failures for d in e.differences],
+            )
         return RepairReport(tuple(rebuilt), records, removed, entries, tuple(skipped))
+
+    async def _unbuildable(self, name: str, index: str, exc: SchemaMismatchError) -> SchemaMismatchError:
+        """A unique index a repair cannot rebuild (its records hold a duplicate): delete its
+        entries and remove it from the stored schema (as an open does when adding it fails),
+        so no incomplete unique index is left. The next open declaring the class adds it
+        again (and builds it once the values are unique)."""
+        await self._delete_entries(name, index)
+        async with self._lock:
+            gone = self.schemas[name].with_index_state(index, None)
+            await self._put_schema_locked(gone, [job_key(name, "build", index)], [None])
+            self.index_jobs.pop((name, index), None)
+        return SchemaMismatchError(
+            f"{exc} -- the index was removed; once the values are unique, opening the database with the "
+            "class builds it again",
+            differences=exc.differences,
+        )
 
     async def _drop(self, name: str, index: str) -> None:
         n = await builder.drop(self._store, name, index, self._report)

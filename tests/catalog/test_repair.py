@@ -23,7 +23,8 @@ import quanta
 from quanta import DatabaseClosedError, Index, InvalidArgumentError, InvalidTypeError, PrimaryKey, ReadOnlyError
 from quanta._catalog import builder as builder_module
 from quanta._catalog.format import BUILDING, READY
-from quanta._schema.keyspace import CATALOG, INDEX, NS, UNIQUE
+from quanta._schema import entity_info
+from quanta._schema.keyspace import CATALOG, INDEX, NS, UNIQUE, record_key, unique_prefix
 from quanta._storage.vfs import MemoryFileSystem
 
 PATH = "/db"
@@ -245,6 +246,27 @@ async def test_link_index_entries_are_rebuilt_too() -> None:
         assert (await db.verify(deep=True))["problem_count"] == 0
         await db.collection(Writer).delete(1)  # the cascade finds its referrers through the rebuilt entries
         assert sorted(a.id for a in await db.collection(Article).query().all()) == [0, 2, 3, 5, 6, 8, 9, 11]
+
+
+async def test_records_sharing_a_unique_value_fail_that_index_only_and_say_which() -> None:
+    fs = await _damaged([])
+    async with quanta.open(PATH, fs=fs, entities=[Member]) as db:
+        twin = Member(id=5, email="m4@x.org", name="n5", city="Rome", age=25)
+        key = record_key("Member", 5)
+        await db._engine.write([key], [entity_info(Member).encode(twin)], 100)  # damage: a duplicate email
+        with pytest.raises(quanta.SchemaMismatchError, match=r"records 4 and 5 both have 'm4@x\.org'") as caught:
+            await db.repair()
+        assert "not these unique ones" in str(caught.value) and "the index was removed" in str(caught.value)
+        stored = db._catalog.schemas["Member"]
+        assert stored.index("email") is None and all(i.state == READY for i in stored.indexes)
+        assert not db._catalog.index_jobs
+        assert not [k async for k, _ in db.kv.scan(prefix=unique_prefix("Member", "email"), include_reserved=True)]
+        assert (await db.verify(deep=True))["problem_count"] == 0  # every other index was rebuilt
+        await db.collection(Member).delete(5)
+    async with quanta.open(PATH, fs=fs, entities=[Member]) as db:  # the open builds it again
+        assert db._catalog.schemas["Member"].index("email") is not None
+        assert (await db.verify(deep=True))["problem_count"] == 0
+        assert [m.id for m in await db.collection(Member).where(Member.email == "m4@x.org").all()] == [4]
 
 
 # =============================================================================== crashes
