@@ -450,6 +450,8 @@ def _print_schema(s: StoredSchema, job: Any, index_jobs: dict[tuple[str, str], A
             ij = index_jobs.get((s.name, idx.name))
             if ij is not None and ij.kind == "build" and ij.total:
                 state += f" {ij.done:,}/{ij.total:,}"
+            elif ij is not None and ij.kind == "rebuild":
+                state += " (repair: deleting the old entries; the next open with the class resumes it)"
             say(f"  {'indexes' if i == 0 else '':<8}  {idx.name:<{iw}}  {text:<{dw}}  {state}")
     if s.validators:
         say(f"  validators {', '.join(s.validators)}")

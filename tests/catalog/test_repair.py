@@ -341,6 +341,35 @@ async def test_a_crash_at_any_point_of_a_repair_leaves_the_damage_or_resumes_the
 # =============================================================================== the CLI
 
 
+async def test_an_interrupted_repair_shows_in_quanta_schema_and_resumes_at_open(tmp_path: Path) -> None:
+    import io
+
+    from quanta import _cli
+
+    path = str(tmp_path / "db")
+    async with quanta.open(path, entities=[Member]) as db:
+        await db.collection(Member).put_many(members(40))
+        await DAMAGES["stale entry (old values)"][0](db)
+
+        def stop(p: quanta.SchemaProgress) -> None:
+            if p.task == "drop_index" and p.index == "name":
+                raise RuntimeError("interrupted")
+
+        with pytest.raises(RuntimeError, match="interrupted"):
+            await db.repair(progress=stop)
+    out = io.StringIO()
+    await _cli.schema(path, out=out)
+    line = next(x for x in out.getvalue().splitlines() if "(name)" in x)
+    assert line.split()[:3] == ["name", "(name)", "building"] and "repair: deleting the old entries" in line, line
+    email = next(x for x in out.getvalue().splitlines() if "(email)" in x)
+    assert email.split()[-1] == "ready", email  # rebuilt before the interruption
+    async with quanta.open(path, entities=[Member]) as db:
+        await db.indexes_ready()
+        assert _all_entries_ready(db)
+        assert (await db.verify(deep=True))["problem_count"] == 0
+        assert await _answers(db) == _expected(await _records(db))
+
+
 def test_the_cli_repairs_the_classes_a_module_declares(tmp_path: Path) -> None:
     models = tmp_path / "models.py"
     models.write_text(
