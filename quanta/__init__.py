@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect as _inspect
 import typing as _typing
 
-from ._catalog import SchemaProgress, migration
+from ._catalog import RepairReport, SchemaProgress, migration
 from ._db import Database, open
 from ._entity import Collection, Query
 from ._kv import Batch, KeyValue, Snapshot, SnapshotKeyValue
@@ -124,6 +124,7 @@ __all__ = [
     "Range",
     "ReadOnlyError",
     "ReaderLagError",
+    "RepairReport",
     "ReservedKeyError",
     "ResultDiff",
     "SchemaError",

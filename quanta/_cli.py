@@ -1,4 +1,4 @@
-"""``python -m quanta`` / ``quanta``: demo, stats, verify, dump, schema, migrate, backup, export, import.
+"""``python -m quanta`` / ``quanta``: demo, stats, verify, repair, dump, schema, migrate, backup, export, import.
 
 ```
 quanta demo [PATH]          the guided tour (default PATH: ./quanta-demo.db)
@@ -8,6 +8,10 @@ quanta verify --deep PATH [--module MODULE ...]
                             also decode every entity record and, for the classes MODULE
                             declares, check every index and unique entry against the records
                             (exit status 1 on any problem)
+quanta repair PATH --rebuild-indexes --module MODULE [--module MODULE ...]
+                            rebuild the index and unique entries of the classes MODULE
+                            declares from the records, crash-safely (exit status 1 if an
+                            entity with indexes was skipped: no class for it)
 quanta dump FILE            a WAL segment, SSTable or MANIFEST in readable form
 quanta schema PATH          the stored entity schemas, index states, unfinished jobs, history
 quanta migrate PATH --autogenerate MODULE
@@ -45,7 +49,7 @@ from typing import Any, TextIO
 import aiofiles
 
 from . import _db
-from ._catalog import EntityReport, StoredSchema, render, to_version_for
+from ._catalog import EntityReport, SchemaProgress, StoredSchema, render, to_version_for
 from ._schema import EntityInfo
 from ._storage import (
     MANIFEST_MAGIC,
@@ -288,6 +292,33 @@ async def verify(
     return int(result.get("problem_count", len(problems)))
 
 
+async def repair(path: str, modules: list[str] | None, out: TextIO = sys.stdout, progress: bool | None = None) -> int:
+    """Rebuild the index and unique entries of the entities MODULE declares from their
+    records (the database opened writable by this command, so no other writer runs); prints
+    what was rebuilt and each entity skipped, and returns how many were skipped (the exit
+    status is 1 if any: their entries were not checked or rebuilt)."""
+    classes = [cls for m in modules or () for cls in _entity_classes(_import_module(m))]
+    bar = Progress("rebuilding", 1, enabled=progress)
+
+    def report(p: SchemaProgress) -> None:
+        bar.label = f"{'deleting' if p.task == 'drop_index' else 'building'} {p.entity}.{p.index}"
+        bar.update(p.done, p.total if p.task == "build_index" else max(p.done, 1))
+
+    async with _db.open(path, create_if_missing=False, entities=classes) as db:
+        result = await db.repair(rebuild_indexes=True, progress=report)
+    for name in result.indexes:
+        print(f"rebuilt {name}", file=out)
+    for message in result.skipped:
+        print(f"SKIPPED: {message}", file=out)
+    status = "INCOMPLETE" if result.skipped else "OK"
+    print(
+        f"{status}: {len(result.indexes)} indexes rebuilt from {result.records} records; "
+        f"{result.entries_removed} entries deleted, {result.entries} written",
+        file=out,
+    )
+    return len(result.skipped)
+
+
 # ---------------------------------------------------------------------------- dump
 
 
@@ -419,6 +450,8 @@ def _print_schema(s: StoredSchema, job: Any, index_jobs: dict[tuple[str, str], A
             ij = index_jobs.get((s.name, idx.name))
             if ij is not None and ij.kind == "build" and ij.total:
                 state += f" {ij.done:,}/{ij.total:,}"
+            elif ij is not None and ij.kind == "rebuild":
+                state += " (repair: deleting the old entries; the next open with the class resumes it)"
             say(f"  {'indexes' if i == 0 else '':<8}  {idx.name:<{iw}}  {text:<{dw}}  {state}")
     if s.validators:
         say(f"  validators {', '.join(s.validators)}")
@@ -622,6 +655,21 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="module (or .py file) declaring entity classes, whose index entries --deep checks",
     )
+    r = sub.add_parser("repair", help="rebuild index and unique entries from the records (--rebuild-indexes)")
+    r.add_argument("path")
+    r.add_argument(
+        "--rebuild-indexes",
+        action="store_true",
+        required=True,
+        help="delete every index and unique entry of the classes MODULE declares and build them from the records",
+    )
+    r.add_argument(
+        "--module",
+        metavar="MODULE",
+        action="append",
+        help="module (or .py file) declaring the entity classes whose indexes are rebuilt",
+    )
+    r.add_argument("--progress", action="store_true", default=None, help="always show the progress bar")
     u = sub.add_parser("dump", help="print a WAL, SSTable or MANIFEST file")
     u.add_argument("file")
     u.add_argument("--limit", type=int, default=None, help="stop after N lines")
@@ -660,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": lambda: asyncio.run(demo(os.path.abspath(args.path), args.records)),
         "stats": lambda: asyncio.run(stats(args.path, as_json=args.json)),
         "verify": lambda: asyncio.run(verify(args.path, progress=args.progress, deep=args.deep, modules=args.module)),
+        "repair": lambda: asyncio.run(repair(args.path, args.module, progress=args.progress)),
         "dump": lambda: dump(args.file, limit=args.limit),
         "schema": lambda: asyncio.run(schema(args.path, as_json=args.json)),
         "migrate": lambda: migrate(args.path, args.autogenerate, args.output),
@@ -678,4 +727,4 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"quanta {args.command}: {exc}", file=sys.stderr)
         return 1
-    return 1 if args.command == "verify" and result else 0
+    return 1 if args.command in ("verify", "repair") and result else 0

@@ -17,7 +17,7 @@ from typing import Any, TypeVar, Unpack
 import anyio
 import anyio.to_thread
 
-from ._catalog import Catalog, SchemaProgress, check_entities
+from ._catalog import Catalog, RepairReport, SchemaProgress, check_entities
 from ._entity import Collection, EntityContext
 from ._kv import KeyValue, Snapshot, check_buffer, check_flag
 from ._live import LiveQueries
@@ -240,6 +240,39 @@ class Database:
             out["problems"] = record_problems + entry_problems
             out["problem_count"] = len(record_problems) + found
         return out
+
+    async def repair(
+        self, *, rebuild_indexes: bool = True, progress: Callable[[SchemaProgress], None] | None = None
+    ) -> RepairReport:
+        """Rebuild the index and unique entries of every entity whose class is in use (declared
+        at open, or used through a collection) from its records, and return a
+        :class:`quanta.RepairReport` (the indexes rebuilt, records read, entries deleted and
+        written, and the entities skipped because no class is in use: the entries of a record
+        are computed from its object). What ``verify(deep=True)`` reports about entries
+        (missing, orphaned, stale, misdirected) is gone afterwards.
+
+        Crash-safe: one commit marks an entity's indexes as being rebuilt (queries stop using
+        them) and records a job per index; each job deletes the index's entries, then builds
+        them from the records in chunks with a persisted cursor. A crash at any point resumes
+        at the next open with the class declared (unique indexes before the open returns, the
+        others in the background; ``indexes_ready()`` waits), and a query uses an index only
+        once it is complete. Everything is rebuilt when this returns.
+
+        Run it with no other writer of the repaired entities: uniqueness is enforced against
+        the unique entries, which are incomplete while they are rebuilt. Two records sharing a
+        unique value (damage, or a duplicate written meanwhile) fail that index only: the
+        others are rebuilt, its entries are deleted, it is removed from the stored schema (the
+        next open with the class adds it again) and ``SchemaMismatchError`` names the records. ``quanta repair PATH
+        --rebuild-indexes --module MODULE`` opens the database itself. ``progress`` receives
+        a :class:`quanta.SchemaProgress` after every chunk (``drop_index``, then
+        ``build_index``, per index). Raises ``ReadOnlyError`` on a read-only database,
+        ``DatabaseClosedError`` on a closed one."""
+        check_flag("rebuild_indexes", rebuild_indexes)
+        _check_callback("progress", progress)
+        if not rebuild_indexes:
+            raise InvalidArgumentError("repair: nothing to do (rebuild_indexes=True is the only repair)")
+        self._engine.check_writable()
+        return await self._catalog.repair_indexes(progress)
 
     async def backup(
         self, dest: str | os.PathLike[str], *, progress: Callable[[int, int], None] | None = None

@@ -17,6 +17,7 @@ from .diff import Decision, Difference, decide, differences
 from .format import HistoryEntry, StoredField, StoredIndex, StoredSchema, schema_of
 from .migrations import Step, migration, steps_of
 from .progress import SchemaProgress
+from .repair import RepairReport
 
 __all__ = [
     "Catalog",
@@ -24,6 +25,7 @@ __all__ = [
     "Decision",
     "EntityReport",
     "Difference",
+    "RepairReport",
     "HistoryEntry",
     "SchemaProgress",
     "Step",

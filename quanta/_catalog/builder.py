@@ -44,7 +44,7 @@ __all__ = ["IndexJob", "build", "drop", "index_ranges"]
 class IndexJob:
     """The state of an unfinished index job (``job_key(entity, kind, index)``)."""
 
-    kind: str  # "build" | "drop"
+    kind: str  # "build" | "drop" | "rebuild" (a repair's: delete the entries, then build; repair.py)
     cursor: bytes | None = None
     done: int = 0
     total: int = 0

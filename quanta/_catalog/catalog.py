@@ -69,6 +69,7 @@ from .format import (
 )
 from .migrations import Step, chain_for
 from .progress import SchemaProgress
+from .repair import RepairReport
 from .rewrite import RecordJob, history_entry
 from .store import Store
 
@@ -108,7 +109,7 @@ class Catalog:
         self._planning: dict[str, tuple[EntityInfo, EntityInfo]] = {}
         self._lock = asyncio.Lock()
         self._report: Report | None = None
-        self._queue: list[tuple[tuple[str, str, str], Callable[[], Awaitable[None]]]] = []
+        self._queue: list[tuple[tuple[str, str, str], Callable[[], Awaitable[object]]]] = []
         self._running: set[tuple[str, str, str]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -116,6 +117,7 @@ class Catalog:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._failure: BaseException | None = None
+        self._repairing: set[str] = set()
 
     # ------------------------------------------------------------------ loading
 
@@ -433,15 +435,26 @@ class Catalog:
     async def _delete_entries(self, entity: str, index: str) -> int:
         return await builder.drop(self._store, entity, index, None)
 
-    async def _build(self, info: EntityInfo, index: str) -> None:
-        """Run (or resume) the build of ``index`` to the end and mark it ready."""
+    async def _build(self, info: EntityInfo, index: str, report: Report | None = None) -> tuple[int, int]:
+        """Run (or resume) the build of ``index`` to the end and mark it ready. A ``rebuild``
+        job (``repair.py``) first deletes the index's entries and becomes a ``build`` job.
+        Returns how many entries were deleted first and how many records were read."""
         name = info.name
         idx = _index_info(info, index)
+        report = report if report is not None else self._report
         job = self.index_jobs.get((name, index))
+        removed = 0
+        if job is not None and job.kind == "rebuild":
+            removed = await builder.drop(self._store, name, index, report)
+            if report is not None:
+                report(SchemaProgress("drop_index", name, "done", removed, removed, index=index, finished=True))
+            job = builder.IndexJob("build")
+            await self._store.write([job_key(name, "build", index)], [job.to_bytes()])
+            self.index_jobs[(name, index)] = job
         if job is None or job.kind != "build":
             job = builder.IndexJob("build")
             self.index_jobs[(name, index)] = job
-        await builder.build(self._store, self._transactions, info, idx, job, self._report)
+        await builder.build(self._store, self._transactions, info, idx, job, report)
         async with self._lock:
             current = self.schemas[name]
             ready = current.with_index_state(index, READY).with_history(
@@ -449,8 +462,95 @@ class Catalog:
             )
             await self._put_schema_locked(ready, [job_key(name, "build", index)], [None])
             self.index_jobs.pop((name, index), None)
-        if self._report is not None:
-            self._report(SchemaProgress("build_index", name, "done", job.done, job.total, index=index, finished=True))
+        if report is not None:
+            report(SchemaProgress("build_index", name, "done", job.done, job.total, index=index, finished=True))
+        return removed, job.done
+
+    async def repair_indexes(self, report: Report | None) -> RepairReport:
+        """Rebuild every index of every entity whose class is in use from its records
+        (``Database.repair``; the crash-safe steps are described in ``repair.py``). Waits for
+        running index jobs first; unique indexes are rebuilt first; everything is complete
+        when this returns. Entities with stored indexes but no class in use are skipped."""
+        await self.indexes_ready()
+        names: list[str] = []
+        skipped: list[str] = []
+        for name in sorted(self.schemas):
+            stored = self.schemas[name]
+            if name in self._bound:
+                names.append(name)
+            elif any(i.state != DROPPING for i in stored.indexes):
+                skipped.append(
+                    f"{name}: its indexes were not rebuilt: no entity class is in use (declare it at open; "
+                    "with the CLI, pass --module)"
+                )
+        rebuilt: list[str] = []
+        failures: list[SchemaMismatchError] = []
+        records = removed = entries = 0
+        for name in names:
+            info = self._bound[name]
+            stored = self.schemas[name]
+            targets: list[IndexInfo] = []
+            for idx in info.indexes:
+                s = stored.index(idx.name)
+                if (
+                    s is not None
+                    and s.state != DROPPING
+                    and s.same_definition(StoredIndex(idx.name, idx.fields, idx.unique, idx.multi))
+                ):
+                    targets.append(idx)
+            if not targets:
+                continue
+            self._repairing.add(name)
+            try:
+                async with self._lock:
+                    schema = self.schemas[name]
+                    keys: list[bytes] = []
+                    values: list[bytes | None] = []
+                    for idx in targets:
+                        schema = schema.with_index_state(idx.name, BUILDING)
+                        job = builder.IndexJob("rebuild")
+                        self.index_jobs[(name, idx.name)] = job
+                        keys.append(job_key(name, "build", idx.name))
+                        values.append(job.to_bytes())
+                    await self._put_schema_locked(schema, keys, values)
+                done = 0
+                for idx in sorted(targets, key=lambda i: not i.unique):
+                    try:
+                        deleted, read = await self._build(info, idx.name, report)
+                    except SchemaMismatchError as exc:  # two records share a unique value
+                        failures.append(await self._unbuildable(name, idx.name, exc))
+                        continue
+                    removed += deleted
+                    done = max(done, read)
+                    rebuilt.append(f"{name}.{idx.name}")
+                    for lo, hi in builder.index_ranges(name, idx.name):
+                        entries += await self._store.count(lo, hi)
+                records += done
+            finally:
+                self._repairing.discard(name)
+        if failures:
+            raise SchemaMismatchError(
+                "repair: every other index was rebuilt, but not these unique ones:\n  "
+                + "\n  ".join(str(e) for e in failures),
+                differences=[d for e in failures for d in e.differences],
+            )
+        return RepairReport(tuple(rebuilt), records, removed, entries, tuple(skipped))
+
+    async def _unbuildable(self, name: str, index: str, exc: SchemaMismatchError) -> SchemaMismatchError:
+        """A unique index a repair cannot rebuild (its records hold a duplicate): delete its
+        entries and remove it from the stored schema (as an open does when adding it fails),
+        so no incomplete unique index is left. The next open declaring the class adds it
+        again (and builds it once the values are unique)."""
+        await self._delete_entries(name, index)
+        async with self._lock:
+            gone = self.schemas[name].with_index_state(index, None)
+            await self._put_schema_locked(gone, [job_key(name, "build", index)], [None])
+            self.index_jobs.pop((name, index), None)
+        return SchemaMismatchError(
+            f"{exc} -- the index was removed; once the values are unique, opening the database with the "
+            "class builds it again",
+            differences=exc.differences,
+        )
 
     async def _drop(self, name: str, index: str) -> None:
         n = await builder.drop(self._store, name, index, self._report)
@@ -669,7 +769,7 @@ class Catalog:
                 continue
             if job.kind == "drop":
                 self._spawn(key, functools.partial(self._drop, name, index))
-            elif name in self._bound:
+            elif name in self._bound and name not in self._repairing:
                 stored = self.schemas.get(name)
                 idx = stored.index(index) if stored is not None else None
                 info = self._bound[name]
@@ -681,7 +781,7 @@ class Catalog:
                 ):
                     self._spawn(key, functools.partial(self._build, info, index))
 
-    def _spawn(self, key: tuple[str, str, str], fn: Callable[[], Awaitable[None]]) -> None:
+    def _spawn(self, key: tuple[str, str, str], fn: Callable[[], Awaitable[object]]) -> None:
         self._running.add(key)
         self._idle.clear()
         self._queue.append((key, fn))
@@ -714,7 +814,7 @@ class Catalog:
                 if inspect.getcoroutinestate(job) == inspect.CORO_CREATED:
                     job.close()
 
-    async def _guard(self, key: tuple[str, str, str], fn: Callable[[], Awaitable[None]]) -> None:
+    async def _guard(self, key: tuple[str, str, str], fn: Callable[[], Awaitable[object]]) -> None:
         try:
             await fn()
         except Exception as exc:

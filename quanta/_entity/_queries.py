@@ -40,7 +40,7 @@ class Query(Generic[E]):
     Ill-typed or impossible queries raise ``QueryError`` when built, not when run.
     """
 
-    __slots__ = ("_coll", "_include", "_limit", "_offset", "_order", "_plan", "_where")
+    __slots__ = ("_coll", "_include", "_limit", "_offset", "_order", "_plan", "_plan_info", "_where")
 
     def __init__(
         self,
@@ -58,6 +58,7 @@ class Query(Generic[E]):
         self._offset = offset
         self._include = include
         self._plan: Plan | None = None
+        self._plan_info: EntityInfo | None = None  # the planning view the plan was made for
         check(coll._info, where, order, limit, offset)  # a bad query fails when built; it is planned when run
 
     def _replace(self, **changes: Any) -> Query[E]:
@@ -78,7 +79,7 @@ class Query(Generic[E]):
         if self._include:
             tree = _merge_trees(self._include, tree)
         q = Query(coll, self._where, self._order, self._limit, self._offset, tree or None)
-        q._plan = self._plan
+        q._plan, q._plan_info = self._plan, self._plan_info
         return q
 
     def where(self, *conditions: Any) -> Query[E]:
@@ -112,17 +113,26 @@ class Query(Generic[E]):
         return self._replace(offset=n)
 
     def plan(self) -> Plan:
-        if self._plan is None:
+        cached = self._cached_plan()
+        if cached is None:
             if has_through(self._where):
                 raise QueryError(
                     f"{self._where!r}: a query through a link is planned when it runs (its first step queries "
                     "the target); explain() shows both steps"
                 )
-            self._plan = self._plain_plan()
-        return self._plan
+            cached = self._plan = self._plain_plan()
+        return cached
+
+    def _cached_plan(self) -> Plan | None:
+        """The plan made earlier, if the indexes queries may use are still the same (an index
+        being rebuilt by ``db.repair()`` is hidden from a query planned before it)."""
+        if self._plan is not None and self._plan_info is self._planning(self._coll._info):
+            return self._plan
+        return None
 
     def _plain_plan(self) -> Plan:
-        return plan(self._planning(self._coll._info), self._where, self._order, self._limit, self._offset)
+        info = self._plan_info = self._planning(self._coll._info)
+        return plan(info, self._where, self._order, self._limit, self._offset)
 
     def _planning(self, info: EntityInfo) -> EntityInfo:
         catalog = self._coll._ctx.catalog
@@ -133,14 +143,15 @@ class Query(Generic[E]):
     async def _plan_at(self, reader: Any, *, ordered: bool = True) -> Plan:
         """The plan, run against ``reader``: a query through a link (``has``) first runs its
         conditions on the target there (quanta/_entity/_relations.py); any other is planned once."""
-        if ordered and self._plan is not None:
-            return self._plan
+        cached = self._cached_plan() if ordered else None
+        if cached is not None:
+            return cached
         where = self._where
         if not has_through(where):
             if not ordered:
                 return self._replace(order=())._plain_plan()
-            self._plan = self._plain_plan()
-            return self._plan
+            cached = self._plan = self._plain_plan()
+            return cached
         assert where is not None
         where = await _relations.materialize(where, reader, self._planning)
         order = self._order if ordered else ()
