@@ -233,7 +233,7 @@ class Database:
         ``"problem_count"`` counts all).
         """
         self._engine.check_open()
-        out: dict[str, Any] = await anyio.to_thread.run_sync(self._engine.verify_tables, progress)
+        out: dict[str, Any] = dict(await self._engine.verify(progress))
         if deep:
             out["records"], record_problems = await self._catalog.check_records()
             out["index_entries"], found, entry_problems = await self._catalog.check_entries()

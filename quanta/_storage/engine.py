@@ -32,7 +32,6 @@ chunks), the latter two as mixins of :class:`Engine`.
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -915,32 +914,47 @@ class Engine(Recovery, ReadPath):
             for level, files in enumerate(self.version.levels)
         ]
 
-    def verify_tables(self, progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
-        """Read every block of every live table, checking checksums and order (sync)."""
-        metas = [m for _, m in self.version.files()]
+    async def verify(self, progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+        """Read every block of every table of the current version (in a worker thread),
+        checking checksums, order and the manifest's entry counts; ``progress(done, total)``
+        after each table.
+
+        Flushes and compactions go on meanwhile; the tables being checked stay readable: a
+        writer pins their files (a compaction's removal of one waits, as for a backup), a
+        reader beside a writer reads them through the descriptors it holds, kept open until
+        the check ends even when the follower installs a newer version."""
+        self.check_open()
+        version = self.version
+        if self.follower is not None:
+            held = self.follower.hold()
+            try:
+                return await anyio.to_thread.run_sync(self._verify_tables, version, held, progress)
+            finally:
+                self.follower.release()
+        token = self.pins.pin(os.path.join(self.path, filenames.table_name(m.number)) for _, m in version.files())
+        try:
+            return await anyio.to_thread.run_sync(self._verify_tables, version, {}, progress)
+        finally:
+            with anyio.CancelScope(shield=True):
+                due = self.pins.unpin(token)
+                if due and not self.closed:
+                    await anyio.to_thread.run_sync(self._remove_files, due)
+
+    def _verify_tables(
+        self, version: Version, held: dict[int, TableReader], progress: Callable[[int, int], None] | None
+    ) -> dict[str, int]:
+        metas = [m for _, m in version.files()]
         entries = 0
         for i, meta in enumerate(metas):
-            # A reader beside a writer verifies through the descriptors it holds (the writer
-            # may have compacted the file away since).
-            held = self.readers.get(meta.number) if self.follower is not None else None
-            try:
-                reader = held or TableReader.open(
-                    self.fs, os.path.join(self.path, filenames.table_name(meta.number)), meta.number, None
-                )
-            except StorageIOError as exc:
-                if exc.errno == errno.ENOENT and meta.number not in self.version.live_numbers():
-                    continue  # compacted away while we verified
-                raise
-            try:
+            path = os.path.join(self.path, filenames.table_name(meta.number))
+            reader = held.get(meta.number)
+            if reader is not None:
                 count = reader.verify()
-            finally:
-                if held is None:
-                    reader.close()
+            else:
+                with TableReader.open(self.fs, path, meta.number, None) as opened:
+                    count = opened.verify()
             if count != meta.entries:
-                raise CorruptionError(
-                    f"table holds {count} entries, the manifest says {meta.entries}",
-                    path=os.path.join(self.path, filenames.table_name(meta.number)),
-                )
+                raise CorruptionError(f"table holds {count} entries, the manifest says {meta.entries}", path=path)
             entries += count
             if progress is not None:
                 progress(i + 1, len(metas))

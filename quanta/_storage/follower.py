@@ -413,6 +413,10 @@ class Follower:
         self._inflight: asyncio.Future[object] | None = None
         self._stopping = False
         self._wake: asyncio.Event | None = None
+        # While a worker thread reads the installed tables (verify), the readers an install
+        # or reload lets go are closed only when the last such hold ends.
+        self._holds = 0
+        self._deferred: list[TableReader] = []
         #: called with the error when subscribers must end (a gap); set by the change bus
         self.on_lag: list[Callable[[BaseException], None]] = []
 
@@ -544,10 +548,30 @@ class Follower:
         eng.imms = [m for m in eng.imms if m.wal_number >= cand.log_number]
         if eng.mem.wal_number < cand.log_number:
             eng.mem = Memtable(cand.log_number)
-        for reader in retired:
-            reader.close()
-            eng.cache.evict_file(reader.file_number)
+        self._retire(retired)
         self.installs += 1
+
+    def _retire(self, readers: list[TableReader]) -> None:
+        for reader in readers:
+            self.engine.cache.evict_file(reader.file_number)
+        if self._holds:
+            self._deferred += readers
+        else:
+            for reader in readers:
+                reader.close()
+
+    def hold(self) -> dict[int, TableReader]:
+        """The installed tables' readers, kept open until :meth:`release`: a worker thread
+        may read them while installs go on (on the event loop)."""
+        self._holds += 1
+        return dict(self.engine.readers)
+
+    def release(self) -> None:
+        self._holds -= 1
+        if not self._holds:
+            deferred, self._deferred = self._deferred, []
+            for reader in deferred:
+                reader.close()
 
     def _lost(self, why: str) -> None:
         """A gap: end the subscriptions and reload once no snapshot is open."""
@@ -566,10 +590,7 @@ class Follower:
         eng = self.engine
         old = eng.readers
         self._install_loaded(cand)
-        for number, reader in old.items():
-            if number not in cand.readers:
-                reader.close()
-                eng.cache.evict_file(number)
+        self._retire([r for n, r in old.items() if n not in cand.readers])
         self._needs_reload = False
         self.reloads += 1
         if self._wake is not None:
@@ -594,4 +615,7 @@ class Follower:
 
     def close_sync(self) -> None:
         self.tailer.close()
+        for reader in self._deferred:
+            reader.close()
+        self._deferred = []
         self.engine.readers = {}

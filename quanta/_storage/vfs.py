@@ -425,15 +425,18 @@ class _MemReadable:
     def __init__(self, path: str, inode: _Inode) -> None:
         self.path = path
         self._inode = inode
+        self._closed = False
 
     def pread(self, offset: int, size: int) -> bytes:
+        if self._closed:  # as a closed descriptor does: a use after close is never silent
+            raise _io_error(OSError(_errno.EBADF, os.strerror(_errno.EBADF)), "read", self.path)
         return bytes(self._inode.data[offset : offset + size])
 
     def size(self) -> int:
         return len(self._inode.data)
 
     def close(self) -> None:
-        pass
+        self._closed = True
 
 
 class _MemLock:

@@ -75,6 +75,32 @@ async def test_flush_and_compaction_on_real_files_use_worker_processes(tmp_path:
         assert (await db.verify())["entries"] >= 600
 
 
+async def test_a_verify_reads_every_table_a_compaction_replaces_meanwhile(db_factory: Any) -> None:
+    db = await db_factory(memtable_bytes=1 << 20, compaction_executor="loop")
+    for round_ in range(3):  # three tables in L0
+        await db.kv.put_many([(b"k%04d" % i, b"r%d" % round_) for i in range(100)])
+        await db.flush()
+    paused, go = threading.Event(), threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        if done == 1:
+            paused.set()
+            assert go.wait(10)
+
+    verify = asyncio.create_task(db.verify(progress=progress))
+    assert await asyncio.to_thread(paused.wait, 10)
+    before = {m.number for _, m in db._engine.version.files()}
+    await db.compact()  # the three tables merged into one: their removal waits for the verify
+    assert not before & {m.number for _, m in db._engine.version.files()}
+    assert db._engine.pins.pinned()
+    go.set()
+    assert await verify == {"tables": 3, "entries": 300}  # none skipped as "compacted away"
+    assert not db._engine.pins.pinned()
+    assert await db.verify() == {"tables": 1, "entries": 100}
+    names = set(db._engine.fs.listdir(db._engine.path))
+    assert not {f"{n:06d}.sst" for n in before} & names  # removed once the verify ended
+
+
 async def test_snapshot_survives_flush_and_compaction(db_factory: Any) -> None:
     db = await db_factory(**SMALL)
     for i in range(100):

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,38 @@ async def test_an_open_snapshot_keeps_reading_the_old_tables_after_a_compaction(
     await reader.catch_up()  # now the compacted version is installed
     assert reader._engine.follower is not None and reader._engine.follower.installs >= 1
     assert await state(reader) == await state(writer)
+
+
+async def test_a_verify_in_progress_keeps_reading_the_tables_an_install_lets_go(db_factory: OpenFn) -> None:
+    # The CI failure this guards: a reader process's verify (a worker thread) read a table
+    # whose descriptor the follower had just closed, installing the writer's compaction.
+    writer = await db_factory(**SMALL)
+    for round_ in range(3):  # three tables
+        await writer.kv.put_many([(b"k%04d" % i, b"r%d" % round_) for i in range(100)])
+        await writer.flush()
+    reader = await db_factory(read_only=True, follow_interval=0)
+    engine = reader._engine
+    assert engine.follower is not None and len(engine.readers) >= 2
+    paused, go = threading.Event(), threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        if done == 1:
+            paused.set()
+            assert go.wait(10)
+
+    verify = asyncio.create_task(reader.verify(progress=progress))
+    assert await asyncio.to_thread(paused.wait, 10)
+    before = set(engine.readers)
+    await writer.compact()  # every table replaced
+    await writer.kv.put(b"k0000", b"newest")
+    await reader.catch_up()  # installs the compacted version, letting the old tables go
+    assert engine.follower.installs >= 1 and not before & set(engine.readers)
+    go.set()
+    assert await verify == {"tables": 3, "entries": 300}  # every old table read to its end
+    assert await reader.kv.get(b"k0000") == b"newest"
+    assert (await reader.verify())["entries"] > 0  # and the new ones
+    await reader.close()
+    assert not engine.follower._deferred  # the retired descriptors were closed after it
 
 
 async def test_a_reader_that_falls_a_whole_wal_behind_ends_its_subscriptions_and_reloads(db_factory: OpenFn) -> None:
