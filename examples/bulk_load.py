@@ -74,7 +74,7 @@ async def load(path: str, records: int) -> None:
             f"verify: {result['tables']} tables, {result['entries']:,} entries "
             f"in {(time.perf_counter() - t0) * 1e3:.0f} ms"
         )
-        assert result["entries"] == records
+        assert result.entries == records
 
         await db.compact()  # everything into the deepest non-empty level
         s = await db.stats()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect as _inspect
 import typing as _typing
 
-from ._catalog import RepairReport, SchemaProgress, migration
+from ._catalog import RepairReport, SchemaProgress, VerifyProblem, VerifyReport, migration
 from ._db import Database, open
 from ._entity import Collection, Query
 from ._kv import Batch, KeyValue, Snapshot, SnapshotKeyValue
@@ -143,6 +143,8 @@ __all__ = [
     "UniqueViolationError",
     "UnsupportedPlatformError",
     "ValidationError",
+    "VerifyProblem",
+    "VerifyReport",
     "Violation",
     "Watch",
     "WrongEventLoopError",

@@ -187,7 +187,7 @@ async def demo(path: str, records: int = 100_000, out: TextIO = sys.stdout) -> N
             n += 1
         say(f"8. reopened in {reopen_ms:.1f} ms: config:motd={motd!r}, user:00000003={gone!r}, {n:,} users")
         result = await db.verify()
-        say(f"9. verify: {result['tables']} table(s), {result['entries']:,} entries, all checksums good")
+        say(f"9. verify: {result.tables} table(s), {result.entries:,} entries, all checksums good")
         await _demo_entities(db, min(records, 20_000), say)
     say("Done. Run `python -m quanta stats " + path + "` to look inside.")
 
@@ -279,17 +279,21 @@ async def verify(
         result = await db.verify(progress=bar.update, deep=deep)
         tail = (await db.stats())["recovery_tail"]
     wal = "WAL replay clean" if tail == "clean" else f"WAL tail {tail} (an unfinished write at a crash was dropped)"
-    problems: list[str] = result.get("problems", [])
-    for problem in problems:
+    for problem in result.problems:
         print(f"PROBLEM: {problem}", file=out)
+    if result.problem_count > len(result.problems):
+        print(f"PROBLEM: ... and {result.problem_count - len(result.problems)} more", file=out)
+    for note in result.skipped:
+        print(f"NOT CHECKED: {note}", file=out)
     records = (
-        f"; {result['records']} records, {result['index_entries']} index entries, {result['problem_count']} problems"
+        f"; {result.records} records, {result.index_entries} index entries, {result.links} links, "
+        f"{result.problem_count} problems"
         if deep
         else ""
     )
-    status = "FAILED" if problems else "OK"
-    print(f"{status}: {result['tables']} tables, {result['entries']} entries{records}; manifest clean; {wal}", file=out)
-    return int(result.get("problem_count", len(problems)))
+    status = "OK" if result.ok else "FAILED"
+    print(f"{status}: {result.tables} tables, {result.entries} entries{records}; manifest clean; {wal}", file=out)
+    return result.problem_count
 
 
 async def repair(path: str, modules: list[str] | None, out: TextIO = sys.stdout, progress: bool | None = None) -> int:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar, Unpack
 import anyio
 import anyio.to_thread
 
-from ._catalog import Catalog, RepairReport, SchemaProgress, check_entities
+from ._catalog import Catalog, ProblemLog, RepairReport, SchemaProgress, VerifyReport, check_entities
 from ._entity import Collection, EntityContext
 from ._kv import KeyValue, Snapshot, check_buffer, check_flag
 from ._live import LiveQueries
@@ -218,28 +218,50 @@ class Database:
         self._engine.check_writable()
         await self._engine.compact()
 
-    async def verify(self, progress: Callable[[int, int], None] | None = None, *, deep: bool = False) -> dict[str, Any]:
-        """Read every block of every live table and check checksums, order and counts.
+    async def verify(self, progress: Callable[[int, int], None] | None = None, *, deep: bool = False) -> VerifyReport:
+        """Check the database; returns a :class:`quanta.VerifyReport`.
 
-        Raises CorruptionError naming the file on damage; returns ``{"tables", "entries"}``.
-        ``progress(done, total)`` is called from a worker thread after each table.
-        ``deep=True`` also reads and decodes every entity record (with its class where one is
-        declared or in use, else against its stored schema) and adds ``"records"`` (how many)
-        and ``"problems"`` (one message per record that cannot be read, naming its key), and
-        checks that the index and unique entries of every entity whose class is in use are
-        exactly its records' entries (every record has its entries, every entry names a
-        record that has it; complete indexes only, at one snapshot): ``"index_entries"`` (how
-        many were checked) and more ``"problems"`` (the first 1,000 of them;
-        ``"problem_count"`` counts all).
+        Always: every block of every table of the current version is read, and checksums,
+        key order and the manifest's entry counts are checked (``tables``, ``entries``);
+        damage raises ``CorruptionError`` naming the file. ``progress(done, total)`` is called
+        from a worker thread after each table. Writers and readers go on meanwhile.
+
+        ``deep=True`` also checks the entity data (each check below reads at one snapshot,
+        so concurrent writes cause no false reports) and *reports* what is wrong instead of
+        raising (``problems``: the first 1,000 as
+        :class:`quanta.VerifyProblem`, ``problem_count`` all of them; ``ok``):
+
+        * every entity record decodes (with its class where one is in use, else against its
+          stored schema) and passes its type checks (``records``);
+        * for every entity whose class is in use: its complete indexes' entries are exactly
+          its records' entries (every record has its entries, every entry names a record
+          that has it: ``index_entries``), and every link names a record that exists
+          (``links``; else a dangling link);
+        * the catalog accounts for the entity key space: no records of an entity without a
+          stored schema, no entries of an index its stored schema does not have.
+
+        Entities with indexes whose class is not in use are listed in ``skipped`` (their
+        records are still decoded against the stored schema).
         """
         self._engine.check_open()
-        out: dict[str, Any] = dict(await self._engine.verify(progress))
-        if deep:
-            out["records"], record_problems = await self._catalog.check_records()
-            out["index_entries"], found, entry_problems = await self._catalog.check_entries()
-            out["problems"] = record_problems + entry_problems
-            out["problem_count"] = len(record_problems) + found
-        return out
+        tables = await self._engine.verify(progress)
+        if not deep:
+            return VerifyReport(tables["tables"], tables["entries"])
+        log = ProblemLog()
+        records = await self._catalog.check_records(log)
+        entries, links, skipped = await self._catalog.check_entries(log)
+        await self._catalog.check_keyspace(log)
+        return VerifyReport(
+            tables["tables"],
+            tables["entries"],
+            deep=True,
+            records=records,
+            index_entries=entries,
+            links=links,
+            problems=tuple(log.problems),
+            problem_count=log.count,
+            skipped=skipped,
+        )
 
     async def repair(
         self, *, rebuild_indexes: bool = True, progress: Callable[[SchemaProgress], None] | None = None

@@ -8,7 +8,8 @@ to hide incomplete indexes from the planner. ``migration`` is the public decorat
 Modules: ``format.py`` (the on-disk format), ``diff.py`` (comparing schemas; pure),
 ``migrations.py`` (steps and record conversions; pure), ``store.py`` (chunked storage
 access), ``rewrite.py`` (staged, crash-safe record rewrites), ``builder.py`` (index builds
-and drops), ``catalog.py`` (the async shell), ``autogen.py`` (migration skeletons for the CLI).
+and drops), ``repair.py`` (rebuilding entries), ``verify.py`` (deep verify), ``catalog.py``
+(the async shell), ``autogen.py`` (migration skeletons for the CLI).
 """
 
 from .autogen import EntityReport, render, to_version_for
@@ -18,6 +19,7 @@ from .format import HistoryEntry, StoredField, StoredIndex, StoredSchema, schema
 from .migrations import Step, migration, steps_of
 from .progress import SchemaProgress
 from .repair import RepairReport
+from .verify import ProblemKind, ProblemLog, VerifyProblem, VerifyReport
 
 __all__ = [
     "Catalog",
@@ -26,6 +28,10 @@ __all__ = [
     "EntityReport",
     "Difference",
     "RepairReport",
+    "ProblemKind",
+    "ProblemLog",
+    "VerifyProblem",
+    "VerifyReport",
     "HistoryEntry",
     "SchemaProgress",
     "Step",

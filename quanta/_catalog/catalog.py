@@ -53,7 +53,6 @@ from .._txn import Transactions
 from ..errors import CorruptionError, InvalidTypeError, QuantaError, SchemaMismatchError
 from . import builder, rewrite
 from .diff import Decision, decide, differences, summary
-from .entries_check import check_entries
 from .format import (
     BUILDING,
     CATALOG_PREFIX,
@@ -72,6 +71,7 @@ from .progress import SchemaProgress
 from .repair import RepairReport
 from .rewrite import RecordJob, history_entry
 from .store import Store
+from .verify import ProblemLog, check_entries, check_keyspace
 
 __all__ = ["Catalog", "check_entities"]
 
@@ -696,14 +696,13 @@ class Catalog:
         entry = declared.with_history(HistoryEntry(declared.version, time.time(), "created", _fields_text(declared), 0))
         kv._put_generated([schema_key(name)], [entry.to_bytes()])
 
-    async def check_records(self) -> tuple[int, list[str]]:
+    async def check_records(self, log: ProblemLog) -> int:
         """Read every stored record of every entity with a stored schema or a class in use,
         and decode it (``Database.verify(deep=True)``): with the class where one is in use,
         else as far as the stored schema tells (a msgpack array of the version and one value
-        per field). Returns how many records were read and one message per record that
-        cannot be read, naming its key."""
+        per field). Returns how many records were read; each record that cannot be read goes
+        to ``log``, naming its key."""
         n = 0
-        problems: list[str] = []
         for name in sorted(set(self.schemas) | set(self._bound)):
             info, stored = self._bound.get(name), self.schemas.get(name)
             lo, hi = entity_ranges(name)[0]
@@ -714,15 +713,28 @@ class Catalog:
                 for key, data in zip(keys, values, strict=True):
                     problem = _record_problem(info, stored, data)
                     if problem is not None:
-                        problems.append(str(bad_record_error(name, key, problem)))
-        return n, problems
+                        log.add("unreadable_record", name, key, str(bad_record_error(name, key, problem)))
+        return n
 
-    async def check_entries(self) -> tuple[int, int, list[str]]:
-        """Check the index and unique entries of every entity whose class is in use against
-        its records (``Database.verify(deep=True)``; ``entries_check.py``): only complete
-        indexes. Returns ``(entries checked, problems, the first messages)``."""
+    async def check_entries(self, log: ProblemLog) -> tuple[int, int, tuple[str, ...]]:
+        """Check the index and unique entries and the links of every entity whose class is
+        in use against the records (``Database.verify(deep=True)``; ``verify.py``): only
+        complete indexes. Returns ``(entries checked, link values checked, skipped)``:
+        ``skipped`` says which entities with stored indexes were not checked (no class in
+        use)."""
         infos = [self.planning_info(self._bound[name]) for name in sorted(self._bound)]
-        return await check_entries(self._engine, infos)
+        skipped = tuple(
+            f"{name}: its index entries and links were not checked: no entity class is in use (declare it at "
+            "open; with the CLI, pass --module)"
+            for name, stored in sorted(self.schemas.items())
+            if name not in self._bound and any(i.state != DROPPING for i in stored.indexes)
+        )
+        return (*await check_entries(self._engine, infos, log), skipped)
+
+    async def check_keyspace(self, log: ProblemLog) -> int:
+        """Check that the catalog accounts for every group of keys in the entity key space
+        (``verify.py``); returns how many groups there are."""
+        return await check_keyspace(self._engine, log)
 
     def planning_info(self, info: EntityInfo) -> EntityInfo:
         """``info`` without the indexes queries must not use yet (not ``ready``)."""

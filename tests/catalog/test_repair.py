@@ -100,7 +100,7 @@ async def _damaged(names: list[str], fs: MemoryFileSystem | None = None, **optio
         for name in names:
             await DAMAGES[name][0](db)
         result = await db.verify(deep=True)
-        assert result["problem_count"] >= len(names), result
+        assert result.problem_count >= len(names), result
     return fs
 
 
@@ -131,13 +131,13 @@ async def test_repair_removes_every_kind_of_damage(damage: str) -> None:
         expected_entries = 3 * len(objs) + sum(len(m.tags) for m in objs) + sum(m.nick is not None for m in objs)
         assert report.entries == expected_entries
         result = await db.verify(deep=True)
-        assert result["problems"] == [] and result["problem_count"] == 0, result["problems"]
-        assert result["index_entries"] == expected_entries
+        assert result.problems == () and result.problem_count == 0, result.problems
+        assert result.index_entries == expected_entries
         assert _all_entries_ready(db)
         assert await _answers(db) == want
         assert await _records(db) == objs  # the records are untouched
     async with quanta.open(PATH, fs=fs, entities=[Member]) as db:  # and it stays so
-        assert (await db.verify(deep=True))["problem_count"] == 0
+        assert (await db.verify(deep=True)).problem_count == 0
         assert await _answers(db) == want
 
 
@@ -198,14 +198,14 @@ async def test_closed_read_only_and_bad_arguments_are_refused_before_anything_is
         await db.repair(rebuild_indexes=False)
     with pytest.raises(InvalidTypeError, match="progress"):
         await db.repair(progress=42)  # type: ignore[arg-type]
-    assert (await db.verify(deep=True))["problem_count"] == 1  # still damaged: nothing was done
+    assert (await db.verify(deep=True)).problem_count == 1  # still damaged: nothing was done
     await db.close()
     with pytest.raises(DatabaseClosedError):
         await db.repair()
     async with quanta.open(PATH, fs=fs, entities=[Member], read_only=True) as ro:
         with pytest.raises(ReadOnlyError):
             await ro.repair()
-        assert (await ro.verify(deep=True))["problem_count"] == 1
+        assert (await ro.verify(deep=True)).problem_count == 1
 
 
 async def test_an_entity_without_a_class_in_use_is_skipped_and_said_so() -> None:
@@ -218,7 +218,7 @@ async def test_an_entity_without_a_class_in_use_is_skipped_and_said_so() -> None
         assert len(report.skipped) == 1 and report.skipped[0].startswith("Member: its indexes were not rebuilt")
         assert "no entity class is in use" in report.skipped[0]
     async with quanta.open(PATH, fs=fs, entities=[Member]) as db:
-        assert (await db.verify(deep=True))["problem_count"] == 1  # untouched
+        assert (await db.verify(deep=True)).problem_count == 1  # untouched
 
 
 async def test_a_class_used_through_a_collection_is_repaired_too() -> None:
@@ -227,7 +227,7 @@ async def test_a_class_used_through_a_collection_is_repaired_too() -> None:
         db.collection(Member)  # admitted: its class is in use now
         report = await db.repair()
         assert "Member.name" in report.indexes and report.skipped == ()
-        assert (await db.verify(deep=True))["problem_count"] == 0
+        assert (await db.verify(deep=True)).problem_count == 0
 
 
 async def test_link_index_entries_are_rebuilt_too() -> None:
@@ -235,15 +235,15 @@ async def test_link_index_entries_are_rebuilt_too() -> None:
     async with quanta.open(PATH, fs=fs, entities=[Writer, Article]) as db:
         await db.collection(Writer).put_many([Writer(id=i, name=f"w{i}") for i in range(3)])
         await db.collection(Article).put_many([Article(id=i, author=i % 3) for i in range(12)])  # type: ignore[arg-type]
-        assert (await db.verify(deep=True))["problem_count"] == 0
+        assert (await db.verify(deep=True)).problem_count == 0
         link_entries = [k async for k, _ in db.kv.scan(prefix=NS + INDEX, include_reserved=True) if b"Article" in k]
         assert len(link_entries) == 12  # the automatic index of the link
         await db._engine.write([link_entries[4]], [None], len(link_entries[4]))
         result = await db.verify(deep=True)
-        assert result["problem_count"] == 1 and "index 'author'" in result["problems"][0], result["problems"]
+        assert result.problem_count == 1 and "index 'author'" in result.problems[0].message, result.problems
         report = await db.repair()
         assert "Article.author" in report.indexes and report.entries_removed == 11
-        assert (await db.verify(deep=True))["problem_count"] == 0
+        assert (await db.verify(deep=True)).problem_count == 0
         await db.collection(Writer).delete(1)  # the cascade finds its referrers through the rebuilt entries
         assert sorted(a.id for a in await db.collection(Article).query().all()) == [0, 2, 3, 5, 6, 8, 9, 11]
 
@@ -261,11 +261,11 @@ async def test_records_sharing_a_unique_value_fail_that_index_only_and_say_which
         assert stored.index("email") is None and all(i.state == READY for i in stored.indexes)
         assert not db._catalog.index_jobs
         assert not [k async for k, _ in db.kv.scan(prefix=unique_prefix("Member", "email"), include_reserved=True)]
-        assert (await db.verify(deep=True))["problem_count"] == 0  # every other index was rebuilt
+        assert (await db.verify(deep=True)).problem_count == 0  # every other index was rebuilt
         await db.collection(Member).delete(5)
     async with quanta.open(PATH, fs=fs, entities=[Member]) as db:  # the open builds it again
         assert db._catalog.schemas["Member"].index("email") is not None
-        assert (await db.verify(deep=True))["problem_count"] == 0
+        assert (await db.verify(deep=True)).problem_count == 0
         assert [m.id for m in await db.collection(Member).where(Member.email == "m4@x.org").all()] == [4]
 
 
@@ -296,7 +296,7 @@ async def test_a_crash_at_any_point_of_a_repair_leaves_the_damage_or_resumes_the
     fs = RecordingFS()
     await _damaged(sorted(DAMAGES), fs, **SMALL_OPTIONS)
     async with quanta.open(PATH, fs=fs, entities=[Member], **SMALL_OPTIONS) as db:
-        damaged_problems = (await db.verify(deep=True))["problems"]
+        damaged_problems = (await db.verify(deep=True)).problems
         want = _expected(await _records(db))
     images: list[MemoryFileSystem] = []
 
@@ -318,14 +318,14 @@ async def test_a_crash_at_any_point_of_a_repair_leaves_the_damage_or_resumes_the
                     db._catalog.index_jobs
                 )
                 await db.indexes_ready()
-                found = (await db.verify(deep=True))["problems"]
+                found = (await db.verify(deep=True)).problems
                 if found:
                     # before the first commit of the repair: exactly the damage, nothing else
                     if found != damaged_problems:
                         problems.append(f"point {point}: {found[:3]}")
                     outcomes["damage untouched"] += 1
                     await db.repair()  # ... and running it again repairs it
-                    found = (await db.verify(deep=True))["problems"]
+                    found = (await db.verify(deep=True)).problems
                     if found:
                         problems.append(f"point {point}: still damaged after a second repair: {found[:3]}")
                 else:
@@ -366,7 +366,7 @@ async def test_an_interrupted_repair_shows_in_quanta_schema_and_resumes_at_open(
     async with quanta.open(path, entities=[Member]) as db:
         await db.indexes_ready()
         assert _all_entries_ready(db)
-        assert (await db.verify(deep=True))["problem_count"] == 0
+        assert (await db.verify(deep=True)).problem_count == 0
         assert await _answers(db) == _expected(await _records(db))
 
 

@@ -61,10 +61,10 @@ async def test_an_unreadable_record_is_named_deletable_and_listed_by_verify() ->
             await items.get(3)
         assert await items.get(1) is not None
         report = await db.verify(deep=True)
-        assert len(report["problems"]) == 1 and "primary key 3" in report["problems"][0]
+        assert len(report.problems) == 1 and "primary key 3" in report.problems[0].message
         assert await items.delete(3)
         assert [i.id for i in await items.query().all()] == [1, 2]
-        assert (await db.verify(deep=True))["problems"] == []
+        assert (await db.verify(deep=True)).problems == ()
 
 
 async def test_auto_keys_are_not_reused_after_a_delete_a_rollback_and_a_reopen() -> None:

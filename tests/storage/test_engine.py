@@ -72,7 +72,7 @@ async def test_flush_and_compaction_on_real_files_use_worker_processes(tmp_path:
         assert [k async for k, _ in db.kv.scan(limit=3)] == [b"key00000", b"key00001", b"key00002"]
     async with quanta.open(path) as db:
         assert await db.kv.get(b"key00599") == b"value-599"
-        assert (await db.verify())["entries"] >= 600
+        assert (await db.verify()).entries >= 600
 
 
 async def test_a_verify_reads_every_table_a_compaction_replaces_meanwhile(db_factory: Any) -> None:
@@ -94,9 +94,9 @@ async def test_a_verify_reads_every_table_a_compaction_replaces_meanwhile(db_fac
     assert not before & {m.number for _, m in db._engine.version.files()}
     assert db._engine.pins.pinned()
     go.set()
-    assert await verify == {"tables": 3, "entries": 300}  # none skipped as "compacted away"
+    assert await verify == quanta.VerifyReport(tables=3, entries=300)  # none skipped as "compacted away"
     assert not db._engine.pins.pinned()
-    assert await db.verify() == {"tables": 1, "entries": 100}
+    assert await db.verify() == quanta.VerifyReport(tables=1, entries=100)
     names = set(db._engine.fs.listdir(db._engine.path))
     assert not {f"{n:06d}.sst" for n in before} & names  # removed once the verify ended
 

@@ -83,7 +83,7 @@ async def test_a_full_disk_is_a_clear_error_and_loses_nothing_acknowledged(small
     filler.unlink()  # free the space, then everything acknowledged must be there
     async with quanta.open(path) as db:
         result = await db.verify()  # the manifest names only whole, readable tables
-        assert result["tables"] >= 0
+        assert result.tables >= 0
         found = {k: v async for k, v in db.kv.scan()}
         missing = [k for k in acknowledged if found.get(k) != acknowledged[k]]
         assert missing == [], f"{len(missing)} acknowledged writes lost, first {missing[:3]}"
@@ -117,7 +117,7 @@ async def test_compaction_on_a_full_disk_fails_cleanly_and_recovers(small_fs: Pa
             n += 1
         assert n == 12 * 1000
         await db.compact()
-        assert (await db.verify())["entries"] == 12 * 1000
+        assert (await db.verify()).entries == 12 * 1000
 
 
 async def test_a_read_only_mount_refuses_writers_and_serves_readers(small_fs: Path) -> None:
