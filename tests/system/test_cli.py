@@ -230,7 +230,7 @@ def test_verify_deep_lists_unreadable_records_and_exits_1(tmp_path: Path) -> Non
     out = cli("verify", "--deep", path, check=1).stdout
     problems = [line for line in out.splitlines() if line.startswith("PROBLEM: ")]
     assert len(problems) == 1 and "primary key 3" in problems[0], out
-    assert "FAILED:" in out and "3 records, 0 index entries, 1 problems" in out, out
+    assert "FAILED:" in out and "3 records, 0 index entries, 0 links, 1 problems" in out, out
 
 
 def test_verify_deep_on_a_sound_database_exits_0(tmp_path: Path) -> None:
@@ -240,7 +240,7 @@ def test_verify_deep_on_a_sound_database_exits_0(tmp_path: Path) -> None:
 
     asyncio.run(build())
     out = cli("verify", "--deep", tmp_path / "ok").stdout
-    assert out.startswith("OK:") and "1 records, 0 index entries, 0 problems" in out and "PROBLEM" not in out, out
+    assert out.startswith("OK:") and "1 records, 0 index entries, 0 links, 0 problems" in out and "PROBLEM" not in out, out
 
 
 def test_stats_and_verify_on_a_missing_or_foreign_path_exit_1(tmp_path: Path) -> None:
