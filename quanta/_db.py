@@ -458,7 +458,8 @@ class Database:
         # loop cancels the background task, which shuts the engine down before we get here.
         if engine is not None and not engine.close_called:
             warnings.warn(
-                f"{self!r} was never closed; `await db.aclose()` or use `async with`",
+                f"the database at {engine.path} was never closed by the program (its event loop may have shut "
+                "it down since); `await db.aclose()` or use `async with`",
                 ResourceWarning,
                 stacklevel=1,
                 source=self,
