@@ -272,15 +272,29 @@ def maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mib() -> float:
+    """Resident set size of this process now (``/proc/self/status`` VmRSS), NaN elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def transfer_child(system: str, phase: str, path: str, file: str, count: int) -> dict[str, Any]:
     """In the child: run one phase (``fill``, ``export`` or ``import``) of ``system`` and
-    measure it: seconds, records/s, the file's MB/s, and ``ru_maxrss`` before the phase (after
-    the imports) and after it."""
+    measure it: seconds, records/s, the file's MB/s and memory. ``peak_rss_mib`` is the
+    process's ``ru_maxrss`` after the phase; ``rss_growth_mib`` how much the phase raised it
+    (0 when the phase stayed under the peak the imports reached); ``peak_over_start_mib`` the
+    peak minus the RSS when the phase started (an upper bound on what the phase held)."""
     if system == "quanta":
         import ops_quanta as side
     else:
         import ops_sqlite as side  # type: ignore[no-redef]
-    before = maxrss_mib()
+    start, before = rss_mib(), maxrss_mib()
     t = time.perf_counter()
     n = side.transfer_phase(phase, path, file, count)
     seconds = time.perf_counter() - t
@@ -293,9 +307,11 @@ def transfer_child(system: str, phase: str, path: str, file: str, count: int) ->
         "records_per_s": n / seconds,
         "file_mb_per_s": size / seconds / 1e6 if phase != "fill" else None,
         "file_bytes": size,
-        "rss_before_mib": before,
+        "rss_start_mib": start,
+        "maxrss_before_mib": before,
         "peak_rss_mib": after,
         "rss_growth_mib": after - before,
+        "peak_over_start_mib": after - start,
     }
 
 

@@ -214,7 +214,7 @@ async def reader(path: str, interval: float, stop_id: int) -> None:
             rows = [o for _, o in diff.inserted] + [o for _, o in diff.modified] + [o for _, _, o in diff.moved]
             if not first:  # the first diff is the result at subscription
                 lags += [now - r.stamp for r in rows if r.stamp and r.id != stop_id]
-                seen += len(rows)
+                seen += sum(1 for r in rows if r.id != stop_id)
             first = False
             if any(r.id == stop_id for r in rows):
                 break
