@@ -10,13 +10,12 @@ Fills a database with ``count`` records of a typical entity (``ops_quanta.User``
 a unique email, an indexed city, an int, a list of str, a datetime and an Any dict), then, each
 in its own child process so that each peak RSS is its own: exports it (``db.export_jsonl``),
 imports the file into an empty database (``db.import_jsonl``, both passes). Prints one JSON line
-per phase: seconds, records/s, MB/s of the file and the child's memory (``peak_rss_mib`` =
-``ru_maxrss`` after the phase, ``rss_growth_mib`` how much the phase raised it,
-``peak_over_start_mib`` the peak minus the RSS when the phase began; see
-``ops_model.transfer_child``); the fill's is shown for scale (it holds one put_many batch at a
-time). The databases use ``durability="os"`` (an fsync per commit would measure the disk, not
-the transfer) and a block cache of ``--cache-mib`` (the default 64 MiB; a scan of a large
-database fills it, so it is part of every phase's peak).
+per phase: seconds, records/s, MB/s of the file and the child's memory (``peak_rss_mib``, the
+phase's own peak RSS: ``VmHWM`` reset when the phase starts; ``rss_growth_mib``, that peak
+minus the RSS when the phase began; see ``ops_model.transfer_child``); the fill's is shown for
+scale (it holds one put_many batch at a time). The databases use ``durability="os"`` (an fsync
+per commit would measure the disk, not the transfer) and a block cache of ``--cache-mib`` (the
+default 64 MiB; a scan of a large database fills it, so it is part of every phase's peak).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ anchor's child process does not pay for (or measure the memory of) importing it.
   the commit latencies and loop lags taken while a ``work`` call ran; ``during_metrics`` turns
   them into the rows' metrics.
 - **Transfer** data: ``user_record(i)``, one user (the JSON shape both systems export).
-  Export and import phases run in a child process each (``transfer_phase``), so each peak RSS
-  (``ru_maxrss``) is that phase's own.
+  Export and import phases run in a child process each (``transfer_child``), and each peak RSS
+  is that phase's own (``VmHWM``, reset when the phase starts).
 - **Readers**: ``start_readers`` / ``collect_readers`` run reader child processes (QuantaDB's
   follower, or the sqlite poll loop) that print ``ready``, then one JSON line at the end.
 
@@ -268,37 +268,61 @@ def user_record(i: int) -> dict[str, Any]:
 
 
 def maxrss_mib() -> float:
-    """Peak RSS of this process so far (``ru_maxrss`` is KiB on Linux)."""
+    """``ru_maxrss`` of this process (KiB on Linux). On Linux it is inherited through fork and
+    exec: a child's starts at its parent's peak, so it is reported for reference only."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def rss_mib() -> float:
-    """Resident set size of this process now (``/proc/self/status`` VmRSS), NaN elsewhere."""
+def _status_mib(field: str) -> float:
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return float("nan")
 
 
+def rss_mib() -> float:
+    """Resident set size of this process now (``VmRSS``), NaN without ``/proc``."""
+    return _status_mib("VmRSS")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux >= 4.0:
+    ``/proc/self/clear_refs``); False when that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_mib() -> float:
+    """Peak RSS of this process since it started or since ``reset_peak_rss`` (``VmHWM``)."""
+    return _status_mib("VmHWM")
+
+
 def transfer_child(system: str, phase: str, path: str, file: str, count: int) -> dict[str, Any]:
     """In the child: run one phase (``fill``, ``export`` or ``import``) of ``system`` and
-    measure it: seconds, records/s, the file's MB/s and memory. ``peak_rss_mib`` is the
-    process's ``ru_maxrss`` after the phase; ``rss_growth_mib`` how much the phase raised it
-    (0 when the phase stayed under the peak the imports reached); ``peak_over_start_mib`` the
-    peak minus the RSS when the phase started (an upper bound on what the phase held)."""
+    measure it: seconds, records/s, the file's MB/s and memory. The peak is reset when the
+    phase starts (``reset_peak_rss``), so ``peak_rss_mib`` is the phase's own absolute peak
+    (``VmHWM``: the interpreter and the imports included) and ``rss_growth_mib`` = that peak
+    minus the RSS when the phase started. ``maxrss_mib`` (``ru_maxrss``) is for reference:
+    on Linux it starts at the parent's peak."""
     if system == "quanta":
         import ops_quanta as side
     else:
         import ops_sqlite as side  # type: ignore[no-redef]
-    start, before = rss_mib(), maxrss_mib()
+    start = rss_mib()
+    if not reset_peak_rss():
+        raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs): no per-phase memory figure")
     t = time.perf_counter()
     n = side.transfer_phase(phase, path, file, count)
     seconds = time.perf_counter() - t
-    after = maxrss_mib()
+    peak = peak_rss_mib()
     size = os.path.getsize(file) if os.path.exists(file) else 0
     return {
         "phase": phase,
@@ -308,10 +332,10 @@ def transfer_child(system: str, phase: str, path: str, file: str, count: int) ->
         "file_mb_per_s": size / seconds / 1e6 if phase != "fill" else None,
         "file_bytes": size,
         "rss_start_mib": start,
-        "maxrss_before_mib": before,
-        "peak_rss_mib": after,
-        "rss_growth_mib": after - before,
-        "peak_over_start_mib": after - start,
+        "peak_rss_mib": peak,
+        "rss_growth_mib": peak - start,
+        "rss_end_mib": rss_mib(),
+        "maxrss_mib": maxrss_mib(),
     }
 
 

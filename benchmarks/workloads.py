@@ -394,7 +394,7 @@ WORKLOADS += (
     Workload(
         "ops_export_rss",
         "ops_transfer",
-        "JSON Lines export: peak RSS growth of the exporting process",
+        "JSON Lines export: peak RSS of the export process over its RSS at the start (absolute peak in details)",
         "rss_growth_mib",
         "MiB",
         (QUANTA, "sqlite3"),
@@ -411,7 +411,7 @@ WORKLOADS += (
     Workload(
         "ops_import_rss",
         "ops_transfer",
-        "JSON Lines import: peak RSS growth of the importing process",
+        "JSON Lines import: peak RSS of the import process over its RSS at the start (absolute peak in details)",
         "rss_growth_mib",
         "MiB",
         (QUANTA, "sqlite3"),
@@ -519,11 +519,11 @@ FULL_PARAMS: dict[str, Any] = {
     # (one every 2 ms), writer puts per writer-cost run
     "ops_backup_mib": 64,
     "ops_backup_runs": 5,
-    "ops_baseline_s": 1.0,
+    "ops_baseline_s": 0.5,
     "ops_users": 100_000,
     "ops_follow_interval": 0.01,
-    "ops_lag_commits": 1_000,
-    "ops_reader_ops": 20_000,
+    "ops_lag_commits": 500,
+    "ops_reader_ops": 10_000,
     "repeats": 5,
     "repeats_by_group": {
         "loop_lag": 3,
@@ -568,9 +568,9 @@ QUICK_PARAMS: dict[str, Any] = {
     "live_write_rounds": 2,
     "ops_backup_mib": 16,
     "ops_backup_runs": 2,
-    "ops_baseline_s": 0.5,
+    "ops_baseline_s": 0.3,
     "ops_users": 20_000,
-    "ops_lag_commits": 300,
+    "ops_lag_commits": 200,
     "ops_reader_ops": 5_000,
     "repeats": 3,
     # Synced writes are short but at the mercy of other disk traffic: more repeats, cheaply.
