@@ -388,8 +388,8 @@ def start_readers(system: str, path: str, n: int, interval: float, stop: int) ->
 
 
 def collect_readers(procs: list[subprocess.Popen[str]], timeout: float = 120) -> tuple[list[int], float, int]:
-    """Every reader's lags (ns), the CPU seconds the readers used in all, and how many rows
-    they saw in all."""
+    """Every reader's lags (ns), the CPU seconds the readers used in all after they were ready
+    (following the writer, not starting up), and how many rows they saw in all."""
     lags: list[int] = []
     cpu = 0.0
     seen = 0
