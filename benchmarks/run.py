@@ -12,8 +12,10 @@ scan_range, scan_range_reopen, scan_full, scan_full_reopen, write_sync, write_co
 reopen, loop_lag, change_latency_{os,sync}_{iter,rx}, fanout_{0,10,1000,consumed},
 txn_{sync,os}_{uniform,hot}_{1,8}, entity_bulk, entity_get, entity_get_many, entity_range_query,
 entity_composite, entity_in, entity_scan_filter, live_latency_{1,100,10000}, live_write_10000,
-live_naive_{1,100,10000}, big (prefixes work: ``--only change_latency,fanout,txn``, ``--only entity`` or
-``--only live``).
+live_naive_{1,100,10000}, ops_backup, ops_backup_commit, ops_backup_loop_lag, ops_backup_copy,
+ops_export, ops_export_rss, ops_import, ops_import_rss, ops_repair, ops_reader_lag, ops_reader_cost,
+big (prefixes work: ``--only change_latency,fanout,txn``, ``--only entity``,
+``--only live`` or ``--only ops``).
 Exit status: 0, or 1 if a trial failed or answered wrongly, or 2 with ``--strict`` when a
 (non-stretch) target FAILs.
 
@@ -69,7 +71,7 @@ def run_trial(spec_path: str) -> int:
     trial = _harness.Trial(**spec)
     out_path = spec_path + ".out"
     try:
-        module = importlib.import_module(wl.SYSTEM_MODULES[trial.system])
+        module = importlib.import_module(wl.module_for(trial.system, trial.group))
         fn = module.GROUPS[trial.group]
         trial.records()  # load before timing; the same objects for every system
         gc.collect()
@@ -181,6 +183,17 @@ def expectations(params: dict[str, Any], records: list[tuple[bytes, bytes]]) -> 
     exp["fanout_10"] = {"published": 0, "subscribers": 10, "table_files": 0}
     exp["fanout_1000"] = {"published": 0, "subscribers": 1000, "table_files": 0}
     exp["fanout_consumed"] = {"published": commits, "received": commits, "subscribers": 1, "table_files": 0}
+    # Operations rows: every backup opened holds every loaded key; the export and the import
+    # handled every user (the import's database holds them); repair rebuilt 2 indexes of every
+    # user; every reader process reported.
+    for name in ("ops_backup", "ops_backup_commit", "ops_backup_loop_lag", "ops_backup_copy"):
+        exp[name] = {"bad_backups": 0, "backups": params["ops_backup_runs"]}
+    users = params["ops_users"]
+    for name in ("ops_export", "ops_export_rss", "ops_import", "ops_import_rss"):
+        exp[name] = {"records": users}
+    exp["ops_repair"] = {"records": users, "entries": 2 * users, "indexes": 2, "integrity_ok": 1}
+    exp["ops_reader_lag"] = {"readers": 4, "commits": params["ops_lag_commits"]}
+    exp["ops_reader_cost"] = {"readers": 4}
     return exp
 
 
@@ -241,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     big = ap.add_mutually_exclusive_group()
     big.add_argument("--big", dest="big", action="store_true", default=None, help="include the 1M-key row")
     big.add_argument("--no-big", dest="big", action="store_false", help="skip the 1M-key row")
+    ap.add_argument("--ops-backup-mib", type=int, help="size of the backup rows' database (default 64, quick 16)")
+    ap.add_argument("--ops-users", type=int, help="users in the export/import/repair rows (default 100k, quick 20k)")
     ap.add_argument("--dir", default=tempfile.gettempdir(), help="where temp databases go (default: %(default)s)")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory")
     ap.add_argument("--strict", action="store_true", help="exit 2 when a (non-stretch) target FAILs")
@@ -252,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     params = dict(wl.QUICK_PARAMS if args.quick else wl.FULL_PARAMS)
     if args.n:
         params["n"] = params["get_ops"] = args.n
+    if args.ops_backup_mib:
+        params["ops_backup_mib"] = args.ops_backup_mib
+    if args.ops_users:
+        params["ops_users"] = args.ops_users
     if args.repeats:
         params["repeats"] = args.repeats
         # Every row gets R repeats, except the long ones (loop lag, 1M keys, floor): at most R.

@@ -8,14 +8,23 @@ operations (default 10k): the per-op number is unaffected, the trial is just sho
 
 Change-bus and transaction rows: see ``_latency_run``, ``_fanout`` and ``_txn_run``. Rows that
 QuantaDB runs with ``durability="os"`` use ``synchronous=NORMAL`` instead of ``FULL``.
+
+Backup rows (``ops_backup`` group, see ``ops_sqlite``): the same database and writer as the
+sqlite3 anchor, but the writer is a task on its own aiosqlite connection and each backup is
+``await conn.backup(target)`` on another (all pages in one step, on aiosqlite's thread), so the
+event-loop lag during a backup is measured as for QuantaDB.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
+import time
 from typing import Any
 
 import aiosqlite
+import ops_model as om
 from _harness import (
     CHANGE_WARMUP,
     ChangeReceiver,
@@ -36,6 +45,7 @@ from _harness import (
     txn_metrics,
     txn_value,
 )
+from ops_sqlite import count_backup, load_backup_db, remove_db_files
 from sys_sqlite3 import FULL, GET, PRAGMAS, PRAGMAS_BY_DURABILITY, PRAGMAS_OS, PUT, RANGE, SCHEMA, UPDATE
 
 
@@ -299,7 +309,51 @@ def write_concurrent(trial: Trial) -> dict[str, Any]:
     return asyncio.run(_write_concurrent(trial))
 
 
+async def _backup(trial: Trial) -> dict[str, Any]:
+    p = trial.params
+    path = str(trial.fresh_dir("aiosqlite") / "db.sqlite")
+    loader = sqlite3.connect(path, isolation_level=None)
+    for pragma in PRAGMAS:
+        loader.execute(pragma)
+    loader.execute(SCHEMA)
+    t = time.perf_counter()
+    n = load_backup_db(loader, p["ops_backup_mib"], trial.seed)
+    load_s = time.perf_counter() - t
+    loader.close()
+    writer = await connect(path)
+    source = await connect(path)
+
+    async def commit(i: int) -> None:
+        await writer.execute(PUT, (om.hot_key(i), om.HOT_VALUE))
+
+    async def backup_into(dest: str) -> dict[str, Any]:
+        await asyncio.to_thread(remove_db_files, dest)
+        t = time.perf_counter()
+        target = sqlite3.connect(dest, isolation_level=None, check_same_thread=False)
+        try:
+            await source.backup(target, pages=-1)
+        finally:
+            target.close()
+        seconds = time.perf_counter() - t
+        return {"bytes": await asyncio.to_thread(os.path.getsize, dest), "seconds": seconds}
+
+    baseline = await om.measure_async(commit, None, seconds=p["ops_baseline_s"])
+    out: dict[str, Any] = {}
+    try:
+        with om.backup_dests(trial.workloads, trial.workdir) as phases:
+            for rows, dest in phases:
+                d = await om.measure_async(commit, lambda dest=dest: backup_into(dest), runs=p["ops_backup_runs"])
+                m = om.during_metrics(d, baseline)
+                m.update(keys=n, bad_backups=int(count_backup(dest) != n), load_s=load_s)
+                out.update(dict.fromkeys(rows, m))
+    finally:
+        await writer.close()
+        await source.close()
+    return out
+
+
 GROUPS = {
+    "ops_backup": lambda trial: asyncio.run(_backup(trial)),
     "bulk": bulk,
     "reads": reads,
     "write_sync": write_sync,

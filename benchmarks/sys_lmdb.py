@@ -9,15 +9,24 @@ transaction.
 Transaction rows: one write transaction per read-modify-write (``get`` then ``put`` per key),
 from 1 or 8 threads on one environment. Rows that QuantaDB runs with ``durability="os"`` open
 the environment with ``sync=False, metasync=False`` (commits reach the OS, not the disk).
+
+Backup rows (``ops_backup`` group, see ``ops_sqlite``): the same ``ops_model.backup_batches``
+(``putmulti``, one write transaction per batch); a writer thread commits single puts (one
+write transaction each, synced) while ``Environment.copy(dest)`` (LMDB's hot backup, a
+consistent copy from one read transaction) runs on the main thread.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
+import time
 from itertools import islice
 from typing import Any
 
 import lmdb
+import ops_model as om
 from _harness import (
     Trial,
     TxnConfig,
@@ -265,7 +274,61 @@ def txn(trial: Trial) -> dict[str, Any]:
     return {cfg.name: _txn_run(trial, cfg) for cfg in txn_configs(trial)}
 
 
+def _backup_into(env: lmdb.Environment, dest: str) -> dict[str, Any]:
+    shutil.rmtree(dest, ignore_errors=True)
+    os.makedirs(dest)
+    t = time.perf_counter()
+    env.copy(dest)
+    return {"bytes": os.path.getsize(os.path.join(dest, "data.mdb")), "seconds": time.perf_counter() - t}
+
+
+def _count_backup(dest: str) -> int:
+    copy = lmdb.open(dest, readonly=True, lock=False, max_dbs=0)
+    try:
+        with copy.begin() as txn:
+            cur = txn.cursor()
+            n = 0
+            if cur.set_range(b"key:"):
+                for k in cur.iternext(keys=True, values=False):
+                    if not k.startswith(b"key:"):
+                        break
+                    n += 1
+    finally:
+        copy.close()
+    return n
+
+
+def ops_backup(trial: Trial) -> dict[str, Any]:
+    p = trial.params
+    env = _open(str(trial.fresh_dir("lmdb")))
+    t = time.perf_counter()
+    n = 0
+    for batch in om.backup_batches(p["ops_backup_mib"], trial.seed):
+        with env.begin(write=True) as txn:
+            txn.cursor().putmulti(batch)
+        n += len(batch)
+    load_s = time.perf_counter() - t
+
+    def commit(i: int) -> None:
+        with env.begin(write=True) as txn:
+            txn.put(om.hot_key(i), om.HOT_VALUE)
+
+    baseline = om.measure_threaded(commit, None, seconds=p["ops_baseline_s"])
+    out: dict[str, Any] = {}
+    try:
+        with om.backup_dests(trial.workloads, trial.workdir) as phases:
+            for rows, dest in phases:
+                d = om.measure_threaded(commit, lambda dest=dest: _backup_into(env, dest), runs=p["ops_backup_runs"])
+                m = om.during_metrics(d, baseline)
+                m.update(keys=n, bad_backups=int(_count_backup(dest) != n), load_s=load_s)
+                out.update(dict.fromkeys(rows, m))
+    finally:
+        env.close()
+    return out
+
+
 GROUPS = {
+    "ops_backup": ops_backup,
     "bulk": bulk,
     "reads": reads,
     "write_sync": write_sync,

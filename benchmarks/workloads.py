@@ -22,6 +22,16 @@ SYSTEM_MODULES = {
     "lmdb": "sys_lmdb",
     "python": "sys_floor",
 }
+#: The operations groups (issue 14) keep QuantaDB's and sqlite3's sides in modules of their own
+#: (``ops_quanta.py``, ``ops_sqlite.py``); aiosqlite's and lmdb's are in their ``sys_*`` modules.
+OPS_MODULES = {"quanta": "ops_quanta", "sqlite3": "ops_sqlite"}
+
+
+def module_for(system: str, group: str) -> str:
+    """The module whose ``GROUPS[group]`` runs ``system``'s trial of ``group``."""
+    if group.startswith("ops_") and system in OPS_MODULES:
+        return OPS_MODULES[system]
+    return SYSTEM_MODULES[system]
 
 
 @dataclass(frozen=True)
@@ -331,6 +341,112 @@ WORKLOADS += (
     ),
 )
 
+# Operations rows (issue 14; ops_model.py, ops_quanta.py, ops_sqlite.py). Backup: a database of
+# ``ops_backup_mib`` MiB and a writer committing synced single puts during the backups. plyvel
+# is left out: LevelDB has no online backup (only a copy of a closed database, or RocksDB's
+# BackupEngine/Checkpoint, which plyvel does not expose).
+_BACKUP_SYSTEMS = (QUANTA, "sqlite3", "aiosqlite", "lmdb")
+WORKLOADS += (
+    Workload(
+        "ops_backup",
+        "ops_backup",
+        "Online backup (64 MiB default, --ops-backup-mib) while a writer commits, dest beside the DB "
+        "(QuantaDB hard-links its tables; plyvel: no online backup)",
+        "mb_per_s",
+        "MB/s",
+        _BACKUP_SYSTEMS,
+        higher_is_better=True,
+    ),
+    Workload(
+        "ops_backup_commit",
+        "ops_backup",
+        "Worst commit latency of the writer during those backups (synced single puts)",
+        "commit_max_ms",
+        "ms",
+        _BACKUP_SYSTEMS,
+    ),
+    Workload(
+        "ops_backup_loop_lag",
+        "ops_backup",
+        "Max event-loop lag during those backups (asyncio systems)",
+        "loop_lag_max_ms",
+        "ms",
+        (QUANTA, "aiosqlite"),
+    ),
+    Workload(
+        "ops_backup_copy",
+        "ops_backup",
+        "Online backup while a writer commits, dest on another file system (/dev/shm: every system copies)",
+        "mb_per_s",
+        "MB/s",
+        _BACKUP_SYSTEMS,
+        higher_is_better=True,
+    ),
+    Workload(
+        "ops_export",
+        "ops_transfer",
+        "JSON Lines export of ops_users users (100k default; sqlite3: SELECT + json.dumps per row)",
+        "records_per_s",
+        "records/s",
+        (QUANTA, "sqlite3"),
+        higher_is_better=True,
+    ),
+    Workload(
+        "ops_export_rss",
+        "ops_transfer",
+        "JSON Lines export: peak RSS of the export process over its RSS at the start (absolute peak in details)",
+        "rss_growth_mib",
+        "MiB",
+        (QUANTA, "sqlite3"),
+    ),
+    Workload(
+        "ops_import",
+        "ops_transfer",
+        "JSON Lines import into an empty DB (sqlite3: json.loads + executemany, one transaction)",
+        "records_per_s",
+        "records/s",
+        (QUANTA, "sqlite3"),
+        higher_is_better=True,
+    ),
+    Workload(
+        "ops_import_rss",
+        "ops_transfer",
+        "JSON Lines import: peak RSS of the import process over its RSS at the start (absolute peak in details)",
+        "rss_growth_mib",
+        "MiB",
+        (QUANTA, "sqlite3"),
+    ),
+    Workload(
+        "ops_repair",
+        "ops_transfer",
+        "Rebuild 2 indexes (1 unique) of those users: db.repair() vs sqlite3 REINDEX",
+        "records_per_s",
+        "records/s",
+        (QUANTA, "sqlite3"),
+        higher_is_better=True,
+    ),
+    Workload(
+        "ops_reader_lag",
+        "ops_readers",
+        "Reader-process lag p99, writer commit -> live query emission, 4 readers, 10 ms follow interval "
+        "(sqlite3: PRAGMA data_version poll)",
+        "p99_ms",
+        "ms",
+        (QUANTA, "sqlite3"),
+        (Target(20.0),),
+    ),
+    Workload(
+        "ops_reader_cost",
+        "ops_readers",
+        "Writer throughput with 4 reader processes / alone (durability=os; sqlite3: WAL, NORMAL)",
+        "vs_no_readers",
+        "x",
+        (QUANTA, "sqlite3"),
+        (Target(0.9, at_least=True),),
+        higher_is_better=True,
+    ),
+)
+
 _CPU = {"us_per_op": "cpu_us_per_op", "us_per_key": "cpu_us_per_key", "us_per_scan": "cpu_us_per_scan"}
 WORKLOADS = tuple(replace(w, cpu_metric=_CPU.get(w.metric, "cpu_ms")) if w.group == "reads" else w for w in WORKLOADS)
 BY_NAME = {w.name: w for w in WORKLOADS}
@@ -348,6 +464,9 @@ GROUP_ORDER = (
     "entity_bulk",
     "entity_reads",
     "live",
+    "ops_backup",
+    "ops_transfer",
+    "ops_readers",
     "big",
 )
 
@@ -395,8 +514,28 @@ FULL_PARAMS: dict[str, Any] = {
     "live_naive_commits_10000": 20,
     "live_write_ops": 5_000,
     "live_write_rounds": 4,
+    # operations rows: backup database size, backups per phase, writer-alone seconds before
+    # them; users exported, imported and repaired; reader follow/poll interval, lag commits
+    # (one every 2 ms), writer puts per writer-cost run
+    "ops_backup_mib": 64,
+    "ops_backup_runs": 5,
+    "ops_baseline_s": 0.5,
+    "ops_users": 100_000,
+    "ops_follow_interval": 0.01,
+    "ops_lag_commits": 500,
+    "ops_reader_ops": 10_000,
     "repeats": 5,
-    "repeats_by_group": {"loop_lag": 3, "big": 1, "floor": 3, "changes": 3, "txn": 3, "live": 3},
+    "repeats_by_group": {
+        "loop_lag": 3,
+        "big": 1,
+        "floor": 3,
+        "changes": 3,
+        "txn": 3,
+        "live": 3,
+        "ops_backup": 3,
+        "ops_transfer": 3,
+        "ops_readers": 3,
+    },
     "timeout_s": 900,
 }
 
@@ -427,6 +566,12 @@ QUICK_PARAMS: dict[str, Any] = {
     "live_naive_commits_10000": 5,
     "live_write_ops": 2_000,
     "live_write_rounds": 2,
+    "ops_backup_mib": 16,
+    "ops_backup_runs": 2,
+    "ops_baseline_s": 0.3,
+    "ops_users": 20_000,
+    "ops_lag_commits": 200,
+    "ops_reader_ops": 5_000,
     "repeats": 3,
     # Synced writes are short but at the mercy of other disk traffic: more repeats, cheaply.
     "repeats_by_group": {
@@ -437,6 +582,9 @@ QUICK_PARAMS: dict[str, Any] = {
         "write_concurrent": 5,
         "txn": 1,
         "live": 1,
+        "ops_backup": 1,
+        "ops_transfer": 1,
+        "ops_readers": 1,
     },
     "timeout_s": 300,
 }
