@@ -55,7 +55,7 @@ import itertools
 import os
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -174,6 +174,8 @@ class Tailer:
     fs: FileSystem
     path: str
     cache: BlockCache
+    #: closes the WAL segments the tailer lets go (the follower defers it while a hold is active)
+    let_go: Callable[[Sequence[_Closable]], None]
     manifest: _LogTail | None = None
     version: Version = field(default_factory=Version)
     log_number: int = 0
@@ -184,8 +186,7 @@ class Tailer:
     wals: dict[int, _LogTail] = field(default_factory=dict)
     # (segment, batch, offset where its record ends), read in order
     batches: list[tuple[int, Batch, int]] = field(default_factory=list)
-    #: closes a WAL segment the tailer lets go (the follower defers it while a hold is active)
-    let_go: Callable[[list[_Closable]], None] | None = None
+    #: closes the WAL segments the tailer lets go (the follower defers it while a hold is active)
 
     # ------------------------------------------------------------------ loading
 
@@ -229,19 +230,12 @@ class Tailer:
                     reader.close()
             self.candidate = None
         wals, self.wals = list(self.wals.values()), {}
-        self._close_wals(wals)
+        self.let_go(wals)
         if self.manifest is not None:
             self.manifest.close()
             self.manifest = None
         self.batches = []
         self.dirty = False
-
-    def _close_wals(self, wals: list[_LogTail]) -> None:
-        if self.let_go is not None:
-            self.let_go(list(wals))
-        else:
-            for wal in wals:
-                wal.close()
 
     def _read_manifest_from_current(self) -> None:
         try:
@@ -388,7 +382,7 @@ class Tailer:
         self.installed = cand.readers
         if self.candidate is cand:
             self.candidate = None
-        self._close_wals([self.wals.pop(n) for n in sorted(self.wals) if n < cand.log_number])
+        self.let_go([self.wals.pop(n) for n in sorted(self.wals) if n < cand.log_number])
         return retired
 
     def close(self) -> None:
@@ -428,7 +422,7 @@ class Follower:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.tailer = Tailer(engine.fs, engine.path, engine.cache)
+        self.tailer = Tailer(engine.fs, engine.path, engine.cache, self._close_later)
         self.interval = engine.opts.follow_interval
         self.polls = 0
         self.installs = 0
@@ -448,7 +442,6 @@ class Follower:
         self._deferred: list[_Closable] = []
         self._hold_lock = threading.Lock()
         self._closed = False
-        self.tailer.let_go = self._close_later
         #: segment number -> offset where the last batch applied from it ends: the reader's
         #: memtables hold exactly the records of each segment up to there (for backups)
         self.applied: dict[int, int] = {}
@@ -593,9 +586,9 @@ class Follower:
     def _retire(self, readers: list[TableReader]) -> None:
         for reader in readers:
             self.engine.cache.evict_file(reader.file_number)
-        self._close_later(list(readers))
+        self._close_later(readers)
 
-    def _close_later(self, items: list[_Closable]) -> None:
+    def _close_later(self, items: Sequence[_Closable]) -> None:
         """Close ``items`` now, or when the last hold ends (any thread)."""
         with self._hold_lock:
             if self._holds and not self._closed:
@@ -637,6 +630,8 @@ class Follower:
                 except Exception:
                     pass  # recorded as the engine's failure; the state stays the last one
             eng.check_open()
+            if any(n not in self.tailer.wals for n in self.applied):
+                eng._raise_failure()  # a failed reload let the segments go: the state is memory only
             wals = [(n, self.tailer.wals[n].file, end) for n, end in sorted(self.applied.items())]
             readers = self.hold()
             return HeldState(eng.visible_seq, eng.version, readers, wals)
