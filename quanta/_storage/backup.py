@@ -20,6 +20,15 @@ How (RocksDB's Checkpoint, with BackupEngine's incremental reuse and a completio
 4. **A fresh MANIFEST** names exactly the pinned tables, with ``log_number`` = DEST's WAL
    and ``last_seq = seq``; CURRENT points at it (``set_current``).
 
+**A read-only open** (a follower of a writer in another process, whose deletions no pin can
+defer) takes its picture with ``Follower.hold_state``: its installed version, the readers of
+its tables and the WAL segments its memtables came from, each up to where the last batch it
+applied ends, all kept open until the backup ends (the follower closes what it lets go
+meanwhile only when the hold is released). Everything is read through those descriptors: a
+table is hard-linked by name only if the link names the held file (``vfs.same_file``), else
+copied from the held descriptor; reuse needs the held file itself or its size and CRC; the WAL
+part is the held segments' raw records up to those ends, exactly the batches it applied.
+
 Departure from RocksDB's Checkpoint: no flush first (it would cost write amplification, and
 a read-only database cannot flush) and no copy of the live MANIFEST (a fresh one names just
 the version of the picture).
