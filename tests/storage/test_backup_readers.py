@@ -163,6 +163,42 @@ async def test_the_backup_wal_holds_exactly_the_batches_the_reader_applied(db_fa
     await check_copy(db_factory, dest_of(db_factory, tmp_path), info, expected)
 
 
+async def test_segments_the_writer_creates_while_the_backup_starts_are_in_its_picture(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The old read-only backup listed the WAL segments on disk before taking its seq: a
+    commit in a segment created after that listing (two rotations: the first uses the spare
+    segment that was listed) and applied by the reader before the seq was taken was silently
+    missing from a backup that reported it. Now the picture (seq, tables, segments) is one
+    instant, whatever the writer does while the backup starts."""
+    fs = MemoryFileSystem()
+    writer = await quanta.open("/db", fs=fs, **SMALL)
+    await writer.kv.put(b"a", b"1")
+    reader = await quanta.open("/db", fs=fs, read_only=True, follow_interval=0)
+    loop = asyncio.get_running_loop()
+    real = backup_module._begin
+
+    async def meanwhile() -> None:
+        for key in (b"big", b"big2"):
+            await writer.kv.put(key, b"x" * 5000)  # each fills a memtable: a new segment each
+        await writer.kv.put(b"b", b"2")
+        await reader.catch_up()
+
+    def begin(*args: Any) -> Any:
+        lock = real(*args)
+        asyncio.run_coroutine_threadsafe(meanwhile(), loop).result(20)
+        return lock
+
+    monkeypatch.setattr(backup_module, "_begin", begin)
+    info = await reader.backup("/backup")
+    assert info.seq == reader.seq == writer.seq
+    async with quanta.open("/backup", fs=fs) as copy:
+        assert await contents(copy) == await contents(reader)
+        assert await copy.kv.get(b"b") == b"2"
+    await reader.close()
+    await writer.close()
+
+
 async def test_an_incremental_reader_backup_reuses_only_the_files_it_holds(db_factory: Any, tmp_path: Path) -> None:
     writer, reader = await writer_and_reader(db_factory)
     dest = dest_of(db_factory, tmp_path)
