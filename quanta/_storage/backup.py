@@ -20,6 +20,15 @@ How (RocksDB's Checkpoint, with BackupEngine's incremental reuse and a completio
 4. **A fresh MANIFEST** names exactly the pinned tables, with ``log_number`` = DEST's WAL
    and ``last_seq = seq``; CURRENT points at it (``set_current``).
 
+**A read-only open** (a follower of a writer in another process, whose deletions no pin can
+defer) takes its picture with ``Follower.hold_state``: its installed version, the readers of
+its tables and the WAL segments its memtables came from, each up to where the last batch it
+applied ends, all kept open until the backup ends (the follower closes what it lets go
+meanwhile only when the hold is released). Everything is read through those descriptors: a
+table is hard-linked by name only if the link names the held file (``vfs.same_file``), else
+copied from the held descriptor; reuse needs the held file itself or its size and CRC; the WAL
+part is the held segments' raw records up to those ends, exactly the batches it applied.
+
 Departure from RocksDB's Checkpoint: no flush first (it would cost write amplification, and
 a read-only database cannot flush) and no copy of the live MANIFEST (a fresh one names just
 the version of the picture).
@@ -61,7 +70,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -72,17 +81,17 @@ from ..errors import (
     DatabaseExistsError,
     InvalidArgumentError,
     NotADatabaseError,
+    QuantaError,
     StorageIOError,
 )
 from . import filenames
 from .format import HEADER_SIZE, WAL_MAGIC, FileHeader, checksum
-from .log import LogWriter
 from .manifest import CURRENT_TMP, ManifestWriter, read_current, set_current
-from .vfs import FileLock, FileSystem, OSFileSystem, ReadableFile, WritableFile, write_synced
-from .wal import encode_batch
+from .vfs import FileLock, FileSystem, OSFileSystem, ReadableFile, WritableFile, same_file, write_synced
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .follower import HeldState
     from .version import Version
 
 __all__ = ["BackupInfo", "backup"]
@@ -105,6 +114,7 @@ _OURS = frozenset(
 )
 
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -194,22 +204,25 @@ async def backup(engine: Engine, dest: str, progress: Progress | None = None) ->
         raise InvalidArgumentError(f"the backup destination {dest} is the database directory or inside it")
     await anyio.to_thread.run_sync(_inspect_dest, fs, dest, source)
     lock = await anyio.to_thread.run_sync(_begin, fs, dest, source)
+    follower = engine.follower
     pins: list[str] = []
-    wals: list[tuple[int, int | None]] = []
+    held: HeldState | None = None
     try:
-        if engine.read_only:
-            wals = [
-                (n, None) for n in await anyio.to_thread.run_sync(_wals_on_disk, fs, engine.path, engine.log_number)
-            ]
-        seq, version, live_wals, pins = await engine.pin_for_backup()
-        if not engine.read_only:
-            wals = live_wals
+        if follower is not None:  # a read-only open: everything through its descriptors
+            held = await follower.hold_state()
+            seq, version = held.seq, held.version
+            wals: list[tuple[int, ReadableFile | None, int | None]] = list(held.wals)
+        else:
+            seq, version, live_wals, pins = await engine.pin_for_backup()
+            wals = [(n, None, end) for n, end in live_wals]
         existing = await anyio.to_thread.run_sync(fs.listdir, dest)
         numbers = [filenames.parse_name(n) for n in existing]
         top = max([engine.next_file_number, *(p[1] + 1 for p in numbers if p is not None)])
+        if held is not None:  # above every table number it names (next_file_number is the writer's)
+            top = max([top, *(m.number + 1 for _, m in version.files())])
         wal_no, manifest_no = top, top + 1
         # The WAL first: it is small, and its size completes the progress total.
-        wal_bytes = await anyio.to_thread.run_sync(_write_wal, engine, wals, seq, dest, wal_no)
+        wal_bytes = await _step(engine, _write_wal, fs, engine.path, wals, dest, wal_no)
         metas = [m for _, m in version.files()]
         total = wal_bytes + sum(m.size for m in metas)
         done = wal_bytes
@@ -218,21 +231,26 @@ async def backup(engine: Engine, dest: str, progress: Progress | None = None) ->
         counts = {"linked": 0, "copied": 0, "reused": 0}
         written = wal_bytes
         for meta in metas:
-            if engine.closed:
-                raise DatabaseClosedError(f"the database at {engine.path} was closed during the backup")
+            _check_not_closed(engine)
             name = filenames.table_name(meta.number)
-            how = await anyio.to_thread.run_sync(
-                _place_table, fs, os.path.join(engine.path, name), os.path.join(dest, name), meta.size
-            )
+            src, dst = os.path.join(engine.path, name), os.path.join(dest, name)
+            if held is not None:
+                how = await _step(engine, _place_held_table, fs, held.readers[meta.number].file, src, dst, meta.size)
+            else:
+                how = await _step(engine, _place_table, fs, src, dst, meta.size)
             counts[how] += 1
             written += meta.size if how == "copied" else 0
             done += meta.size
             if progress is not None:
                 progress(done, total)
+        _check_not_closed(engine)
         record = _Record(source, seq, manifest_no, wal_no, tuple(m.number for m in metas), time.time())
         manifest_bytes = await anyio.to_thread.run_sync(_finish, fs, dest, version, seq, wal_no, manifest_no, record)
     finally:
         with anyio.CancelScope(shield=True):
+            if held is not None:
+                assert follower is not None
+                follower.release()
             due = engine.pins.unpin(pins)
             await anyio.to_thread.run_sync(_release, fs, lock, [] if engine.closed else due)
     return BackupInfo(
@@ -247,6 +265,22 @@ async def backup(engine: Engine, dest: str, progress: Progress | None = None) ->
         bytes_written=written + manifest_bytes,
         seconds=time.perf_counter() - started,
     )
+
+
+def _check_not_closed(engine: Engine) -> None:
+    if engine.closed:
+        raise DatabaseClosedError(f"the database at {engine.path} was closed during the backup")
+
+
+async def _step(engine: Engine, func: Callable[..., T], *args: Any) -> T:
+    """Run one step in a worker thread. A failure once the database was closed meanwhile is
+    that close (a read-only open's close closes the descriptors the step reads)."""
+    try:
+        return await anyio.to_thread.run_sync(func, *args)
+    except QuantaError as exc:
+        if engine.closed:
+            raise DatabaseClosedError(f"the database at {engine.path} was closed during the backup") from exc
+        raise
 
 
 # --------------------------------------------------------------------------- steps (threads)
@@ -324,54 +358,46 @@ def _begin(fs: FileSystem, dest: str, source: str) -> FileLock:
     return lock
 
 
-def _wals_on_disk(fs: FileSystem, path: str, log_number: int) -> list[int]:
-    """The WAL segments a read-only database replayed at open (as ``Recovery._recover``)."""
-    parsed = (filenames.parse_name(n) for n in fs.listdir(path))
-    return sorted(p[1] for p in parsed if p is not None and p[0] == "wal" and p[1] >= log_number)
-
-
-def _write_wal(engine: Engine, wals: list[tuple[int, int | None]], seq: int, dest: str, number: int) -> int:
+def _write_wal(
+    fs: FileSystem, source: str, wals: list[tuple[int, ReadableFile | None, int | None]], dest: str, number: int
+) -> int:
     """Write the batches ``<= seq`` of the source's WAL segments into DEST's segment
     ``number``, synced; return the bytes written.
 
-    A writable database's segments are copied as raw record bytes (no Python work per
-    record, which would hold the GIL against the event loop): a retired segment whole, the
-    active one up to where its last visible batch ends (``Engine.pin_for_backup``). Records
-    hold no file number, so only the header is new. A read-only database's segments are
-    read as its recovery read them (torn tails dropped, ``wal_recovery="salvage"`` honoured),
-    and the batches re-encoded."""
-    fs = engine.fs
+    The segments are copied as raw record bytes (no Python work per record, which would hold
+    the GIL against the event loop; records hold no file number, so only the header is new),
+    each ``(number, file, end)`` up to ``end`` (None: whole). A writable database's are opened
+    by path (``file`` None: pinned, ``Engine.pin_for_backup``): a retired segment whole, the
+    active one up to where its last visible batch ends. A read-only open's are read through
+    the descriptors its follower holds, up to where the last batch it applied ends
+    (``Follower.hold_state``): exactly its memtables, whatever the writer removed since."""
     out = fs.create(os.path.join(dest, filenames.wal_name(number)))
     try:
         out.write(FileHeader(magic=WAL_MAGIC, file_number=number).encode())
-        for wal, end in wals:
-            if engine.read_only:
-                replay = engine._read_wal(wal)
-                records = [encode_batch(s, keys, values) for s, keys, values in replay.batches if s <= seq]
-                if records:
-                    log = LogWriter(out, out.tell())
-                    log.add_records(records)
+        for wal, file, end in wals:
+            if file is not None:
+                _copy_records(file, end, out)
             else:
-                _copy_records(fs, os.path.join(engine.path, filenames.wal_name(wal)), wal, end, out)
+                f = fs.open_read(os.path.join(source, filenames.wal_name(wal)))
+                try:
+                    _copy_records(f, end, out)
+                finally:
+                    f.close()
         out.sync()
         return out.tell()
     finally:
         out.close()
 
 
-def _copy_records(fs: FileSystem, path: str, number: int, end: int | None, out: WritableFile) -> None:
-    """Append the record bytes of WAL segment ``path`` (after its header, up to ``end``)."""
-    f = fs.open_read(path)
-    try:
-        FileHeader.decode(_pread_exact(f, 0, HEADER_SIZE), path=path, expect_magic=WAL_MAGIC)
-        stop = f.size() if end is None else end
-        offset = HEADER_SIZE
-        while offset < stop:
-            chunk = _pread_exact(f, offset, min(_CHUNK, stop - offset))
-            out.write(chunk)
-            offset += len(chunk)
-    finally:
-        f.close()
+def _copy_records(f: ReadableFile, end: int | None, out: WritableFile) -> None:
+    """Append the record bytes of WAL segment ``f`` (after its header, up to ``end``)."""
+    FileHeader.decode(_pread_exact(f, 0, HEADER_SIZE), path=f.path, expect_magic=WAL_MAGIC)
+    stop = f.size() if end is None else end
+    offset = HEADER_SIZE
+    while offset < stop:
+        chunk = _pread_exact(f, offset, min(_CHUNK, stop - offset))
+        out.write(chunk)
+        offset += len(chunk)
 
 
 def _pread_exact(f: ReadableFile, offset: int, size: int) -> bytes:
@@ -400,17 +426,55 @@ def _place_table(fs: FileSystem, src: str, dst: str, size: int) -> str:
     return "copied"
 
 
+def _place_held_table(fs: FileSystem, held: ReadableFile, src: str, dst: str, size: int) -> str:
+    """:func:`_place_table` for a read-only open, whose writer (another process) may have
+    removed ``src`` (a compaction) at any time: the table is the file ``held`` is open on.
+
+    A table already at ``dst`` is reused when it is that very file (a hard link an earlier
+    backup made) or has its size and CRC-32. Else ``src`` is hard-linked, and the link kept
+    only if it names the held file (``same_file``: never trust a name); if ``src`` is gone
+    (ENOENT), cannot be linked, or names another file, the held file's bytes are copied."""
+    if fs.exists(dst):
+        if same_file(fs, held, dst) or _same_held_contents(fs, held, dst, size):
+            return "reused"
+        fs.remove(dst)
+    try:
+        fs.link(src, dst)
+    except StorageIOError as exc:
+        if exc.errno != errno.ENOENT and exc.errno not in _NO_LINK:
+            raise
+    else:
+        if same_file(fs, held, dst):
+            return "linked"
+        fs.remove(dst)  # the name names another file now: copy the one held
+    _copy_file(held, fs, dst)
+    return "copied"
+
+
+def _same_held_contents(fs: FileSystem, held: ReadableFile, dst: str, size: int) -> bool:
+    f = fs.open_read(dst)
+    try:
+        found = _crc_of(f)
+    finally:
+        f.close()
+    return found[0] == size and _crc_of(held) == found
+
+
+def _crc_of(f: ReadableFile) -> tuple[int, int]:
+    size, crc, offset = f.size(), 0, 0
+    while offset < size:
+        chunk = f.pread(offset, min(_CHUNK, size - offset))
+        if not chunk:
+            break
+        crc = zlib.crc32(chunk, crc)
+        offset += len(chunk)
+    return size, crc
+
+
 def _crc(fs: FileSystem, path: str) -> tuple[int, int]:
     f = fs.open_read(path)
     try:
-        size, crc, offset = f.size(), 0, 0
-        while offset < size:
-            chunk = f.pread(offset, min(_CHUNK, size - offset))
-            if not chunk:
-                break
-            crc = zlib.crc32(chunk, crc)
-            offset += len(chunk)
-        return size, crc
+        return _crc_of(f)
     finally:
         f.close()
 
@@ -423,20 +487,25 @@ def _same_contents(fs: FileSystem, src: str, dst: str, size: int) -> bool:
 def _copy(fs: FileSystem, src: str, dst: str) -> None:
     f = fs.open_read(src)
     try:
-        out = fs.create(dst)
-        try:
-            size, offset = f.size(), 0
-            while offset < size:
-                chunk = f.pread(offset, min(_CHUNK, size - offset))
-                if not chunk:
-                    raise StorageIOError(f"read failed for {src}: file shrank while copied", path=src)
-                out.write(chunk)
-                offset += len(chunk)
-            out.sync()
-        finally:
-            out.close()
+        _copy_file(f, fs, dst)
     finally:
         f.close()
+
+
+def _copy_file(f: ReadableFile, fs: FileSystem, dst: str) -> None:
+    """Copy the whole of open file ``f`` into a new file ``dst``, synced (pread in chunks)."""
+    out = fs.create(dst)
+    try:
+        size, offset = f.size(), 0
+        while offset < size:
+            chunk = f.pread(offset, min(_CHUNK, size - offset))
+            if not chunk:
+                raise StorageIOError(f"read failed for {f.path}: file shrank while copied", path=f.path)
+            out.write(chunk)
+            offset += len(chunk)
+        out.sync()
+    finally:
+        out.close()
 
 
 def _finish(

@@ -54,9 +54,10 @@ import errno
 import itertools
 import os
 import struct
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import CorruptionError, QuantaError, ReaderLagError, StorageIOError
 from . import filenames
@@ -73,7 +74,7 @@ from .wal import Batch, decode_batch
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["LOAD_ATTEMPTS", "Follower", "Tailer"]
+__all__ = ["LOAD_ATTEMPTS", "Follower", "HeldState", "Tailer"]
 
 #: How often a load restarts because a file vanished under it before giving up.
 LOAD_ATTEMPTS = 50
@@ -81,6 +82,10 @@ _READ_CHUNK = 1 << 20
 _RECORD_HEADER = struct.Struct("<IIB")
 _FULL = int(RecordType.FULL)
 _CATALOG = b"\x00Qc"  # the schema catalog's reserved keys (quanta/_schema/keyspace.py)
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
 
 
 class _Vanished(Exception):
@@ -102,7 +107,7 @@ class _LogTail:
         self.number = number
         self.offset = 0  # 0: the header was not read yet
         self.final = False
-        self.pending: list[Batch] = []  # WAL batches read, not yet handed on
+        self.pending: list[tuple[Batch, int]] = []  # WAL batches read (with where each ends), not yet handed on
         self.trailing = 0  # bytes after the last complete record (a record being written, or torn)
 
     def read_new(self) -> list[tuple[bytes, int]]:
@@ -169,6 +174,8 @@ class Tailer:
     fs: FileSystem
     path: str
     cache: BlockCache
+    #: closes the WAL segments the tailer lets go (the follower defers it while a hold is active)
+    let_go: Callable[[Sequence[_Closable]], None]
     manifest: _LogTail | None = None
     version: Version = field(default_factory=Version)
     log_number: int = 0
@@ -177,7 +184,9 @@ class Tailer:
     installed: dict[int, TableReader] = field(default_factory=dict)
     candidate: Candidate | None = None
     wals: dict[int, _LogTail] = field(default_factory=dict)
-    batches: list[tuple[int, Batch]] = field(default_factory=list)  # (segment, batch), read in order
+    # (segment, batch, offset where its record ends), read in order
+    batches: list[tuple[int, Batch, int]] = field(default_factory=list)
+    #: closes the WAL segments the tailer lets go (the follower defers it while a hold is active)
 
     # ------------------------------------------------------------------ loading
 
@@ -197,7 +206,7 @@ class Tailer:
                     if self.log_number not in self._open_new_wals():
                         raise _Vanished
                     self._read_wals()
-                    seqs = [batch[0] for _, batch in self.batches]
+                    seqs = [batch[0] for _, batch, _ in self.batches]
                     if any(b != a + 1 for a, b in itertools.pairwise(seqs)) or (seqs and seqs[0] > cand.last_seq + 1):
                         raise _Vanished  # a segment flushed and removed between the listing and its open
                     self.candidate = None
@@ -220,9 +229,8 @@ class Tailer:
                 if number not in self.installed:
                     reader.close()
             self.candidate = None
-        for wal in self.wals.values():
-            wal.close()
-        self.wals = {}
+        wals, self.wals = list(self.wals.values()), {}
+        self.let_go(wals)
         if self.manifest is not None:
             self.manifest.close()
             self.manifest = None
@@ -340,7 +348,8 @@ class Tailer:
 
     def _read(self, wal: _LogTail) -> None:
         for payload, offset in wal.read_new():
-            wal.pending.append(decode_batch(payload, path=wal.file.path, offset=offset))
+            end = offset + RECORD_HEADER_SIZE + len(payload)
+            wal.pending.append((decode_batch(payload, path=wal.file.path, offset=offset), end))
 
     def _read_wals(self) -> None:
         order = sorted(n for n, w in self.wals.items() if not w.final)
@@ -357,7 +366,7 @@ class Tailer:
             if final:
                 self._read(wal)  # whatever was appended before the later record or the edit
                 wal.final = True
-            self.batches += [(number, b) for b in wal.pending]
+            self.batches += [(number, b, end) for b, end in wal.pending]
             wal.pending = []
             if not final:
                 break
@@ -373,8 +382,7 @@ class Tailer:
         self.installed = cand.readers
         if self.candidate is cand:
             self.candidate = None
-        for number in [n for n in self.wals if n < cand.log_number]:
-            self.wals.pop(number).close()
+        self.let_go([self.wals.pop(n) for n in sorted(self.wals) if n < cand.log_number])
         return retired
 
     def close(self) -> None:
@@ -396,12 +404,25 @@ def origin_of(keys: list[bytes]) -> str:
     return "schema" if catalog == len(keys) else "transaction"
 
 
+@dataclass(frozen=True)
+class HeldState:
+    """What :meth:`Follower.hold_state` returns: ``seq`` (the reader's visible sequence
+    number), its ``version`` and the ``readers`` of its tables, and ``wals``: ``(segment,
+    open file, end)`` oldest first, whose records up to ``end`` are exactly the batches the
+    reader applied past the version (every one ``<= seq``)."""
+
+    seq: int
+    version: Version
+    readers: dict[int, TableReader]
+    wals: list[tuple[int, ReadableFile, int]]
+
+
 class Follower:
     """The event-loop side of following, owned by a read-only :class:`Engine`."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.tailer = Tailer(engine.fs, engine.path, engine.cache)
+        self.tailer = Tailer(engine.fs, engine.path, engine.cache, self._close_later)
         self.interval = engine.opts.follow_interval
         self.polls = 0
         self.installs = 0
@@ -413,10 +434,17 @@ class Follower:
         self._inflight: asyncio.Future[object] | None = None
         self._stopping = False
         self._wake: asyncio.Event | None = None
-        # While a worker thread reads the installed tables (verify), the readers an install
-        # or reload lets go are closed only when the last such hold ends.
+        # While a worker thread reads the installed tables or WAL segments (verify, backup),
+        # the readers and segments an install or reload lets go are closed only when the last
+        # such hold ends. Taken and released on the loop, but a reload lets segments go in
+        # its worker thread: a lock guards the count and the deferred list.
         self._holds = 0
-        self._deferred: list[TableReader] = []
+        self._deferred: list[_Closable] = []
+        self._hold_lock = threading.Lock()
+        self._closed = False
+        #: segment number -> offset where the last batch applied from it ends: the reader's
+        #: memtables hold exactly the records of each segment up to there (for backups)
+        self.applied: dict[int, int] = {}
         #: called with the error when subscribers must end (a gap); set by the change bus
         self.on_lag: list[Callable[[BaseException], None]] = []
 
@@ -433,10 +461,12 @@ class Follower:
         eng.version = cand.version
         eng.readers = dict(cand.readers)
         mems: list[Memtable] = []
-        for number, (seq, keys, values) in batches:
+        self.applied = {}
+        for number, (seq, keys, values), end in batches:
             if not mems or mems[-1].wal_number != number:
                 mems.append(Memtable(number))
             mems[-1].apply(seq, keys, values)
+            self.applied[number] = end
         top = batches[-1][1][0] if batches else 0
         eng.last_seq = eng.visible_seq = max(cand.last_seq, top)
         eng.log_number = cand.log_number
@@ -512,7 +542,7 @@ class Follower:
         batches, tailer.batches = tailer.batches, []
         if self._needs_reload:
             return  # the state is frozen until the reload
-        for number, (seq, keys, values) in batches:
+        for number, (seq, keys, values), end in batches:
             if seq != eng.visible_seq + 1:
                 what = "went back" if seq <= eng.visible_seq else "skipped ahead"
                 self._lost(f"the writer's history {what}: seq {seq} after {eng.visible_seq}")
@@ -523,6 +553,7 @@ class Follower:
                     eng.imms.append(mem)
                 mem = eng.mem = Memtable(number)
             mem.apply(seq, keys, values)
+            self.applied[number] = end
             eng.last_seq = eng.visible_seq = seq
             hook = eng.on_apply
             if hook is not None:
@@ -548,30 +579,62 @@ class Follower:
         eng.imms = [m for m in eng.imms if m.wal_number >= cand.log_number]
         if eng.mem.wal_number < cand.log_number:
             eng.mem = Memtable(cand.log_number)
+        self.applied = {n: end for n, end in self.applied.items() if n >= cand.log_number}
         self._retire(retired)
         self.installs += 1
 
     def _retire(self, readers: list[TableReader]) -> None:
         for reader in readers:
             self.engine.cache.evict_file(reader.file_number)
-        if self._holds:
-            self._deferred += readers
-        else:
-            for reader in readers:
-                reader.close()
+        self._close_later(readers)
+
+    def _close_later(self, items: Sequence[_Closable]) -> None:
+        """Close ``items`` now, or when the last hold ends (any thread)."""
+        with self._hold_lock:
+            if self._holds and not self._closed:
+                self._deferred += items
+                return
+        for item in items:
+            item.close()
 
     def hold(self) -> dict[int, TableReader]:
-        """The installed tables' readers, kept open until :meth:`release`: a worker thread
-        may read them while installs go on (on the event loop)."""
-        self._holds += 1
+        """The installed tables' readers, kept open until :meth:`release` (call it exactly
+        once, in a ``finally``): a worker thread may read them while installs go on (on the
+        event loop). The WAL segments the tailer lets go meanwhile stay open too. A close of
+        the database closes everything all the same (a read after it fails, EBADF)."""
+        with self._hold_lock:
+            self._holds += 1
         return dict(self.engine.readers)
 
     def release(self) -> None:
-        self._holds -= 1
-        if not self._holds:
+        with self._hold_lock:
+            self._holds -= 1
+            if self._holds:
+                return
             deferred, self._deferred = self._deferred, []
-            for reader in deferred:
-                reader.close()
+        for item in deferred:
+            item.close()
+
+    async def hold_state(self) -> HeldState:
+        """A hold (as :meth:`hold`; release with :meth:`release`) on the reader's whole state
+        at one instant: its installed version and tables, and the open WAL segments its
+        memtables came from, each with the offset where the last batch applied from it ends.
+        Taken while no poll or load runs (those change the tailer's segments in a thread), so
+        it may wait for one to finish."""
+        eng = self.engine
+        assert self._lock is not None
+        async with self._lock:
+            if self._inflight is not None:  # a cancelled catch_up's poll still runs
+                try:
+                    await asyncio.shield(self._inflight)
+                except Exception:
+                    pass  # recorded as the engine's failure; the state stays the last one
+            eng.check_open()
+            if any(n not in self.tailer.wals for n in self.applied):
+                eng._raise_failure()  # a failed reload let the segments go: the state is memory only
+            wals = [(n, self.tailer.wals[n].file, end) for n, end in sorted(self.applied.items())]
+            readers = self.hold()
+            return HeldState(eng.visible_seq, eng.version, readers, wals)
 
     def _lost(self, why: str) -> None:
         """A gap: end the subscriptions and reload once no snapshot is open."""
@@ -614,8 +677,10 @@ class Follower:
         self.close_sync()
 
     def close_sync(self) -> None:
+        with self._hold_lock:
+            self._closed = True  # from now on nothing is deferred
+            deferred, self._deferred = self._deferred, []
         self.tailer.close()
-        for reader in self._deferred:
-            reader.close()
-        self._deferred = []
+        for item in deferred:
+            item.close()
         self.engine.readers = {}

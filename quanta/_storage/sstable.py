@@ -446,6 +446,11 @@ class TableReader:
         self._sizes = sizes
         self._bloom = bloom
 
+    @property
+    def file(self) -> ReadableFile:
+        """The open file (a backup copies a table the writer deleted from it)."""
+        return self._file
+
     @classmethod
     def open(cls, fs: FileSystem, path: str, file_number: int, cache: BlockCache | None = None) -> TableReader:
         """Open the table at ``path``, checking its header, footer and metadata blocks.

@@ -101,6 +101,7 @@ __all__ = [
     "OSFileSystem",
     "ReadableFile",
     "WritableFile",
+    "same_file",
     "write_synced",
 ]
 
@@ -670,3 +671,18 @@ def write_synced(fs: FileSystem, path: str, data: bytes) -> None:
         file.sync()
     finally:
         file.close()
+
+
+def same_file(fs: FileSystem, file: ReadableFile, path: str) -> bool:
+    """True if ``path`` names the very file ``file`` was opened on (the same inode), False if
+    it names another file, none, or the file layer cannot tell (a file layer this module does
+    not know: the caller then treats the name as another file)."""
+    if isinstance(file, _OSReadable):
+        try:
+            held, named = os.fstat(file._fd), os.stat(path)
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
+    if isinstance(file, _MemReadable) and isinstance(fs, MemoryFileSystem):
+        return fs.files.get(fs._norm(path)) is file._inode
+    return False
