@@ -266,7 +266,13 @@ class Database:
         --rebuild-indexes --module MODULE`` opens the database itself. ``progress`` receives
         a :class:`quanta.SchemaProgress` after every chunk (``drop_index``, then
         ``build_index``, per index). Raises ``ReadOnlyError`` on a read-only database,
-        ``DatabaseClosedError`` on a closed one."""
+        ``DatabaseClosedError`` on a closed one.
+
+        Stopped part-way (an I/O error, ``progress`` raising, a cancellation), it raises what
+        stopped it with a note (``exc.__notes__``) naming the indexes left being rebuilt (hidden
+        from queries, which read the records meanwhile) and the entities not reached; calling
+        ``repair()`` again finishes it, or, after an I/O error stopped the database, reopening
+        resumes it (docs/operations.md, "A repair that stops part-way")."""
         check_flag("rebuild_indexes", rebuild_indexes)
         _check_callback("progress", progress)
         if not rebuild_indexes:
