@@ -341,7 +341,11 @@ class Database:
         open, or used through a collection), else with the class the file's schema names
         if its module is already imported (a file never makes the import run code). A crash
         or cancellation in the write phase leaves the batches committed so far; re-run with
-        ``on_conflict="replace"`` to finish."""
+        ``on_conflict="replace"`` to finish. Each batch checks ``on_conflict`` again against what
+        exists when it writes: with ``"error"``, a key another writer inserted after the
+        validation stops the import with :class:`quanta.IntegrityError` naming the line (a
+        unique value claimed meanwhile: :class:`quanta.UniqueViolationError`), never
+        overwriting it; the batches before it stay."""
         path = check_path(file)
         mode = check_on_conflict(on_conflict)
         reporter = check_progress(progress)
