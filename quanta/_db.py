@@ -288,7 +288,13 @@ class Database:
         --rebuild-indexes --module MODULE`` opens the database itself. ``progress`` receives
         a :class:`quanta.SchemaProgress` after every chunk (``drop_index``, then
         ``build_index``, per index). Raises ``ReadOnlyError`` on a read-only database,
-        ``DatabaseClosedError`` on a closed one."""
+        ``DatabaseClosedError`` on a closed one.
+
+        Stopped part-way (an I/O error, ``progress`` raising, a cancellation), it raises what
+        stopped it with a note (``exc.__notes__``) naming the indexes left being rebuilt (hidden
+        from queries, which read the records meanwhile) and the entities not reached; calling
+        ``repair()`` again finishes it, or, after an I/O error stopped the database, reopening
+        resumes it (docs/operations.md, "A repair that stops part-way")."""
         check_flag("rebuild_indexes", rebuild_indexes)
         _check_callback("progress", progress)
         if not rebuild_indexes:
@@ -357,7 +363,11 @@ class Database:
         open, or used through a collection), else with the class the file's schema names
         if its module is already imported (a file never makes the import run code). A crash
         or cancellation in the write phase leaves the batches committed so far; re-run with
-        ``on_conflict="replace"`` to finish."""
+        ``on_conflict="replace"`` to finish. Each batch checks ``on_conflict`` again against what
+        exists when it writes: with ``"error"``, a key another writer inserted after the
+        validation stops the import with :class:`quanta.IntegrityError` naming the line (a
+        unique value claimed meanwhile: :class:`quanta.UniqueViolationError`), never
+        overwriting it; the batches before it stay."""
         path = check_path(file)
         mode = check_on_conflict(on_conflict)
         reporter = check_progress(progress)

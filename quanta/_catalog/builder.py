@@ -30,9 +30,9 @@ import anyio
 
 from .._codec import decode_tuple, prefix_end
 from .._entity import entity_keys, index_entries
-from .._schema import EntityInfo, IndexInfo, index_prefix, unique_prefix
+from .._schema import EntityInfo, IndexInfo, bad_record_error, index_prefix, unique_prefix
 from .._txn import Transaction, Transactions
-from ..errors import ConflictError, SchemaMismatchError
+from ..errors import ConflictError, CorruptionError, SchemaMismatchError
 from .format import entity_ranges, job_key, pack, unpack
 from .progress import SchemaProgress
 from .store import CHUNK, Store
@@ -98,10 +98,13 @@ async def build(
                 values = await tx.kv._get_many(rkeys)
                 entries: dict[bytes, bytes] = {}
                 owners: dict[bytes, Any] = {}
-                for value in values:
+                for rkey, value in zip(rkeys, values, strict=True):
                     if value is None:
                         continue  # deleted since the chunk was listed
-                    obj = decode(value)
+                    try:
+                        obj = decode(value)
+                    except CorruptionError as exc:  # name the record (and how to remove it)
+                        raise bad_record_error(entity, rkey, exc._message) from exc
                     pk = getattr(obj, pk_name)
                     for k, v in index_entries(single, keys, obj, pk).items():
                         if index.unique:

@@ -486,48 +486,57 @@ class Catalog:
         rebuilt: list[str] = []
         failures: list[SchemaMismatchError] = []
         records = removed = entries = 0
-        for name in names:
-            info = self._bound[name]
-            stored = self.schemas[name]
-            targets: list[IndexInfo] = []
-            for idx in info.indexes:
-                s = stored.index(idx.name)
-                if (
-                    s is not None
-                    and s.state != DROPPING
-                    and s.same_definition(StoredIndex(idx.name, idx.fields, idx.unique, idx.multi))
-                ):
-                    targets.append(idx)
-            if not targets:
-                continue
-            self._repairing.add(name)
-            try:
-                async with self._lock:
-                    schema = self.schemas[name]
-                    keys: list[bytes] = []
-                    values: list[bytes | None] = []
-                    for idx in targets:
-                        schema = schema.with_index_state(idx.name, BUILDING)
-                        job = builder.IndexJob("rebuild")
-                        self.index_jobs[(name, idx.name)] = job
-                        keys.append(job_key(name, "build", idx.name))
-                        values.append(job.to_bytes())
-                    await self._put_schema_locked(schema, keys, values)
-                done = 0
-                for idx in sorted(targets, key=lambda i: not i.unique):
-                    try:
-                        deleted, read = await self._build(info, idx.name, report)
-                    except SchemaMismatchError as exc:  # two records share a unique value
-                        failures.append(await self._unbuildable(name, idx.name, exc))
-                        continue
-                    removed += deleted
-                    done = max(done, read)
-                    rebuilt.append(f"{name}.{idx.name}")
-                    for lo, hi in builder.index_ranges(name, idx.name):
-                        entries += await self._store.count(lo, hi)
-                records += done
-            finally:
-                self._repairing.discard(name)
+        touched: list[str] = []  # the entities whose indexes this call began to rebuild
+        finished: set[str] = set()  # ... and those it went through to the end
+        try:
+            for name in names:
+                info = self._bound[name]
+                stored = self.schemas[name]
+                targets: list[IndexInfo] = []
+                for idx in info.indexes:
+                    s = stored.index(idx.name)
+                    if (
+                        s is not None
+                        and s.state != DROPPING
+                        and s.same_definition(StoredIndex(idx.name, idx.fields, idx.unique, idx.multi))
+                    ):
+                        targets.append(idx)
+                if not targets:
+                    continue
+                self._repairing.add(name)
+                touched.append(name)
+                try:
+                    async with self._lock:
+                        schema = self.schemas[name]
+                        keys: list[bytes] = []
+                        values: list[bytes | None] = []
+                        for idx in targets:
+                            schema = schema.with_index_state(idx.name, BUILDING)
+                            job = builder.IndexJob("rebuild")
+                            self.index_jobs[(name, idx.name)] = job
+                            keys.append(job_key(name, "build", idx.name))
+                            values.append(job.to_bytes())
+                        await self._put_schema_locked(schema, keys, values)
+                    done = 0
+                    for idx in sorted(targets, key=lambda i: not i.unique):
+                        try:
+                            deleted, read = await self._build(info, idx.name, report)
+                        except SchemaMismatchError as exc:  # two records share a unique value
+                            failures.append(await self._unbuildable(name, idx.name, exc))
+                            continue
+                        removed += deleted
+                        done = max(done, read)
+                        rebuilt.append(f"{name}.{idx.name}")
+                        for lo, hi in builder.index_ranges(name, idx.name):
+                            entries += await self._store.count(lo, hi)
+                    records += done
+                    finished.add(name)
+                finally:
+                    self._repairing.discard(name)
+        except BaseException as exc:  # an I/O failure, a cancellation, a progress callback raising...
+            await self._reload_after_interruption(touched)
+            exc.add_note(self._interruption_note(names, finished))
+            raise
         if failures:
             raise SchemaMismatchError(
                 "repair: every other index was rebuilt, but not these unique ones:\n  "
@@ -535,6 +544,78 @@ class Catalog:
                 differences=[d for e in failures for d in e.differences],
             )
         return RepairReport(tuple(rebuilt), records, removed, entries, tuple(skipped))
+
+    async def _reload_after_interruption(self, names: Sequence[str]) -> None:
+        """After a repair stopped part-way: make the in-memory schemas and index jobs of
+        ``names`` what is committed. A cancelled commit may still complete after its
+        caller is gone (``Engine.write``), so wait (shielded) until every appended batch is
+        visible or the engine has failed, then read the schemas and jobs back."""
+        engine = self._engine
+        with anyio.CancelScope(shield=True):
+            try:
+                await engine.wait_visible(engine.last_seq)
+            except QuantaError:
+                pass  # the engine failed or closed: what is visible is what is committed
+        if engine.closed:
+            return
+        for name in names:
+            self._refresh_schema(name)
+            stored = self.schemas.get(name)
+            for idx in stored.indexes if stored is not None else ():
+                for kind in ("build", "drop"):
+                    data = self._store.get(job_key(name, kind, idx.name))
+                    if data is not None:
+                        self.index_jobs[(name, idx.name)] = builder.IndexJob.from_bytes(data)
+                        break
+                else:
+                    self.index_jobs.pop((name, idx.name), None)
+
+    def _interruption_note(self, names: Sequence[str], finished: set[str]) -> str:
+        """What a repair of the entities ``names`` that stopped part-way left (``finished``:
+        those it had repaired completely), and how to finish it: a note added to the
+        exception that stopped it."""
+        left: list[tuple[str, bool]] = []
+        waiting: list[str] = []
+        for name in names:
+            stored = self.schemas.get(name)
+            if name in finished or stored is None:
+                continue
+            building = [(f"{name}.{i.name}", i.unique) for i in stored.indexes if i.state == BUILDING]
+            if building:
+                left += building
+            elif any(i.state != DROPPING for i in stored.indexes):
+                waiting.append(name)
+        lines = ["db.repair() was interrupted part-way."]
+        if left:
+            lines.append(
+                f"{len(left)} indexes are left being rebuilt ({', '.join(n for n, _ in left)}): queries do not use "
+                "them until they are complete (they answer by reading the records) and the records are untouched."
+            )
+            unique = [n for n, u in left if u]
+            if unique:
+                lines.append(
+                    f"Until they are rebuilt, the unique indexes {', '.join(unique)} do not reject a duplicate of a "
+                    "value whose entry is not rebuilt yet: finish before writing."
+                )
+        else:
+            lines.append("No index is left half-rebuilt.")
+        if waiting:
+            lines.append(f"Not reached yet (their indexes are as they were): {', '.join(waiting)}.")
+        try:
+            self._engine.check_writable()
+        except QuantaError:
+            lines.append(
+                "The database stopped accepting writes: close it and open it again with the entity classes "
+                "declared; the open resumes every index left being rebuilt (the unique ones before it returns, "
+                "the others in the background: await db.indexes_ready()); then call db.repair() again to repair "
+                "what it had not reached."
+            )
+        else:
+            lines.append(
+                "To finish: call db.repair() again (it rebuilds every index from the records), or reopen the "
+                "database with the entity classes declared (the open resumes the indexes left being rebuilt)."
+            )
+        return " ".join(lines)
 
     async def _unbuildable(self, name: str, index: str, exc: SchemaMismatchError) -> SchemaMismatchError:
         """A unique index a repair cannot rebuild (its records hold a duplicate): delete its

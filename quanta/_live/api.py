@@ -122,13 +122,15 @@ def _opener(
 
 def _results(query: Query[Any], render: Callable[[], Render]) -> Callable[[], LiveState]:
     """A factory of result states for ``query`` (the plan, order key and route are worked
-    out once; ``render()`` makes each subscription its own renderer)."""
+    out once; ``render()`` makes each subscription its own renderer). Each state reads the
+    store with ``query.plan()`` at the time (``states.reading``: the indexes a query may use
+    change while ``db.repair()`` rebuilds them)."""
     plan = query.plan()
     info = query._coll._info
     key = order_key(plan, info)
     route = routes(plan.where, info)
     slack = _slack(plan.limit)
-    return lambda: ResultState(plan, key, route, render(), slack)
+    return lambda: ResultState(plan, key, route, render(), slack, query.plan)
 
 
 # ------------------------------------------------------------------------------------ queries
@@ -152,7 +154,11 @@ def live(query: Query[E], *, coalesce: Coalesce = None) -> Watch[list[E]]:
 def watch_count(query: Query[Any], *, coalesce: Coalesce = None, buffer: int | None = None) -> Watch[int]:
     plan = query.plan()
     route = routes(plan.where, query._coll._info)
-    return Watch(_opener(query._coll, lambda: CountState(plan, route), latest=False, buffer=buffer, coalesce=coalesce))
+    return Watch(
+        _opener(
+            query._coll, lambda: CountState(plan, route, query.plan), latest=False, buffer=buffer, coalesce=coalesce
+        )
+    )
 
 
 def watch_aggregate(
@@ -168,7 +174,7 @@ def watch_aggregate(
         make = _results(query, lambda: render_aggregate(kind, field.name, is_float))
     else:
         route = routes(plan.where, info)
-        make = lambda: AggregateState(plan, route, kind, field.name, is_float)  # noqa: E731
+        make = lambda: AggregateState(plan, route, kind, field.name, is_float, query.plan)  # noqa: E731
     return Watch(_opener(query._coll, make, latest=False, buffer=buffer, coalesce=coalesce))
 
 

@@ -35,7 +35,7 @@ from .._query import And, Compare, Contains, Expr, In, IsNone, Or, OrderKey, Pla
 from .._query import order_key as query_order_key
 from .._schema import EntityInfo, index_prefix, index_value
 
-__all__ = ["OrderKey", "Route", "order_key", "routes"]
+__all__ = ["OrderKey", "Route", "order_key", "routes", "same_order"]
 
 
 def order_key(plan: Plan, info: EntityInfo) -> OrderKey:
@@ -54,6 +54,22 @@ def order_key(plan: Plan, info: EntityInfo) -> OrderKey:
         name = fields[0]
         return lambda obj, epk: encode_key(index_value(obj, name)) + epk
     return lambda obj, epk: encode_tuple([index_value(obj, f) for f in fields]) + epk
+
+
+def same_order(a: Plan, b: Plan) -> bool:
+    """Whether two plans of one query yield its matches in the same result order (so a read
+    with ``a`` may stop early for a state ordered by :func:`order_key` of ``b``): with
+    ``order_by``, always (the order is the query's; ``sorted_by_access`` says whether a path
+    yields it); without, when both order by the same access path key (see the module
+    docstring)."""
+    return bool(a.order_by) or _path_order(a) == _path_order(b)
+
+
+def _path_order(p: Plan) -> tuple[str, tuple[tuple[bytes, bytes | None], ...]] | None:
+    idx = p.index
+    if idx is None or p.access not in ("index_range", "unique_get"):
+        return None  # primary key order
+    return idx.name, (p.ranges if idx.multi else ())
 
 
 def _by_pk(obj: Any, epk: bytes) -> bytes:

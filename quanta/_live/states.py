@@ -32,7 +32,13 @@ change, without re-running the query):
 
 Where a query is re-run (the only places): opening; a refill; and, for a windowed
 aggregate, the aggregate over the window rows (no store read, O(window)) after each change
-of the window.
+of the window. The reads of opening and of a refill use the query's plan *now*
+(:func:`reading`): an index that ``db.repair()`` is rebuilding is hidden from the planner,
+and a plan made before the repair would read its missing entries. The result order stays
+the one the state was made with; when the current plan's access path yields another order,
+the read takes every match and sorts it (``Source.head``), which only happens while an
+index is being rebuilt. Index entries themselves never reach a state: the dispatcher
+follows the record range only (``dispatch.py``).
 
 Concurrency rules: event-loop thread only; ``apply`` runs inside the change bus's publish
 (see ``dispatch.py``) and must never await or call user code (the outlet only schedules).
@@ -48,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .._entity import Aggregate
 from .._reactive import ResultDiff
 from .diff import Row, diff_rows, same_rows
+from .shape import same_order
 
 if TYPE_CHECKING:
     from .._query import Plan
@@ -72,6 +79,16 @@ NOTHING: Final = object()
 Change = tuple[bytes, Any, Any, "bytes | None"]
 """One changed record as the dispatcher hands it over: ``(encoded pk, old object or None,
 new object or None, new stored bytes or None)``."""
+
+
+def reading(plan: Plan, reads: Callable[[], Plan] | None) -> Plan:
+    """The plan a state reads the store with now (its load, a refill): ``reads()``, the
+    query's ``plan()``, which plans again when the indexes queries may use have changed
+    (``db.repair()`` hides an index while it deletes and rebuilds its entries, so a plan
+    made before would read missing entries); else ``plan``. The state's filter, routing and
+    result order stay those of ``plan``, the plan it was made with: only the access path of
+    its reads follows the catalog."""
+    return plan if reads is None else reads()
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -176,14 +193,24 @@ class ResultState(LiveState):
         "keys",
         "offset",
         "plan",
+        "reads",
         "refills",
         "render",
         "rows",
     )
 
-    def __init__(self, plan: Plan, key: OrderKey, route: Route | None, render: Render, slack: int) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        key: OrderKey,
+        route: Route | None,
+        render: Render,
+        slack: int,
+        reads: Callable[[], Plan] | None = None,
+    ) -> None:
         super().__init__(route)
         self.plan = plan
+        self.reads = reads
         self.key = key
         self.render = render
         where = plan.where
@@ -213,7 +240,14 @@ class ResultState(LiveState):
         if self.idle:
             self.complete = True
             return
-        self._fill(*source.head(self.plan, self.key, self.keep))
+        self._fill(*self._head(source))
+
+    def _head(self, source: Source) -> tuple[list[Row], bool]:
+        """The head read from the store now, in this state's result order, with the plan
+        :func:`reading` gives (see there: while ``db.repair()`` rebuilds an index the plan's
+        access path may differ from the one the order was fixed by)."""
+        plan = reading(self.plan, self.reads)
+        return source.head(plan, self.key, self.keep, in_order=plan is self.plan or same_order(plan, self.plan))
 
     def _fill(self, rows: list[Row], complete: bool) -> None:
         self.uncache_all()
@@ -288,7 +322,7 @@ class ResultState(LiveState):
         if not self.complete and (end is None or len(rows) < end):
             assert self._source is not None
             self.refills += 1
-            self._fill(*self._source.head(self.plan, self.key, keep))
+            self._fill(*self._head(self._source))
         if self.dirty:
             self._notify()
 
@@ -315,13 +349,14 @@ def _uncache(cached: dict[bytes, dict[LiveState, None]], epk: bytes, state: Live
 class CountState(LiveState):
     """How many records match (``query.count()``: the window is a clamp)."""
 
-    __slots__ = ("check", "emitted", "limit", "offset", "plan", "total")
+    __slots__ = ("check", "emitted", "limit", "offset", "plan", "reads", "total")
 
     needs_old = True
 
-    def __init__(self, plan: Plan, route: Route | None) -> None:
+    def __init__(self, plan: Plan, route: Route | None, reads: Callable[[], Plan] | None = None) -> None:
         super().__init__(route)
         self.plan = plan
+        self.reads = reads
         where = plan.where
         self.check: Callable[[Any], bool] | None = where.evaluate if where is not None else None
         self.offset = plan.offset
@@ -334,7 +369,7 @@ class CountState(LiveState):
         return self.limit == 0 or not self.plan.ranges
 
     def load(self, source: Source) -> None:
-        self.total = 0 if self.idle else source.count(self.plan)
+        self.total = 0 if self.idle else source.count(reading(self.plan, self.reads))
 
     def value(self) -> int:
         n = max(self.total - self.offset, 0)
@@ -383,13 +418,22 @@ class AggregateState(LiveState):
     use: a multiset for min/max, an exact running sum for sum/avg, whatever the order of
     the changes)."""
 
-    __slots__ = ("agg", "check", "emitted", "field", "plan")
+    __slots__ = ("agg", "check", "emitted", "field", "plan", "reads")
 
     needs_old = True
 
-    def __init__(self, plan: Plan, route: Route | None, kind: str, field: str, is_float: bool) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        route: Route | None,
+        kind: str,
+        field: str,
+        is_float: bool,
+        reads: Callable[[], Plan] | None = None,
+    ) -> None:
         super().__init__(route)
         self.plan = plan
+        self.reads = reads
         where = plan.where
         self.check: Callable[[Any], bool] | None = where.evaluate if where is not None else None
         self.field = field
@@ -404,7 +448,7 @@ class AggregateState(LiveState):
         if self.idle:
             return
         name, add = self.field, self.agg.add
-        for _epk, _data, obj in source.matches(self.plan):
+        for _epk, _data, obj in source.matches(reading(self.plan, self.reads)):
             v = getattr(obj, name)
             if v is not None:
                 add(v, 1)

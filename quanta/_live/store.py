@@ -90,12 +90,16 @@ class Source:
         for chunk in rows(plan, self.info, self._view(), self.decode, _FIRST_CHUNK):
             yield from chunk
 
-    def head(self, plan: Plan, key: Callable[[Any, bytes], bytes], n: int | None) -> tuple[list[Row], bool]:
+    def head(
+        self, plan: Plan, key: Callable[[Any, bytes], bytes], n: int | None, *, in_order: bool = True
+    ) -> tuple[list[Row], bool]:
         """The first ``n`` matches of ``plan`` in result order (``key``), as rows, and
         whether they are all the matches there are (``n`` None: every match). On a path in
-        result order, reading stops one match past ``n``."""
+        result order, reading stops one match past ``n``; ``in_order=False`` says ``plan``'s
+        path yields another order than ``key``'s (see ``states.reading``): every match is
+        read and sorted."""
         out: list[Row] = []
-        stop = n + 1 if n is not None and plan.sorted_by_access else None
+        stop = n + 1 if n is not None and in_order and plan.sorted_by_access else None
         for chunk in rows(plan, self.info, self._view(), self.decode, _FIRST_CHUNK):
             out += [Row(key(obj, epk), epk, data, obj) for epk, data, obj in chunk]
             if stop is not None and len(out) >= stop:

@@ -25,10 +25,13 @@ after a crash or a cancellation in it, the batches committed so far are in the d
 same bytes). Links are checked by the validation pass, not per batch, so a batch may hold
 links to records of a later batch; until the import completes such a link can dangle.
 
-Concurrency rules: event-loop thread only. Writers may run during an import; a record they
-write between the passes is treated by ``on_conflict`` at write time (``"skip"`` leaves it,
-``"replace"`` overwrites it; ``"error"`` overwrites it too: the check was the validation
-pass's).
+Concurrency rules: event-loop thread only. Writers may run during an import: each batch's
+transaction checks again what exists when it writes, so a record (or kv pair) a writer
+commits after the validation pass meets ``on_conflict`` there (``"skip"`` leaves it,
+``"replace"`` overwrites it, ``"error"`` stops the import with ``IntegrityError`` naming the
+line and the key, that batch unwritten, the earlier ones kept); a unique value a writer
+claimed meanwhile stops it with ``UniqueViolationError`` naming the line. A batch whose
+commit loses to a concurrent writer is retried (``_write_batch``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import struct
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -51,9 +55,18 @@ from .._catalog import Catalog, StoredSchema, schema_of
 from .._codec import decode_tuple
 from .._entity import EntityContext, entity_decoder, entity_keys, index_entries, put_records
 from .._kv import KeyValue, check_user_key, check_value
-from .._schema import EntityInfo, Link, entity_info, record_key
+from .._schema import EntityInfo, Link, entity_info, index_value, record_key
 from .._txn import Transaction
-from ..errors import CorruptionError, ImportValidationError, InvalidArgumentError, InvalidTypeError, QuantaError
+from ..errors import (
+    ConflictError,
+    CorruptionError,
+    ImportValidationError,
+    IntegrityError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    QuantaError,
+    UniqueViolationError,
+)
 from .exporter import CHUNK, Progress, TransferReport
 from .format import FORMAT, FormatVersion, schema_from_json
 from .scratch import Scratch
@@ -516,7 +529,7 @@ async def _write(
         name = e.info.name
         if e.info.auto and name in ctx.entities.next:
             ctx.entities.next[name] = max(ctx.entities.next[name], e.largest + 1)
-    batch: list[tuple[_Entity, Any] | tuple[bytes, bytes]] = []
+    batch: list[tuple[_Entity, Any, int] | tuple[bytes, bytes, int]] = []
     size = 0
     lines = 0
     async for chunk in _lines(path):
@@ -527,9 +540,9 @@ async def _write(
             j = _loads(line)
             if "entity" in j:
                 e = entities[j["entity"]]
-                batch.append((e, _decode_record(e, j)))
+                batch.append((e, _decode_record(e, j), n))
             elif "key" in j:
-                batch.append(_decode_kv(j))
+                batch.append((*_decode_kv(j), n))
             else:
                 continue
             size += len(line)
@@ -551,21 +564,57 @@ async def _write(
 
 
 async def _write_batch(ctx: ImportContext, batch: list[Any], on_conflict: str, report: TransferReport) -> None:
-    groups: dict[str, tuple[_Entity, list[Any]]] = {}
-    pairs: list[tuple[bytes, bytes]] = []
+    """Write one batch (items ``(entity, object, line)`` or ``(key, value, line)``) in one
+    transaction, applying ``on_conflict`` to what exists *now*: the validation pass checked
+    the database as it was then, and a writer may have inserted one of the file's keys or
+    claimed one of its unique values since. With ``"error"`` such a key stops the import
+    with ``IntegrityError`` (a unique value: ``UniqueViolationError``) naming the line; the
+    batch is not written, the batches before it stay. A commit that loses to a concurrent
+    writer is retried (it then sees what that writer wrote)."""
+    attempt = 0
+    while True:
+        try:
+            await _write_batch_once(ctx, batch, on_conflict, report)
+            return
+        except ConflictError:
+            attempt += 1
+            if attempt >= _RETRIES:
+                raise
+            await anyio.sleep(min(0.001 * 2**attempt, 0.05) * (0.5 + random.random() / 2))
+
+
+_RETRIES = 50
+
+
+async def _write_batch_once(ctx: ImportContext, batch: list[Any], on_conflict: str, report: TransferReport) -> None:
+    groups: dict[str, tuple[_Entity, list[Any], list[int]]] = {}
+    pairs: list[tuple[bytes, bytes, int]] = []
     for item in batch:
         if isinstance(item[0], _Entity):
-            groups.setdefault(item[0].info.name, (item[0], []))[1].append(item[1])
+            group = groups.setdefault(item[0].info.name, (item[0], [], []))
+            group[1].append(item[1])
+            group[2].append(item[2])
         else:
             pairs.append(item)
     counts: dict[str, int] = {}
     skipped = replaced = kv = 0
+    first_line = batch[0][-1]
     async with ctx.begin() as tx:
-        for name, (e, objs) in groups.items():
+        for name, (e, objs, lines) in groups.items():
             info = e.info
             pks = [getattr(obj, info.primary_key) for obj in objs]
             keys = entity_keys(info)
             olds = await tx.kv._get_many([keys.record(pk) for pk in pks])
+            if on_conflict == "error":
+                for pk, line, old in zip(pks, lines, olds, strict=True):
+                    if old is not None:
+                        raise IntegrityError(
+                            f"import stopped at line {line}: {name}: a record with primary key {pk!r} exists in the "
+                            "database (written after the validation pass, by another writer); on_conflict='error' "
+                            f"does not overwrite it. {_stopped(first_line, report)}; re-run the import with "
+                            "on_conflict='skip' (keeps that record and the lines already imported) or 'replace' "
+                            "(overwrites them) to finish"
+                        )
             if on_conflict == "skip":
                 kept = [(obj, pk) for obj, pk, old in zip(objs, pks, olds, strict=True) if old is None]
                 skipped += len(objs) - len(kept)
@@ -576,11 +625,30 @@ async def _write_batch(ctx: ImportContext, batch: list[Any], on_conflict: str, r
                 continue
             if not ctx.catalog.has_schema(name):
                 await ctx.catalog.record_first_use(info, tx.kv)
-            await put_records(info, tx.kv, objs, pks, check_links=False)
+            try:
+                await put_records(info, tx.kv, objs, pks, check_links=False)
+            except UniqueViolationError as exc:  # a value another writer claimed since the validation
+                line = _claiming_line(info, exc, objs, lines)
+                raise UniqueViolationError(
+                    f"import stopped at line {line}: {info.name}.{exc.index}: the value {exc.value!r} is used by "
+                    f"another record of the database (written after the validation pass, by another writer). "
+                    f"{_stopped(first_line, report)}; change or delete that record, then re-run the import with "
+                    "on_conflict='skip' (keeps the lines already imported) or 'replace' to finish",
+                    entity=exc.entity,
+                    index=exc.index,
+                    value=exc.value,
+                ) from None
             counts[name] = len(objs)
         if pairs:
-            olds = await tx.kv.get_many([k for k, _ in pairs])
-            for (key, value), old in zip(pairs, olds, strict=True):
+            olds = await tx.kv.get_many([k for k, _, _ in pairs])
+            for (key, value, line), old in zip(pairs, olds, strict=True):
+                if old is not None and on_conflict == "error":
+                    raise IntegrityError(
+                        f"import stopped at line {line}: kv key {key!r} exists in the database (written after the "
+                        f"validation pass, by another writer); on_conflict='error' does not overwrite it. "
+                        f"{_stopped(first_line, report)}; re-run the import with on_conflict='skip' or 'replace' "
+                        "to finish"
+                    )
                 if old is not None and on_conflict == "skip":
                     skipped += 1
                     continue
@@ -592,6 +660,29 @@ async def _write_batch(ctx: ImportContext, batch: list[Any], on_conflict: str, r
     report.skipped += skipped
     report.replaced += replaced
     report.kv += kv
+
+
+def _stopped(first_line: int, report: TransferReport) -> str:
+    """What an import stopped in its write phase left (for its error message)."""
+    done = sum(report.records.values())
+    if not done and not report.kv:
+        return f"Nothing of this batch (from line {first_line}) was written, nor before it"
+    return (
+        f"Nothing of this batch (from line {first_line}) was written; the lines before it are imported "
+        f"({done} records, {report.kv} kv pairs)"
+    )
+
+
+def _claiming_line(info: EntityInfo, exc: UniqueViolationError, objs: list[Any], lines: list[int]) -> int:
+    """The line of the batch's record holding the unique value ``exc`` reports."""
+    idx = next((i for i in info.indexes if i.name == exc.index), None)
+    if idx is not None:
+        for obj, line in zip(objs, lines, strict=True):
+            values = tuple(index_value(obj, f) for f in idx.fields)
+            shown = exc.value if len(values) > 1 and isinstance(exc.value, (list, tuple)) else (exc.value,)
+            if values == tuple(shown):
+                return line
+    return lines[0]
 
 
 async def import_jsonl(

@@ -879,10 +879,10 @@ async def test_a_failing_refill_ends_only_its_own_subscription(
     await healthy.until(1)
     real_head = Source.head
 
-    def broken(self: Source, plan: Any, key: Any, n: int | None) -> Any:
+    def broken(self: Source, plan: Any, key: Any, n: int | None, **kw: Any) -> Any:
         if n is not None:
             raise quanta.CorruptionError("injected", path="x.sst")
-        return real_head(self, plan, key, n)
+        return real_head(self, plan, key, n, **kw)
 
     monkeypatch.setattr(Source, "head", broken)
     for u in await users.query().order_by(User.age).limit(30).all():
