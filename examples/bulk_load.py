@@ -71,8 +71,7 @@ async def load(path: str, records: int) -> None:
         t0 = time.perf_counter()
         result = await db.verify()
         print(
-            f"verify: {result.tables} tables, {result.entries:,} entries "
-            f"in {(time.perf_counter() - t0) * 1e3:.0f} ms"
+            f"verify: {result.tables} tables, {result.entries:,} entries in {(time.perf_counter() - t0) * 1e3:.0f} ms"
         )
         assert result.entries == records
 

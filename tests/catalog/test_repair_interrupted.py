@@ -57,9 +57,8 @@ async def _setup(fs: MemoryFileSystem | None = None, **options: Any) -> MemoryFi
 
 
 async def problems(db: quanta.Database) -> int:
-    """How many problems ``verify(deep=True)`` reports (a dict today; a typed report later)."""
-    result: Any = await db.verify(deep=True)
-    return int(result["problem_count"] if isinstance(result, dict) else result.problem_count)
+    """How many problems ``verify(deep=True)`` reports."""
+    return (await db.verify(deep=True)).problem_count
 
 
 async def answers(db: quanta.Database) -> dict[str, list[int]]:

@@ -71,9 +71,8 @@ async def settle() -> None:
 
 
 async def problem_count(db: quanta.Database) -> int:
-    """How many problems ``verify(deep=True)`` reports (a dict today; a typed report later)."""
-    result: Any = await db.verify(deep=True)
-    return int(result["problem_count"] if isinstance(result, dict) else result.problem_count)
+    """How many problems ``verify(deep=True)`` reports."""
+    return (await db.verify(deep=True)).problem_count
 
 
 def ids(rows: list[Item]) -> list[int]:
