@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from test_readers import kill, read_json, spawn
+from waiting import ThreadGate
 
 import quanta
 from quanta._storage import filenames
@@ -65,21 +66,20 @@ class Pause:
     it runs, until ``go`` is set: the test changes the source meanwhile."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str, at: int = 1) -> None:
-        self.paused, self.go = threading.Event(), threading.Event()
+        self.gate = ThreadGate()
         self.calls = 0
         real: Callable[..., Any] = getattr(backup_module, name)
 
         def step(*args: Any) -> Any:
             self.calls += 1
             if self.calls == at:
-                self.paused.set()
-                assert self.go.wait(20)
+                self.gate.block()
             return real(*args)
 
         monkeypatch.setattr(backup_module, name, step)
 
     async def wait(self) -> None:
-        assert await asyncio.to_thread(self.paused.wait, 20)
+        await self.gate.reached()
 
 
 async def writer_and_reader(db_factory: Any) -> tuple[quanta.Database, quanta.Database]:
@@ -140,7 +140,7 @@ async def test_a_reader_backup_survives_the_writer_removing_every_file_it_reads(
     task = asyncio.create_task(reader.backup(dest))
     await pause.wait()
     await rewrite_everything(writer, reader)
-    pause.go.set()
+    pause.gate.open()
     info = await task
     assert info.seq == seq and info.tables == tables
     assert info.copied >= tables - 1  # the tables the writer deleted: copied from the descriptors
@@ -307,7 +307,7 @@ async def test_closing_the_reader_during_its_backup_stops_it_and_releases_everyt
     await rewrite_everything(writer, reader)  # some descriptors deferred by the hold
     assert follower_of(reader)._deferred
     await reader.close()  # closes every descriptor, held or not
-    pause.go.set()
+    pause.gate.open()
     with pytest.raises(DatabaseClosedError, match="closed during the backup"):
         await task
     assert not follower_of(reader)._deferred and follower_of(reader)._holds == 0
@@ -349,7 +349,7 @@ async def test_a_cancelled_reader_backup_releases_its_hold(
     deferred = list(follower._deferred)
     assert deferred
     task.cancel()
-    pause.go.set()
+    pause.gate.open()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert follower._holds == 0 and not follower._deferred

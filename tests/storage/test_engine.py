@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 import pytest
+from waiting import ThreadGate
 
 import quanta
 from quanta._storage.vfs import MemoryFileSystem, Op
@@ -80,20 +81,19 @@ async def test_a_verify_reads_every_table_a_compaction_replaces_meanwhile(db_fac
     for round_ in range(3):  # three tables in L0
         await db.kv.put_many([(b"k%04d" % i, b"r%d" % round_) for i in range(100)])
         await db.flush()
-    paused, go = threading.Event(), threading.Event()
+    gate = ThreadGate()
 
     def progress(done: int, total: int) -> None:
         if done == 1:
-            paused.set()
-            assert go.wait(10)
+            gate.block()
 
     verify = asyncio.create_task(db.verify(progress=progress))
-    assert await asyncio.to_thread(paused.wait, 10)
+    await gate.reached()
     before = {m.number for _, m in db._engine.version.files()}
     await db.compact()  # the three tables merged into one: their removal waits for the verify
     assert not before & {m.number for _, m in db._engine.version.files()}
     assert db._engine.pins.pinned()
-    go.set()
+    gate.open()
     assert await verify == quanta.VerifyReport(tables=3, entries=300)  # none skipped as "compacted away"
     assert not db._engine.pins.pinned()
     assert await db.verify() == quanta.VerifyReport(tables=1, entries=100)

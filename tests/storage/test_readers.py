@@ -17,13 +17,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from waiting import eventually
+from waiting import ThreadGate, eventually
 
 import quanta
 from quanta._storage import filenames
@@ -111,21 +110,20 @@ async def test_a_verify_in_progress_keeps_reading_the_tables_an_install_lets_go(
     reader = await db_factory(read_only=True, follow_interval=0)
     engine = reader._engine
     assert engine.follower is not None and len(engine.readers) >= 2
-    paused, go = threading.Event(), threading.Event()
+    gate = ThreadGate()
 
     def progress(done: int, total: int) -> None:
         if done == 1:
-            paused.set()
-            assert go.wait(10)
+            gate.block()
 
     verify = asyncio.create_task(reader.verify(progress=progress))
-    assert await asyncio.to_thread(paused.wait, 10)
+    await gate.reached()
     before = set(engine.readers)
     await writer.compact()  # every table replaced
     await writer.kv.put(b"k0000", b"newest")
     await reader.catch_up()  # installs the compacted version, letting the old tables go
     assert engine.follower.installs >= 1 and not before & set(engine.readers)
-    go.set()
+    gate.open()
     assert await verify == quanta.VerifyReport(tables=3, entries=300)  # every old table read to its end
     assert await reader.kv.get(b"k0000") == b"newest"
     assert (await reader.verify()).entries > 0  # and the new ones
