@@ -223,16 +223,18 @@ def _entries_of(info: EntityInfo, obj: Any) -> dict[bytes, bytes]:
     return index_entries(info, entity_keys(info), obj, getattr(obj, info.primary_key))
 
 
-def _link_targets(info: EntityInfo, obj: Any) -> Iterable[tuple[str, Any, bytes]]:
-    """``(field, target primary key, target record key)`` of every link value of ``obj``."""
+def _link_targets(info: EntityInfo, obj: Any) -> Iterable[tuple[str, str, Any, bytes]]:
+    """``(field, target entity, target primary key, target record key)`` of every link value
+    of ``obj``."""
     for spec in info.relations.links:
         value = obj.__dict__[spec.name]
         if value is None:
             continue
-        record = entity_keys(spec.target_info).record
+        target = spec.target_info
+        record = entity_keys(target).record
         for lk in value if spec.many else (value,):
             pk = lk._pk if lk._obj is None else lk.pk
-            yield spec.name, pk, record(pk)
+            yield spec.name, target.name, pk, record(pk)
 
 
 async def _check_entity(view: EngineView, info: EntityInfo, log: ProblemLog) -> tuple[int, int]:
@@ -244,7 +246,7 @@ async def _check_entity(view: EngineView, info: EntityInfo, log: ProblemLog) -> 
     async with aclosing(paced(view.chunks(lo, hi, False, _CHUNK), view.check)) as chunks:
         async for rkeys, datas in chunks:
             expected: dict[bytes, tuple[bytes, bytes]] = {}  # entry -> (value, record key)
-            targets: list[tuple[bytes, str, Any, bytes]] = []  # (record key, field, pk, target key)
+            targets: list[tuple[bytes, str, str, Any, bytes]] = []  # (record key, field, target, pk, key)
             for rkey, data in zip(rkeys, datas, strict=True):
                 obj = _decode(info, data)
                 if obj is None:
@@ -255,15 +257,15 @@ async def _check_entity(view: EngineView, info: EntityInfo, log: ProblemLog) -> 
                 targets += [(rkey, *t) for t in _link_targets(info, obj)]
             if targets:
                 links += len(targets)
-                found = view.get_many([t[3] for t in targets])
-                for (rkey, field, pk, _), got in zip(targets, found, strict=True):
+                found = view.get_many([t[4] for t in targets])
+                for (rkey, field, target, pk, _), got in zip(targets, found, strict=True):
                     if got is None:
                         log.add(
                             "dangling_link",
                             name,
                             rkey,
                             f"{name}: the record with {_pk(rkey[plen:])} links ({field}) to "
-                            f"{_target_name(info, field)} {pk!r}, which does not exist (a dangling link)",
+                            f"{target} {pk!r}, which does not exist (a dangling link)",
                         )
             if not expected:
                 continue
@@ -311,10 +313,6 @@ async def _check_entity(view: EngineView, info: EntityInfo, log: ProblemLog) -> 
                                 "(stale: the record holds other values)",
                             )
     return checked, links
-
-
-def _target_name(info: EntityInfo, field: str) -> str:
-    return next(str(s.target_info.name) for s in info.relations.links if s.name == field)
 
 
 # --------------------------------------------------------------------------- the key space
