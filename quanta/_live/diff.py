@@ -54,28 +54,41 @@ class Row:
         return f"<Row {self.epk.hex()} {self.obj!r}>"
 
 
-def same_rows(a: Sequence[Row], b: Sequence[Row]) -> bool:
-    """True when two results hold the same records with the same stored values, in order."""
-    if len(a) != len(b):
+def same_rows(a: Sequence[Row], b: Sequence[Row], head: int = 0, tail: int = 0) -> bool:
+    """True when two results hold the same records with the same stored values, in order.
+
+    ``head`` and ``tail``: the caller knows the first ``head`` and the last ``tail`` rows
+    are the same row objects in both (see :func:`diff_rows`); only the rows between are
+    compared."""
+    n = len(a)
+    if n != len(b):
         return False
-    for x, y in zip(a, b, strict=True):
+    head = min(head, n)
+    stop = n - min(tail, n - head)
+    pairs = zip(a, b, strict=True) if head == 0 and stop == n else zip(a[head:stop], b[head:stop], strict=True)
+    for x, y in pairs:
         if x is not y and (x.epk != y.epk or x.data != y.data):
             return False
     return True
 
 
-def diff_rows(old: Sequence[Row], new: Sequence[Row]) -> ResultDiff[Any]:
+def diff_rows(old: Sequence[Row], new: Sequence[Row], head: int = 0, tail: int = 0) -> ResultDiff[Any]:
     """The :class:`ResultDiff` from result ``old`` to result ``new``.
 
-    Cost: the unchanged head and tail (the same row objects) are skipped at a pointer
-    comparison each; the rest is O(m log m) for the m rows in between (a longest increasing
-    subsequence finds the minimal moves)."""
+    ``head`` and ``tail``: the caller knows that the first ``head`` and the last ``tail``
+    rows of ``old`` and ``new`` are the same row objects (a :class:`ResultState` tracks
+    where its edits fell since the last diff); those are skipped without a look. The rest of
+    the unchanged head and tail is skipped at a pointer comparison each; what remains is
+    O(m log m) for the m rows in between (a longest increasing subsequence finds the
+    minimal moves). So a diff after one insertion into a result of 100,000 rows costs about
+    as much as one into a result of 10."""
     n_old, n_new = len(old), len(new)
-    lo = 0
     short = min(n_old, n_new)
+    lo = min(head, short)
     while lo < short and old[lo] is new[lo]:
         lo += 1
-    hi_old, hi_new = n_old, n_new
+    skip = min(tail, n_old - lo, n_new - lo)
+    hi_old, hi_new = n_old - skip, n_new - skip
     while hi_old > lo and hi_new > lo and old[hi_old - 1] is new[hi_new - 1]:
         hi_old -= 1
         hi_new -= 1

@@ -153,22 +153,23 @@ class LiveState(ABC):
 # ---------------------------------------------------------------------------------- results
 
 
-Render = Callable[["list[Row] | None", "list[Row]"], Any]
-"""``render(previous_window or None, window) -> item or NOTHING``."""
+Render = Callable[["list[Row] | None", "list[Row]", int, int], Any]
+"""``render(previous_window or None, window, head, tail) -> item or NOTHING``: the first
+``head`` and the last ``tail`` rows of both windows are known to be the same row objects."""
 
 
-def render_list(previous: list[Row] | None, window: list[Row]) -> Any:
-    if previous is not None and same_rows(previous, window):
+def render_list(previous: list[Row] | None, window: list[Row], head: int, tail: int) -> Any:
+    if previous is not None and same_rows(previous, window, head, tail):
         return NOTHING
     return [row.obj for row in window]
 
 
-def render_diff(previous: list[Row] | None, window: list[Row]) -> Any:
+def render_diff(previous: list[Row] | None, window: list[Row], head: int, tail: int) -> Any:
     if previous is None:
         return ResultDiff(inserted=tuple((i, row.obj) for i, row in enumerate(window)))
-    if same_rows(previous, window):
+    if same_rows(previous, window, head, tail):
         return NOTHING
-    return diff_rows(previous, window)
+    return diff_rows(previous, window, head, tail)
 
 
 class ResultState(LiveState):
@@ -197,6 +198,8 @@ class ResultState(LiveState):
         "refills",
         "render",
         "rows",
+        "same_head",
+        "same_tail",
     )
 
     def __init__(
@@ -224,6 +227,11 @@ class ResultState(LiveState):
         self.complete = False
         self.dirty = True
         self.emitted: list[Row] | None = None
+        # Since the last take: the first ``same_head`` and the last ``same_tail`` rows are
+        # the row objects that were there then (no edit fell among them), so the next diff
+        # skips them without a look (O(change), not O(result), per emission).
+        self.same_head = 0
+        self.same_tail = 0
         self.refills = 0
         self._source: Source | None = None
         # The dispatcher's index of cached records (encoded pk -> states caching it): a
@@ -252,6 +260,7 @@ class ResultState(LiveState):
     def _fill(self, rows: list[Row], complete: bool) -> None:
         self.uncache_all()
         self.rows = rows
+        self.same_head = self.same_tail = 0  # the rows read again: nothing known to be the same
         self.keys = [row.key for row in rows]
         self.by_pk = {row.epk: row for row in rows}
         cached = self.cached
@@ -292,6 +301,8 @@ class ResultState(LiveState):
                 del by_pk[epk]
                 _uncache(cached, epk, self)
                 i = bisect_left(keys, row.key)
+                self.same_head = min(self.same_head, i)
+                self.same_tail = min(self.same_tail, len(rows) - 1 - i)
                 del rows[i], keys[i]
                 if end is None or i < end:
                     self.dirty = True
@@ -302,6 +313,8 @@ class ResultState(LiveState):
                 i = bisect_left(keys, key)
                 assert data is not None
                 row = Row(key, epk, data, new)
+                self.same_head = min(self.same_head, i)
+                self.same_tail = min(self.same_tail, len(rows) - i)
                 rows.insert(i, row)
                 keys.insert(i, key)
                 by_pk[epk] = row
@@ -317,6 +330,8 @@ class ResultState(LiveState):
             for row in rows[keep:]:
                 del by_pk[row.epk]
                 _uncache(cached, row.epk, self)
+            self.same_head = min(self.same_head, keep)
+            self.same_tail = 0
             del rows[keep:], keys[keep:]
             self.complete = False
         if not self.complete and (end is None or len(rows) < end):
@@ -331,8 +346,13 @@ class ResultState(LiveState):
             return NOTHING
         self.dirty = False
         window = self.window()
-        item = self.render(self.emitted, window)
+        # Rows known to be the same, in window coordinates: the window starts at ``offset``
+        # of the rows; it ends where the rows end only without a limit.
+        head = max(0, self.same_head - self.offset)
+        tail = self.same_tail if self.end is None else 0
+        item = self.render(self.emitted, window, head, tail)
         self.emitted = window
+        self.same_head = self.same_tail = len(self.rows)
         return item
 
 
@@ -402,7 +422,7 @@ def render_aggregate(kind: str, name: str, is_float: bool) -> Render:
     """A windowed aggregate: recomputed from the window's rows when the window changes."""
     last: list[Any] = []  # [the value last emitted]
 
-    def render(previous: list[Row] | None, window: list[Row]) -> Any:
+    def render(previous: list[Row] | None, window: list[Row], head: int, tail: int) -> Any:
         value = Aggregate.of(kind, is_float, [getattr(row.obj, name) for row in window])
         if last and same_value(last[0], value):
             return NOTHING
