@@ -30,6 +30,16 @@ Rows:
   ``vs_no_live_queries`` is the ratio (target <= 2), ``cpu_*`` the same in CPU time of the
   loop thread (less sensitive to a shared machine); ``lag_*`` / ``lag_none_*``: event-loop
   lag during the rounds with / without the live queries.
+- ``live_big_result``: one ``watch_diff()`` over a result of every item (``live_items``
+  rows, no limit), opened before the other rows write; then ``live_big_commits`` single puts,
+  each rewriting the title of item ``7919 j mod live_items`` (a record in the middle of the
+  result, which stays in place). The writer stamps ``t0``, awaits the put and waits until the
+  observer received the diff that holds the new title (checked: one ``modified`` entry, that
+  item). ``p50/p99/max_us`` = observer's stamp - ``t0``: from the call, because the diff is
+  made inside the commit's publish, before the put returns; ``put_*``: the put alone, with no
+  live query open, in the same database just before. ``rerun_ms`` = the median time of
+  ``await q.all()`` of the same query (what the naive strategy pays per commit), measured
+  before. The diff must cost O(change): the result's size must not show in the latency.
 - ``live_naive_{1,100,10000}``: the same ping-pong as ``live_latency_*``, but the queries are
   maintained the naive way: one change-bus subscriber on the items' records that, for each
   commit, re-runs every query (``await q.all()``, in the order they were opened) and emits
@@ -176,6 +186,60 @@ class Naive:
             pass
 
 
+async def _big_result(items: Any, n: int, owners: int, commits: int, warmup: int) -> dict[str, Any]:
+    """The ``live_big_result`` row (see the module docstring)."""
+    query = items.where(Item.id < n)
+    rerun: list[int] = []
+    for _ in range(5):
+        t = now_ns()
+        assert len(await query.all()) == n
+        rerun.append(now_ns() - t)
+    got = asyncio.Event()
+    expect: list[Any] = [None, None]  # [id, title] the next diff must carry
+    state = {"at": 0, "received": 0, "size": 0}
+
+    def took(diff: Any) -> None:
+        t = now_ns()
+        state["size"] += len(diff.inserted) - len(diff.removed)
+        if len(diff.modified) == 1 and not diff.inserted and not diff.removed:
+            obj = diff.modified[0][1]
+            if obj.id == expect[0] and obj.title == expect[1]:
+                state["at"] = t
+                state["received"] += 1
+                got.set()
+
+    alone: list[int] = []
+    for j in range(warmup + commits):
+        k = (j * 7919) % n
+        t0 = now_ns()
+        await items.put(Item(id=k, owner=k % owners, ts=k, title=f"before {j}"))
+        if j >= warmup:
+            alone.append(now_ns() - t0)
+    sub = query.watch_diff().subscribe(took)
+    await asyncio.sleep(0)  # the first diff: the whole result
+    lat: list[int] = []
+    async with asyncio.timeout(300):
+        for j in range(warmup + commits):
+            k = (j * 7919) % n
+            expect[:] = [k, f"rewrite {j}"]
+            got.clear()
+            t0 = now_ns()
+            await items.put(Item(id=k, owner=k % owners, ts=k, title=f"rewrite {j}"))
+            if not got.is_set():
+                await got.wait()
+            if j >= warmup:
+                lat.append(state["at"] - t0)
+    sub.dispose()
+    return {
+        **latency_summary(lat, ""),
+        **latency_summary(alone, "put_"),
+        "result_rows": state["size"],
+        "rerun_ms": median(rerun) / 1e6,
+        "commits": len(lat),
+        "mismatches": (warmup + commits) - state["received"],
+    }
+
+
 async def _write_round(items: Any, owner: int, first_id: int, n: int) -> tuple[float, float, list[int]]:
     """``n`` puts of new items for ``owner``, yielding every YIELD_EVERY; us per write (wall
     and CPU time of the loop thread), lag."""
@@ -204,6 +268,8 @@ async def run_async(trial: Trial, open_db: Callable[..., Any]) -> dict[str, Any]
     owners = p["live_owners"]
     await items.put_many([Item(id=i, owner=i % owners, ts=i, title=f"item {i}") for i in range(p["live_items"])])
     next_id = p["live_items"]
+    if "live_big_result" in wl:  # first: the result is then exactly the items loaded
+        out["live_big_result"] = await _big_result(items, p["live_items"], owners, p["live_big_commits"], WARMUP)
     for q in COUNTS:
         name = f"live_latency_{q}"
         if name in wl:

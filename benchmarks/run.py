@@ -12,7 +12,7 @@ scan_range, scan_range_reopen, scan_full, scan_full_reopen, write_sync, write_co
 reopen, loop_lag, change_latency_{os,sync}_{iter,rx}, fanout_{0,10,1000,consumed},
 txn_{sync,os}_{uniform,hot}_{1,8}, entity_bulk, entity_get, entity_get_many, entity_range_query,
 entity_composite, entity_in, entity_scan_filter, live_latency_{1,100,10000}, live_write_10000,
-live_naive_{1,100,10000}, ops_backup, ops_backup_commit, ops_backup_loop_lag, ops_backup_copy,
+live_big_result, live_naive_{1,100,10000}, ops_backup, ops_backup_commit, ops_backup_loop_lag, ops_backup_copy,
 ops_export, ops_export_rss, ops_import, ops_import_rss, ops_repair, ops_reader_lag, ops_reader_cost,
 big (prefixes work: ``--only change_latency,fanout,txn``, ``--only entity``,
 ``--only live`` or ``--only ops``).

@@ -328,6 +328,14 @@ WORKLOADS += (
         (QUANTA,),
         (Target(2.0, metric="vs_no_live_queries"),),
     ),
+    Workload(
+        "live_big_result",
+        "live",
+        "Live queries: commit -> diff latency p99, one watch_diff over a 20,000-row result",
+        "p99_us",
+        "us",
+        (QUANTA,),
+    ),
     *(
         Workload(
             f"live_naive_{q}",
@@ -509,6 +517,7 @@ FULL_PARAMS: dict[str, Any] = {
     "live_items": 20_000,
     "live_owners": 10_000,
     "live_commits": 10_000,
+    "live_big_commits": 2_000,
     "live_naive_commits_1": 10_000,
     "live_naive_commits_100": 1_000,
     "live_naive_commits_10000": 20,
@@ -561,6 +570,7 @@ QUICK_PARAMS: dict[str, Any] = {
     "entity_in_queries": 3,
     "entity_scan_queries": 3,
     "live_commits": 2_000,
+    "live_big_commits": 500,
     "live_naive_commits_1": 2_000,
     "live_naive_commits_100": 200,
     "live_naive_commits_10000": 5,
