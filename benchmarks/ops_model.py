@@ -361,12 +361,15 @@ def _child_env() -> dict[str, str]:
 # ------------------------------------------------------------------------------------ readers
 
 
-def start_readers(system: str, path: str, n: int, interval: float, stop: int) -> list[subprocess.Popen[str]]:
+def start_readers(
+    system: str, path: str, n: int, interval: float, stop: int, kind: str = "both"
+) -> list[subprocess.Popen[str]]:
     """``n`` reader processes of ``system`` following the database at ``path``; returns once
-    every one is ready (has opened and subscribed). Each stops when it sees row ``stop``."""
+    every one is ready (has opened and subscribed). Each stops when it sees row ``stop``.
+    ``kind``: what a QuantaDB reader holds (``ops_quanta.READER_KINDS``)."""
     procs = [
         subprocess.Popen(
-            [sys.executable, str(HERE / "ops_model.py"), "reader", system, path, str(interval), str(stop)],
+            [sys.executable, str(HERE / "ops_model.py"), "reader", system, path, str(interval), str(stop), kind],
             stdout=subprocess.PIPE,
             text=True,
             env=_child_env(),
@@ -430,11 +433,11 @@ def reader_cost_metrics(alone: float, with_readers: float, cpu_per_commit: float
     }
 
 
-def reader_child(system: str, path: str, interval: float, stop: int) -> None:
+def reader_child(system: str, path: str, interval: float, stop: int, kind: str) -> None:
     if system == "quanta":
         import ops_quanta
 
-        asyncio.run(ops_quanta.reader(path, interval, stop))
+        asyncio.run(ops_quanta.reader(path, interval, stop, kind))
     else:
         import ops_sqlite
 
@@ -446,6 +449,6 @@ if __name__ == "__main__":
     if kind == "transfer":
         print(json.dumps(transfer_child(rest[0], rest[1], rest[2], rest[3], int(rest[4]))), flush=True)
     elif kind == "reader":
-        reader_child(rest[0], rest[1], float(rest[2]), int(rest[3]))
+        reader_child(rest[0], rest[1], float(rest[2]), int(rest[3]), rest[4])
     else:
         raise SystemExit(f"unknown child kind {kind!r}")

@@ -191,36 +191,49 @@ READER_STOP = 10**9
 LAG_GAP_S = 0.002
 
 
-async def reader(path: str, interval: float, stop_id: int) -> None:
-    """A reader process: a live query on lane 0 and a ``db.changes()`` consumer; prints
-    ``ready``, then, after it saw row ``stop_id``, ``{"lags": [...], "cpu": s, "seen": n}``."""
+READER_KINDS = ("both", "follow", "changes", "live")
+"""What a reader process holds: ``both`` (the suite's readers: a live query and a
+``db.changes()`` consumer), ``follow`` (nothing: it only follows), ``changes`` or ``live``."""
+
+
+async def reader(path: str, interval: float, stop_id: int, kind: str = "both") -> None:
+    """A reader process: a live query on lane 0 and a ``db.changes()`` consumer (``kind``:
+    see :data:`READER_KINDS`); prints ``ready``, then, after it saw row ``stop_id``,
+    ``{"lags": [...], "cpu": s, "seen": n}``."""
     import json
 
     async with quanta.open(path, entities=[Tick], read_only=True, follow_interval=interval) as db:
         ticks = db.collection(Tick)
         lags: list[int] = []
         seen = 0
-        changes = db.changes()
+        changes = db.changes() if kind in ("both", "changes") else None
         cpu0 = time.process_time()  # the CPU spent following, not starting
         print("ready", flush=True)
 
         async def drain() -> None:
+            assert changes is not None
             async for _ in changes:
                 pass
 
-        drainer = asyncio.create_task(drain())
-        first = True
-        async for diff in ticks.where(Tick.lane == 0).watch_diff():
-            now = time.monotonic_ns()
-            rows = [o for _, o in diff.inserted] + [o for _, o in diff.modified] + [o for _, _, o in diff.moved]
-            if not first:  # the first diff is the result at subscription
-                lags += [now - r.stamp for r in rows if r.stamp and r.id != stop_id]
-                seen += sum(1 for r in rows if r.id != stop_id)
-            first = False
-            if any(r.id == stop_id for r in rows):
-                break
-        drainer.cancel()
-        await changes.aclose()
+        drainer = asyncio.create_task(drain()) if changes is not None else None
+        if kind in ("both", "live"):
+            first = True
+            async for diff in ticks.where(Tick.lane == 0).watch_diff():
+                now = time.monotonic_ns()
+                rows = [o for _, o in diff.inserted] + [o for _, o in diff.modified] + [o for _, _, o in diff.moved]
+                if not first:  # the first diff is the result at subscription
+                    lags += [now - r.stamp for r in rows if r.stamp and r.id != stop_id]
+                    seen += sum(1 for r in rows if r.id != stop_id)
+                first = False
+                if any(r.id == stop_id for r in rows):
+                    break
+        else:
+            # Polled, not watched: a subscription is what this kind must not hold.
+            while await ticks.get(stop_id) is None:  # noqa: ASYNC110
+                await asyncio.sleep(interval)
+        if drainer is not None and changes is not None:
+            drainer.cancel()
+            await changes.aclose()
         print(json.dumps({"lags": lags, "cpu": time.process_time() - cpu0, "seen": seen}), flush=True)
 
 
@@ -238,12 +251,13 @@ async def lag_run(path: str, commits: int, interval: float, readers: int = 4) ->
     return {**om.lag_metrics(lags), "readers": len(procs), "seen": seen, "commits": commits}
 
 
-async def throughput_run(path: str, ops: int, readers: int, interval: float) -> tuple[float, float]:
-    """Writer puts/s, and the readers' CPU seconds per writer commit (all readers together)."""
+async def throughput_run(path: str, ops: int, readers: int, interval: float, kind: str = "both") -> tuple[float, float]:
+    """Writer puts/s, and the readers' CPU seconds per writer commit (all readers together);
+    ``kind``: what each reader holds (:data:`READER_KINDS`)."""
     async with quanta.open(path, entities=[Tick], durability="os") as db:
         ticks = db.collection(Tick)
         await ticks.put(Tick(id=0, lane=1))
-        procs = await asyncio.to_thread(om.start_readers, "quanta", path, readers, interval, READER_STOP)
+        procs = await asyncio.to_thread(om.start_readers, "quanta", path, readers, interval, READER_STOP, kind)
         t = time.perf_counter()
         for i in range(1, ops + 1):
             await ticks.put(Tick(id=i % 5000, lane=i % 2, stamp=0))

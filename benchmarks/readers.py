@@ -2,6 +2,7 @@
 what reader processes cost the writer.
 
     python benchmarks/readers.py [--commits 2000] [--interval 0.01] [--throughput-ops 20000]
+    python benchmarks/readers.py --breakdown [--throughput-ops 10000]
 
 The ``ops_reader_lag`` and ``ops_reader_cost`` rows of ``run.py`` run the same measurements
 (with a sqlite3 anchor: reader processes polling ``PRAGMA data_version``); this script is the
@@ -18,6 +19,9 @@ interpreters, ``python ops_model.py reader quanta ...``):
 * **writer cost**: the writer puts ``--throughput-ops`` entities as fast as it can
   (``durability="os"``), with 0 and then with 4 reader processes following it (each with a
   live query and a ``db.changes()`` consumer); ops/s and the ratio.
+* ``--breakdown``: instead, what one reader process costs per writer commit (its CPU after
+  it was ready, over the writer's puts) by what it holds: nothing (it only follows), a
+  ``db.changes()`` consumer, the live query, both.
 """
 
 from __future__ import annotations
@@ -36,7 +40,20 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 import ops_quanta  # noqa: E402
 
 
+async def breakdown(args: argparse.Namespace) -> None:
+    ops = args.throughput_ops
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in (*ops_quanta.READER_KINDS[1:], "both"):
+            puts, cpu = await ops_quanta.throughput_run(os.path.join(tmp, kind), ops, 1, args.interval, kind)
+            print(f"one reader holding {kind!r:10}: {cpu * 1e6:5.1f} us of its CPU per writer commit", end="")
+            print(f" (writer {puts:,.0f} puts/s)")
+        print(f"cores: {os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.breakdown:
+        await breakdown(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         lag = await ops_quanta.lag_run(os.path.join(tmp, "lag"), args.commits, args.interval)
         print(f"lag, 4 reader processes, follow_interval={args.interval}: {json.dumps(lag)}")
@@ -55,4 +72,5 @@ if __name__ == "__main__":
     parser.add_argument("--commits", type=int, default=2000)
     parser.add_argument("--interval", type=float, default=0.01)
     parser.add_argument("--throughput-ops", type=int, default=20000)
+    parser.add_argument("--breakdown", action="store_true", help="one reader's CPU per commit by what it holds")
     asyncio.run(main(parser.parse_args()))
