@@ -50,7 +50,7 @@ from .._codec import decode_tuple, encode_key, encode_tuple, prefix_end
 from .._schema import NS, RECORD, EntityInfo, IndexInfo, bad_record_error, decode_value
 from .._storage import Engine
 from .._txn import Transactions
-from ..errors import CorruptionError, InvalidTypeError, QuantaError, SchemaMismatchError
+from ..errors import CorruptionError, IntegrityError, InvalidTypeError, QuantaError, SchemaMismatchError
 from . import builder, rewrite
 from .diff import Decision, decide, differences, summary
 from .format import (
@@ -118,6 +118,42 @@ class Catalog:
         self._stopping = False
         self._failure: BaseException | None = None
         self._repairing: set[str] = set()
+        # Unique indexes and db.repair(): while a repair deletes an entity's unique entries and
+        # builds them again, a put's uniqueness check would miss a value whose entry is not
+        # rebuilt yet. So puts of that entity wait until its unique indexes are rebuilt (as
+        # PostgreSQL's REINDEX blocks writes to its table), and after a repair that stopped
+        # part-way they are refused until the indexes are complete (``unique_checkable``).
+        self._unique_rebuilding: dict[str, asyncio.Event] = {}
+        self._unique_unfinished: dict[str, tuple[str, ...]] = {}
+
+    def unique_pending(self, name: str) -> bool:
+        """Whether a put of ``name`` must first pass :meth:`unique_checkable` (a dict probe)."""
+        return name in self._unique_rebuilding or name in self._unique_unfinished
+
+    async def unique_checkable(self, name: str) -> None:
+        """Before a put of entity ``name`` is checked against its unique indexes (inside the
+        write, so a retried transaction waits again): wait while ``db.repair()`` rebuilds one of
+        them; raise :class:`IntegrityError` (nothing written) while one is left half-rebuilt
+        by a repair that stopped part-way."""
+        while (gate := self._unique_rebuilding.get(name)) is not None:
+            await gate.wait()
+        left = self._unique_unfinished.get(name)
+        if left:
+            raise IntegrityError(
+                f"{name}: a put cannot be checked against the unique "
+                f"{'index' if len(left) == 1 else 'indexes'} {', '.join(repr(i) for i in left)}: db.repair() stopped "
+                "part-way through rebuilding it, so a duplicate would go unnoticed; nothing was written. Call "
+                "db.repair() again (or reopen the database with the entity class declared) first"
+            )
+
+    def _unique_rebuilt(self, name: str, left: Sequence[str]) -> None:
+        """A repair is done with ``name``'s unique indexes: ``left`` are the ones it did not
+        finish (puts are refused until they are); wake the puts that waited."""
+        if left:
+            self._unique_unfinished[name] = tuple(left)
+        gate = self._unique_rebuilding.pop(name, None)
+        if gate is not None:
+            gate.set()
 
     # ------------------------------------------------------------------ loading
 
@@ -505,6 +541,11 @@ class Catalog:
                     continue
                 self._repairing.add(name)
                 touched.append(name)
+                unique = [idx.name for idx in targets if idx.unique]
+                settled: set[str] = set()  # unique indexes rebuilt, or removed as unbuildable
+                if unique:
+                    self._unique_rebuilding[name] = asyncio.Event()
+                    self._unique_unfinished.pop(name, None)
                 try:
                     async with self._lock:
                         schema = self.schemas[name]
@@ -519,11 +560,15 @@ class Catalog:
                         await self._put_schema_locked(schema, keys, values)
                     done = 0
                     for idx in sorted(targets, key=lambda i: not i.unique):
+                        if not idx.unique and name in self._unique_rebuilding:
+                            self._unique_rebuilt(name, [])  # the unique ones are done: puts may go on
                         try:
                             deleted, read = await self._build(info, idx.name, report)
                         except SchemaMismatchError as exc:  # two records share a unique value
                             failures.append(await self._unbuildable(name, idx.name, exc))
+                            settled.add(idx.name)
                             continue
+                        settled.add(idx.name)
                         removed += deleted
                         done = max(done, read)
                         rebuilt.append(f"{name}.{idx.name}")
@@ -533,8 +578,11 @@ class Catalog:
                     finished.add(name)
                 finally:
                     self._repairing.discard(name)
+                    if name in self._unique_rebuilding:
+                        self._unique_rebuilt(name, [u for u in unique if u not in settled])
         except BaseException as exc:  # an I/O failure, a cancellation, a progress callback raising...
             await self._reload_after_interruption(touched)
+            self._unique_left_after_interruption(touched)
             exc.add_note(self._interruption_note(names, finished))
             raise
         if failures:
@@ -570,6 +618,19 @@ class Catalog:
                 else:
                     self.index_jobs.pop((name, idx.name), None)
 
+    def _unique_left_after_interruption(self, names: Sequence[str]) -> None:
+        """After a repair stopped part-way and the committed schemas were read back: puts stay
+        refused for the unique indexes that are still being rebuilt (not for one whose
+        marking commit never happened)."""
+        for name in names:
+            stored = self.schemas.get(name)
+            building = {i.name for i in stored.indexes if i.unique and i.state == BUILDING} if stored else set()
+            left = tuple(i for i in self._unique_unfinished.get(name, ()) if i in building)
+            if left:
+                self._unique_unfinished[name] = left
+            else:
+                self._unique_unfinished.pop(name, None)
+
     def _interruption_note(self, names: Sequence[str], finished: set[str]) -> str:
         """What a repair of the entities ``names`` that stopped part-way left (``finished``:
         those it had repaired completely), and how to finish it: a note added to the
@@ -594,8 +655,8 @@ class Catalog:
             unique = [n for n, u in left if u]
             if unique:
                 lines.append(
-                    f"Until they are rebuilt, the unique indexes {', '.join(unique)} do not reject a duplicate of a "
-                    "value whose entry is not rebuilt yet: finish before writing."
+                    f"Until they are rebuilt, puts of records with the unique indexes {', '.join(unique)} are refused "
+                    "(IntegrityError): a duplicate of a value whose entry is not rebuilt yet would go unnoticed."
                 )
         else:
             lines.append("No index is left half-rebuilt.")

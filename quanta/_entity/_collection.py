@@ -80,6 +80,13 @@ class SchemaCatalog(Protocol):
         """In the first write of an entity with no stored schema (``kv``: its transaction):
         buffer the schema in the same batch, or check ``info`` against one committed meanwhile."""
 
+    def unique_pending(self, name: str) -> bool:
+        """Whether a put of entity ``name`` must first await :meth:`unique_checkable`."""
+
+    async def unique_checkable(self, name: str) -> None:
+        """Wait while ``db.repair()`` rebuilds a unique index of ``name``; raise
+        IntegrityError while one is left half-rebuilt by a repair that stopped part-way."""
+
 
 class LiveQueries(Protocol):
     """What the entity layer asks of the live-query layer (``quanta._live.LiveQueries``
@@ -222,10 +229,12 @@ class Collection(Generic[E]):
             await self._assign_keys(items)
         pks = [getattr(obj, info.primary_key) for obj in items]
         catalog = self._ctx.catalog
-        if catalog is not None and not catalog.has_schema(info.name):  # the entity's first write
+        if catalog is None:
+            await self._write(lambda kv: put_records(info, kv, items, pks))
+        elif not catalog.has_schema(info.name):  # the entity's first write
             await self._write(lambda kv: _first_put(catalog, info, kv, items, pks))
         else:
-            await self._write(lambda kv: put_records(info, kv, items, pks))
+            await self._write(lambda kv: _checked_put(catalog, info, kv, items, pks))
         if self._bind:
             _relations.bind(items, self._source)
         return pks
@@ -426,6 +435,17 @@ class Collection(Generic[E]):
         """None after each commit that changes a record of this collection (no current value
         first; nothing is decoded): "something here changed, look again"."""
         return self._ctx.live.watch_lazy(self, coalesce=coalesce, buffer=buffer)
+
+
+async def _checked_put(
+    catalog: SchemaCatalog, info: EntityInfo, kv: TransactionKeyValue, items: list[Any], pks: list[Any]
+) -> None:
+    """``put_records`` once the entity's unique indexes can check it (``db.repair()`` may be
+    rebuilding them: ``SchemaCatalog.unique_checkable``). Inside the write, so that a
+    transaction retried after a conflict checks again."""
+    if catalog.unique_pending(info.name):
+        await catalog.unique_checkable(info.name)
+    await put_records(info, kv, items, pks)
 
 
 async def _first_put(

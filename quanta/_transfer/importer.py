@@ -625,6 +625,8 @@ async def _write_batch_once(ctx: ImportContext, batch: list[Any], on_conflict: s
                 continue
             if not ctx.catalog.has_schema(name):
                 await ctx.catalog.record_first_use(info, tx.kv)
+            elif ctx.catalog.unique_pending(name):
+                await ctx.catalog.unique_checkable(name)  # db.repair() rebuilding a unique index
             try:
                 await put_records(info, tx.kv, objs, pks, check_links=False)
             except UniqueViolationError as exc:  # a value another writer claimed since the validation

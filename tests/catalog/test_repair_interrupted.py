@@ -161,7 +161,14 @@ async def test_a_repair_stopped_by_its_progress_callback_is_finished_by_calling_
         catalog_is_what_was_committed(db)
         hidden_ones_are_not_used(db)
         assert await answers(db) == want  # answered by reading the records
-        await db.collection(Member).put(Member(id=500, email="new@x.org", name="n3", city="Rome", age=30))
+        new = Member(id=500, email="new@x.org", name="n3", city="Rome", age=30)
+        if any(n in left for n in ("Member.email", "Member.nick")):
+            # A unique index is half-rebuilt: a put cannot be checked against it, so none is taken.
+            with pytest.raises(quanta.IntegrityError, match="stopped part-way"):
+                await db.collection(Member).put(new)
+            assert await db.collection(Member).get(500) is None
+        else:
+            await db.collection(Member).put(new)
         want = expected(await _records(db))
         assert await answers(db) == want
         await finishes(db, want)

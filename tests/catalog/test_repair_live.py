@@ -241,12 +241,20 @@ async def test_live_queries_opened_before_a_repair_stay_correct_at_every_step(
         "max": live.q_tags.watch_max(Item.score),
     }
     step = 0
+    held: list[asyncio.Task[None]] = []  # writes made while the unique index is rebuilt
 
     async def hook(point: str, index: str) -> None:
         nonlocal step
         step += 1
         await live.check(f"{point} {index}: before the writes")
-        await writes(coll, step)
+        if index == "code":  # the unique index: puts wait until it is rebuilt (test_repair_unique.py)
+            held.append(asyncio.create_task(writes(coll, step)))
+            await settle()
+            assert not held[-1].done()
+            return
+        for task in held:  # released when the unique index was done, before this point
+            await asyncio.wait_for(task, 10)
+        held.clear()
         await live.check(f"{point} {index}: after the writes")
         if point == "deleted" and index == "score" and not late:
             # subscribed now, while the score entries are gone: the Watch was made before
