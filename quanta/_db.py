@@ -17,7 +17,16 @@ from typing import Any, TypeVar, Unpack
 import anyio
 import anyio.to_thread
 
-from ._catalog import Catalog, CatalogState, EntityPreview, ProblemLog, RepairReport, SchemaProgress, VerifyReport, check_entities
+from ._catalog import (
+    Catalog,
+    CatalogState,
+    EntityPreview,
+    ProblemLog,
+    RepairReport,
+    SchemaProgress,
+    VerifyReport,
+    check_entities,
+)
 from ._entity import Collection, EntityContext
 from ._kv import KeyValue, Snapshot, check_buffer, check_flag
 from ._live import LiveQueries

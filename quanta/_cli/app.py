@@ -60,7 +60,10 @@ def _root(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = None,
 ) -> None:
-    """QuantaDB command-line tools. Exit status: 0 on success, 1 when a database is damaged, missing or cannot be opened (one line on stderr), 2 on usage errors."""
+    """QuantaDB command-line tools.
+
+    Exit status: 0 on success, 1 when a database is damaged, missing or cannot be opened (one
+    line on stderr), 2 on usage errors."""
 
 
 def _guard(name: str, body: Callable[[], T]) -> T:
@@ -91,9 +94,7 @@ Path = Annotated[str, typer.Argument(help="The database directory.", show_defaul
 Json = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
 Modules = Annotated[
     list[str] | None,
-    typer.Option(
-        "--module", metavar="MODULE", help="A module (or .py file) declaring entity classes; repeatable."
-    ),
+    typer.Option("--module", metavar="MODULE", help="A module (or .py file) declaring entity classes; repeatable."),
 ]
 ShowProgress = Annotated[
     bool | None, typer.Option("--progress/--no-progress", help="Show the progress bar (default: on a terminal).")
@@ -159,7 +160,7 @@ def repair_cmd(
 ) -> None:
     """Rebuild index and unique entries from the records (exit 1 if an entity was skipped)."""
     if not rebuild_indexes:
-        raise typer.BadParameter("repair needs --rebuild-indexes (the one repair there is)", param_hint="--rebuild-indexes")
+        raise typer.BadParameter("repair needs --rebuild-indexes (the one there is)", param_hint="--rebuild-indexes")
     _exit(_run("repair", lambda: inspect.repair(path, modules, Output(as_json=as_json), progress)) > 0)
 
 
@@ -228,7 +229,7 @@ def export_cmd(
     _run("export", lambda: transfer.export_cmd(path, output, entities, kv))
 
 
-class OnConflict(str, Enum):
+class OnConflict(Enum):
     error = "error"
     replace = "replace"
     skip = "skip"
@@ -257,7 +258,9 @@ Entity = Annotated[
 
 
 @app.command("get")
-def get_cmd(path: Path, key: Key, entity: Entity = None, hex_: Hex = False, modules: Modules = None, as_json: Json = False) -> None:
+def get_cmd(
+    path: Path, key: Key, entity: Entity = None, hex_: Hex = False, modules: Modules = None, as_json: Json = False
+) -> None:
     """A kv value, or with --entity the record whose primary key is KEY (42, 'ann'); exit 1 if none."""
     _exit(_run("get", lambda: data.get(path, key, entity, hex_, modules, Output(as_json=as_json))))
 
@@ -276,9 +279,7 @@ def scan_cmd(
     as_json: Json = False,
 ) -> None:
     """kv pairs in key order; --entity NAME: its records; --all: every key, decoded."""
-    _run(
-        "scan", lambda: data.scan(path, prefix, limit, entity, reserved, hex_, modules, Output(as_json=as_json))
-    )
+    _run("scan", lambda: data.scan(path, prefix, limit, entity, reserved, hex_, modules, Output(as_json=as_json)))
 
 
 @app.command("count")
@@ -348,4 +349,3 @@ def main(argv: list[str] | None = None) -> int:
         print("Aborted.", file=sys.stderr)
         return 130
     return rv if isinstance(rv, int) else 0
-

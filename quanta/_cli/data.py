@@ -81,9 +81,7 @@ def _read(path: str) -> Any:
     return _db.open(path, read_only=True, create_if_missing=False)
 
 
-async def get(
-    path: str, key: str, entity: str | None, hex_: bool, modules: list[str] | None, out: Output
-) -> int:
+async def get(path: str, key: str, entity: str | None, hex_: bool, modules: list[str] | None, out: Output) -> int:
     """Print one value (or record); returns 1 (the exit status) when there is none."""
     async with _read(path) as db:
         if entity is None:

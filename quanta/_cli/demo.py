@@ -45,7 +45,8 @@ class DemoPerson:
 
 
 def _user(i: int) -> tuple[bytes, bytes]:
-    return b"user:%08d" % i, msgpack.packb({"id": i, "name": f"user {i}", "email": f"u{i}@example.com", "age": 18 + i % 60})
+    user = {"id": i, "name": f"user {i}", "email": f"u{i}@example.com", "age": 18 + i % 60}
+    return b"user:%08d" % i, msgpack.packb(user)
 
 
 async def demo(path: str, records: int = 100_000, out: TextIO | None = None) -> None:
@@ -55,7 +56,7 @@ async def demo(path: str, records: int = 100_000, out: TextIO | None = None) -> 
         print(msg, file=out, flush=True)
 
     say(f"QuantaDB demo in {path}")
-    existed = os.path.exists(os.path.join(path, "CURRENT"))
+    existed = os.path.exists(os.path.join(path, "CURRENT"))  # noqa: ASYNC240 (one stat, before the open)
     async with _db.open(path, entities=[DemoPerson]) as db:
         stats = await db.stats()
         if existed:

@@ -130,4 +130,3 @@ def _header_number(path: str) -> int:
     with open(path, "rb") as f:
         head = f.read(24)
     return int.from_bytes(head[16:24], "little")
-

@@ -46,10 +46,10 @@ def show_key(key: bytes, value: bytes | None = None, limit: int = 48) -> str:
         if kind == RECORD and len(t) == 2:
             return f"{entity}[{t[1]!r}]"
         if kind == INDEX and len(t) >= 3:
-            return f"{entity}.{t[1]}({_args(t[2:-1])}) -> {entity}[{t[-1]!r}]"
+            return f"{entity}.{t[1]!s}({_args(t[2:-1])}) -> {entity}[{t[-1]!r}]"
         if kind == UNIQUE and len(t) >= 2:
             target = "" if value is None else f" -> {entity}[{decode_key(value)!r}]"
-            return f"{entity}.{t[1]}({_args(t[2:])}){target}"
+            return f"{entity}.{t[1]!s}({_args(t[2:])}){target}"
         if kind == CATALOG:
             return " ".join(["catalog", entity, *(str(x) for x in t[1:3])])
     except Exception:  # not a well-formed entity key: show the bytes

@@ -181,4 +181,3 @@ class LineProgress:
         )
         with progress:
             yield LineProgress(progress)
-
