@@ -10,8 +10,12 @@ stderr is a terminal or when ``--progress`` asks for them, and never mixed into 
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
 import json
 import sys
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
@@ -43,7 +47,8 @@ def bytes_text(n: float) -> str:
 
 def jsonable(value: Any) -> Any:
     """``value`` as something ``json.dumps`` takes: bytes as text when they are UTF-8 (else
-    ``{"hex": ...}``), tuples and sets as lists, other objects by ``repr``."""
+    ``{"hex": ...}``), tuples and sets as lists, enums by their value, dates and times in
+    ISO 8601, durations in seconds, decimals and UUIDs as text, other objects by ``repr``."""
     if isinstance(value, bytes):
         try:
             return value.decode()
@@ -55,6 +60,14 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (datetime.timedelta,)):
+        return value.total_seconds()
+    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+        return str(value)
     return repr(value)
 
 
