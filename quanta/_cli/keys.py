@@ -58,16 +58,18 @@ def show_key(key: bytes, value: bytes | None = None, limit: int = 48) -> str:
 
 
 def show_value(key: bytes, value: bytes | None, limit: int = 48) -> str:
-    """The readable form of ``value`` stored under ``key``: a record's fields (msgpack,
-    ``[version, field, ...]``) decoded, an entry's target left out (:func:`show_key` shows
-    it), other values as bytes."""
+    """The readable form of ``value`` stored under ``key``: a record's schema version and
+    field values (msgpack ``[version, field, ...]``) decoded, as ``v1 [42, 'Ann']``; an
+    entry's target left out (:func:`show_key` shows it); other values as bytes."""
     if value is None:
         return "<tombstone>"
     if key.startswith(NS + RECORD):
         try:
-            text = repr(decode_value(value))
+            rec = decode_value(value)
         except Exception:
             return show_bytes(value, limit)
+        # a record is [schema version, field values...] (quanta/_schema): "v1 [values]"
+        text = f"v{rec[0]} {rec[1:]!r}" if type(rec) is list and rec and type(rec[0]) is int else repr(rec)
         return text if len(text) <= 4 * limit else text[: 4 * limit] + "..."
     if key.startswith(NS + INDEX) or key.startswith(NS + UNIQUE):
         return ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -304,15 +305,16 @@ def test_scan_all_and_dump_show_entity_keys_decoded(own_db: Path) -> None:
     assert any(line.startswith("catalog CliCity") for line in lines), out
     assert ["b'cfg:a'", "b'1'"] in [line.split() for line in lines]
 
-    wal = next(p for p in sorted(own_db.glob("*.wal")) if p.stat().st_size > 32)
-    out, _ = run("dump", wal)
-    assert "  put CliCity.country_pop('NO', 700) -> CliCity[1]" in out.splitlines(), out
-    assert any(line.startswith("  put CliCity[1] [1, 'Oslo', 'NO', 700, 'Tigerstaden']") for line in out.splitlines())
-    entries = [json.loads(line) for line in run("dump", wal, "--json")[0].splitlines()]
-    assert entries[0]["kind"] == "wal"
-    assert {"seq": entries[2]["seq"], "op": "put", "key": "CliCity[1]"}.items() <= entries[2].items() or any(
-        e.get("key") == "CliCity[1]" and e.get("op") == "put" for e in entries
-    )
+    [table] = [p for p in sorted(own_db.glob("*.sst")) if b"Tigerstaden" in p.read_bytes()]
+    out, _ = run("dump", table)
+    lines = out.splitlines()
+    assert any(re.fullmatch(r"  CliCity\.country_pop\('NO', 700\) -> CliCity\[1\] @\d+", x) for x in lines), out
+    assert any(re.fullmatch(r"  CliCity\[1\] @\d+ v1 \[1, 'Oslo', 'NO', 700, 'Tigerstaden'\]", x) for x in lines), out
+    entries = [json.loads(line) for line in run("dump", table, "--json")[0].splitlines()]
+    assert entries[0]["kind"] == "sstable"
+    assert {"key": "CliCity.name('Oslo') -> CliCity[1]", "value": ""} in [
+        {"key": e["key"], "value": e["value"]} for e in entries[1:]
+    ]
 
 
 # =============================================================================== the other commands
