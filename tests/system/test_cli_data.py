@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -358,3 +359,23 @@ def test_unknown_entity_for_scan_and_count(db_path: Path) -> None:
     for args in (("scan", db_path, "--entity", "Nope"), ("count", db_path, "Nope")):
         _, err = run(*args, code=1)
         one_line_error(err, str(args[0]), "InvalidArgumentError")
+
+
+def test_a_real_terminal_gets_a_rich_table_and_a_pipe_gets_plain_text(db_path: Path) -> None:
+    """Under a pseudo-terminal (pexpect) the same command draws a rich table; a test reads the screen."""
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "quanta", "query", str(db_path), "CliCity", "pop > 1000", "--order-by", "id"],
+        env={**os.environ, "COLUMNS": "100", "TERM": "xterm"},
+        encoding="utf-8",
+        timeout=60,
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", child.before)
+    assert child.exitstatus == 0, screen
+    assert "┃ id" in screen and "┃ name" in screen, screen  # the header row of a rich table
+    assert "│ Rome" in screen and "│ Lima" in screen and "└" in screen, screen
+    piped, _ = run("query", db_path, "CliCity", "pop > 1000", "--order-by", "id")
+    assert "│" not in piped and piped.splitlines()[1].split()[:2] == ["3", "Rome"]
