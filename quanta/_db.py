@@ -17,7 +17,16 @@ from typing import Any, TypeVar, Unpack
 import anyio
 import anyio.to_thread
 
-from ._catalog import Catalog, ProblemLog, RepairReport, SchemaProgress, VerifyReport, check_entities
+from ._catalog import (
+    Catalog,
+    CatalogState,
+    EntityPreview,
+    ProblemLog,
+    RepairReport,
+    SchemaProgress,
+    VerifyReport,
+    check_entities,
+)
 from ._entity import Collection, EntityContext
 from ._kv import KeyValue, Snapshot, check_buffer, check_flag
 from ._live import LiveQueries
@@ -432,6 +441,20 @@ class Database:
                 "lag_gaps": e.follower.lag_gaps,
             },
         }
+
+    async def schema_state(self) -> CatalogState:
+        """What the catalog holds now: the stored schemas, unfinished migration and index
+        jobs, and the entities with records but no stored schema (for tools: ``quanta
+        schema``, the inspector). Works on read-only opens; reads only."""
+        self._engine.check_open()
+        return await self._catalog.state()
+
+    async def preview_schema(self, cls: type) -> EntityPreview:
+        """What opening with entity class ``cls`` would do, without doing it (``quanta
+        migrate --autogenerate``); raises ``InvalidTypeError`` for a class that is not an
+        entity."""
+        self._engine.check_open()
+        return await self._catalog.preview(cls)
 
     async def indexes_ready(self) -> None:
         """Wait until every index being built in the background (one added to a declared

@@ -13,7 +13,7 @@ and drops), ``repair.py`` (rebuilding entries), ``verify.py`` (deep verify), ``c
 """
 
 from .autogen import EntityReport, render, to_version_for
-from .catalog import Catalog, check_entities
+from .catalog import Catalog, CatalogState, EntityPreview, check_entities
 from .diff import Decision, Difference, decide, differences
 from .format import HistoryEntry, StoredField, StoredIndex, StoredSchema, schema_of
 from .migrations import Step, migration, steps_of
@@ -23,6 +23,8 @@ from .verify import ProblemKind, ProblemLog, VerifyProblem, VerifyReport
 
 __all__ = [
     "Catalog",
+    "CatalogState",
+    "EntityPreview",
     "check_entities",
     "Decision",
     "EntityReport",

@@ -42,7 +42,7 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
@@ -73,7 +73,7 @@ from .rewrite import RecordJob, history_entry
 from .store import Store
 from .verify import ProblemLog, check_entries, check_keyspace
 
-__all__ = ["Catalog", "check_entities"]
+__all__ = ["Catalog", "CatalogState", "EntityPreview", "check_entities"]
 
 Report = Callable[[SchemaProgress], None]
 
@@ -91,6 +91,32 @@ class _Plan:
     chain: tuple[Step, ...] = ()
     problems: tuple[Any, ...] = ()
     hint: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CatalogState:
+    """What the catalog holds, for tools (``db.schema_state()``, the CLI): the stored
+    ``schemas`` by entity name, the unfinished ``record_jobs`` (by entity) and
+    ``index_jobs`` (by (entity, index)), and ``untracked``: entities with records but no
+    stored schema."""
+
+    schemas: dict[str, StoredSchema]
+    record_jobs: dict[str, RecordJob]
+    index_jobs: dict[tuple[str, str], builder.IndexJob]
+    untracked: tuple[str, ...]
+
+
+class EntityPreview(NamedTuple):
+    """What opening with one entity class would do (``db.preview_schema(cls)``): ``action``
+    (``"none"``: nothing to do; ``"mismatch"``: the open would be refused; else what it would
+    run, such as ``"create"``, ``"rewrite"`` or ``"migrate"``), the
+    ``stored`` and ``declared`` schemas, the ``decision`` of the schema diff and a ``hint``."""
+
+    action: str
+    stored: StoredSchema | None
+    declared: StoredSchema
+    decision: Decision | None
+    hint: str
 
 
 class Catalog:
@@ -275,12 +301,22 @@ class Catalog:
             )
         return _Plan(info, declared, stored, decision.action, decision, abandon, chain=tuple(decision.chain))
 
-    async def preview(self, cls: type) -> tuple[str, StoredSchema | None, StoredSchema, Decision | None, str]:
-        """What opening with entity class ``cls`` would do, without doing it (for the CLI):
-        ``(action, stored, declared, decision, hint)``; ``action`` as in :meth:`_plan`."""
+    async def preview(self, cls: type) -> EntityPreview:
+        """What opening with entity class ``cls`` would do, without doing it (for the CLI);
+        ``action`` as in :meth:`_plan`."""
         info = _declared([cls])[0]
         p = await self._plan(info)
-        return p.action, p.stored, p.declared, p.decision, p.hint
+        return EntityPreview(p.action, p.stored, p.declared, p.decision, p.hint)
+
+    async def state(self) -> CatalogState:
+        """A copy of what the catalog holds now (see :class:`CatalogState`)."""
+        with_records = await self.record_entities()
+        return CatalogState(
+            schemas=dict(sorted(self.schemas.items())),
+            record_jobs=dict(self.record_jobs),
+            index_jobs=dict(self.index_jobs),
+            untracked=tuple(n for n in with_records if n not in self.schemas),
+        )
 
     async def record_entities(self) -> list[str]:
         """The names of the entities that have records (one seek per entity)."""

@@ -1,7 +1,7 @@
 """``python -m quanta schema`` and ``python -m quanta migrate --autogenerate``, run as a user
 runs them (subprocesses), on real directories.
 
-The contract (quanta/_cli.py): exit 0 on success, 1 with a one-line message for a database
+The contract (quanta/_cli/): exit 0 on success, 1 with a one-line message for a database
 that cannot be opened or a module that cannot be imported, 2 on usage errors; never a
 traceback. Both commands open the database read-only and change nothing in it. A generated
 skeleton is valid Python, and once its TODOs are filled in, opening the database with the
@@ -104,7 +104,7 @@ def test_help_lists_the_schema_commands(tmp_path: Path) -> None:
     out = cli("--help", cwd=tmp_path).stdout
     assert "schema" in out and "migrate" in out
     assert "--autogenerate" in cli("migrate", "--help", cwd=tmp_path).stdout
-    assert "required" in cli("migrate", "db", cwd=tmp_path, check=2).stderr
+    assert "Missing option '--autogenerate'" in cli("migrate", "db", cwd=tmp_path, check=2).stderr
 
 
 def test_schema_prints_fields_indexes_and_history_and_changes_nothing(project: Path) -> None:

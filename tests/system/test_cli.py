@@ -1,6 +1,6 @@
 """``python -m quanta``: demo, stats, verify and dump, run as a user runs them (subprocesses).
 
-The contract (quanta/_cli.py): exit status 0 on success, 1 with a one-line message naming the
+The contract (quanta/_cli/): exit status 0 on success, 1 with a one-line message naming the
 problem when a database is damaged or cannot be opened, 2 on usage errors; never a traceback.
 ``stats`` and ``verify`` open read-only and change nothing on disk.
 """
@@ -79,26 +79,29 @@ def db_dir(built: tuple[Path, Path], tmp_path: Path) -> Path:
 
 def test_help_lists_every_command() -> None:
     out = cli("--help").stdout
-    for command in ("demo", "stats", "verify", "dump"):
+    for command in ("demo", "stats", "verify", "dump", "get", "scan", "count", "put", "delete", "query", "compact"):
         assert command in out
-    assert "usage: quanta dump" in cli("dump", "--help").stdout
+    assert "Usage: quanta dump" in cli("dump", "--help").stdout
+    assert cli("--version").stdout == f"quanta {quanta.__version__}\n"
 
 
 def test_usage_errors_exit_with_status_2() -> None:
-    assert "required" in cli(check=2).stderr
-    assert "usage" in cli("dump", check=2).stderr
-    assert "invalid choice" in cli("frobnicate", check=2).stderr
-    assert "invalid int" in cli("demo", "x", "--records", "many", check=2).stderr
-    assert "--records" in cli("demo", "x", "--records", "0", check=2).stderr
+    assert "Missing command" in cli(check=2).stderr
+    assert "Missing argument 'file'" in cli("dump", check=2).stderr
+    assert "No such command 'frobnicate'" in cli("frobnicate", check=2).stderr
+    assert "valid integer" in cli("demo", "x", "--records", "many", check=2).stderr
+    for bad in ("0", "99", "1000001", "10000000"):  # the option states its range and enforces it
+        err = cli("demo", "x", "--records", bad, check=2).stderr
+        assert "Invalid value for '--records'" in err and ("100" in err or "1000000" in err), err
 
 
 # =============================================================================== demo
 
 DEMO_LINES = [
     r"QuantaDB demo in {path}",
-    r"1\. put_many: {n} records in one durable batch in \d+ ms",
+    r"1\. put_many: {n} records in (one durable batch|\d+ durable batches) in \d+ ms",
     r"2\. get user:{probe} -> \{'id': {probe_id}, 'name': 'user {probe_id}', .*\} \(\d+ us\)",
-    r"3\. scan from user:{half}, limit 1000: 1000 rows, user:{half} \.\. user:{half_end} in .* ms",
+    r"3\. scan from user:{half}, limit 1000: {rows} rows, user:{half} \.\. user:{half_end} in .* ms",
     r"4\. snapshot isolation: the snapshot still reads 'user 1'; the database reads 'renamed'",
     r"5\. a batch deleted 10 users and wrote config:motd atomically; a change stream saw it as one change set "
     r"#\d+ of 11 changes",
@@ -107,16 +110,19 @@ DEMO_LINES = [
     r"7\. flush \+ compaction in \d+ ms -> L\d: \d+ file\(s\).*",
     r"8\. reopened in .* ms: config:motd=b'hello from a batch', user:00000003=None, {users} users",
     r"9\. verify: \d+ table\(s\), {entries} entries, all checksums good",
-    r"10\. entities: {people} Person records with a unique and a composite index in \d+ ms; Oslo aged 30-39, "
+    r"10\. entities: {people} DemoPerson records with a unique and a composite index in \d+ ms; Oslo aged 30-39, "
     r"oldest first: \[\d+, \d+, \d+\] via index_range on city_age in .* ms",
     r"11\. live query \(3 oldest in Oslo\): two commits that did not change it emitted nothing; a 99-year-old "
     r"arrived as a diff in .* ms: inserted at \[0\], removed from \[2\]",
-    r"Done\. Run `python -m quanta stats {path}` to look inside\.",
+    r"Done\. Run `python -m quanta stats {path}` \(or `schema`, `scan`, `query`\) to look inside\.",
 ]
 
 
-def check_demo_output(out: str, path: Path, records: int) -> None:
+def check_demo_output(out: str, path: Path, records: int, *, rerun: bool = False) -> None:
     lines = out.splitlines()
+    if rerun:  # the second line says so; the tables also hold the earlier run's entities
+        assert re.fullmatch(r"  \(found an existing database: last commit #\d+; the demo rewrites its keys\)", lines[1])
+        del lines[1]
     assert len(lines) == len(DEMO_LINES), out
     fmt = {
         "path": re.escape(str(path)),
@@ -124,9 +130,10 @@ def check_demo_output(out: str, path: Path, records: int) -> None:
         "probe": f"{records * 42 // 1000:08d}",
         "probe_id": str(records * 42 // 1000),
         "half": f"{records // 2:08d}",
-        "half_end": f"{records // 2 + 999:08d}",
+        "half_end": f"{min(records - 1, records // 2 + 999):08d}",
+        "rows": str(min(1000, records - records // 2)),
         "users": f"{records - 10:,}",  # the batch deleted ten
-        "entries": f"{records - 9:,}",  # ... and added config:motd
+        "entries": r"[\d,]+" if rerun else f"{records - 8:,}",  # ... and added config:motd, DemoPerson's schema
         "people": f"{min(records, 20_000):,}",
     }
     for line, pattern in zip(lines, DEMO_LINES, strict=True):
@@ -142,6 +149,40 @@ def test_demo_with_2000_records_runs_the_tour_and_leaves_a_valid_database(tmp_pa
     # a second run finds the database, says so, and still succeeds
     again = cli("demo", path, "--records", "2000").stdout
     assert "found an existing database" in again and "9. verify:" in again
+
+
+def test_demo_reruns_on_the_same_path_with_any_records_and_declares_its_entity(tmp_path: Path) -> None:
+    """Issue 18: a second run with another --records failed with UniqueViolationError, and
+    ``quanta schema`` on the demo's database said "no schema yet"."""
+    path = tmp_path / "demo"
+    for records in (3000, 500, 2000, 100):
+        out = cli("demo", path, "--records", str(records)).stdout
+        check_demo_output(out, path, records, rerun=records != 3000)
+    schema = cli("schema", path).stdout
+    assert schema.startswith("DemoPerson  version 1  class quanta._cli.demo.DemoPerson"), schema
+    assert "no schema yet" not in schema
+    assert cli("count", path, "DemoPerson").stdout == "103\n"  # 100 people and the three of step 11
+    deep = cli("verify", "--deep", path, "--module", "quanta._cli.demo").stdout
+    assert re.fullmatch(r"OK: \d+ tables, \d+ entries; 103 records, 206 index entries, 0 links, 0 problems; .*\n", deep)
+
+
+def test_demo_splits_a_large_load_into_batches(tmp_path: Path) -> None:
+    """Every --records the option accepts fits: the load is split into batches below
+    MAX_BATCH_BYTES (here made small, so a small run shows the split)."""
+    import io
+
+    from quanta._cli import demo as demo_module
+
+    out = io.StringIO()
+    saved = demo_module.BATCH_RECORDS
+    demo_module.BATCH_RECORDS = 1000
+    try:
+        asyncio.run(demo_module.demo(str(tmp_path / "d"), 2500, out=out))
+    finally:
+        demo_module.BATCH_RECORDS = saved
+    assert "1. put_many: 2,500 records in 3 durable batches in " in out.getvalue()
+    check_demo_output(out.getvalue(), tmp_path / "d", 2500)
+    assert demo_module.MAX_RECORDS * 80 // demo_module.BATCH_RECORDS < quanta.MAX_BATCH_BYTES
 
 
 def test_demo_with_a_relative_path_reports_where_it_is(tmp_path: Path) -> None:
@@ -206,7 +247,7 @@ def test_verify_reports_a_torn_wal_tail(built: tuple[Path, Path], tmp_path: Path
 
 def test_verify_progress_bar_on_request(db_dir: Path) -> None:
     proc = cli("verify", "--progress", db_dir)
-    assert "verifying tables [" in proc.stderr
+    assert "verifying tables" in proc.stderr and re.search(r"(\d+)/\1\b", proc.stderr)  # rich: label, done/total
 
 
 @quanta.entity(name="CliItem")

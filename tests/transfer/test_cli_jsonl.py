@@ -1,4 +1,4 @@
-"""``quanta export`` and ``quanta import`` (quanta/_cli.py), run in-process."""
+"""``quanta export`` and ``quanta import`` (quanta/_cli/transfer.py), run in-process."""
 
 from __future__ import annotations
 
@@ -57,5 +57,5 @@ def test_export_and_import_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "ImportValidationError" in err and "line 2:" in err
     assert main(["import", dst, str(out), "--on-conflict", "replace", "--module", str(models)]) == 0
     assert json.loads(capsys.readouterr().out)["replaced"] == 6  # 5 records and the kv pair
-    with pytest.raises(SystemExit):
-        main(["import", dst, str(out), "--on-conflict", "merge"])
+    assert main(["import", dst, str(out), "--on-conflict", "merge"]) == 2  # a usage error
+    assert "'merge' is not one of 'error', 'replace', 'skip'" in capsys.readouterr().err
