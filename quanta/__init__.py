@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect as _inspect
 import typing as _typing
 
+from ._audit import ConsistencyProof, InclusionProof, SignedHead  # audit log (issue 17)
 from ._catalog import RepairReport, SchemaProgress, VerifyProblem, VerifyReport, migration
 from ._db import Database, open
 from ._entity import Collection, Query
@@ -47,6 +48,7 @@ from ._storage import BackupInfo, SystemEvent
 from ._transfer import TransferReport
 from ._txn import MAX_TX_KEYS, MAX_TX_RANGES, Transaction, TransactionKeyValue
 from .errors import (
+    AuditVerificationError,
     BackgroundError,
     ConflictError,
     CorruptionError,
@@ -86,6 +88,7 @@ __all__ = [
     "MAX_TX_KEYS",
     "MAX_TX_RANGES",
     "MAX_VALUE_BYTES",
+    "AuditVerificationError",
     "BackgroundError",
     "Backlink",
     "BackupInfo",
@@ -94,6 +97,7 @@ __all__ = [
     "ChangeSet",
     "Collection",
     "ConflictError",
+    "ConsistencyProof",
     "CorruptionError",
     "Database",
     "DatabaseClosedError",
@@ -102,6 +106,7 @@ __all__ = [
     "DatabaseLockedError",
     "DatabaseNotFoundError",
     "ImportValidationError",
+    "InclusionProof",
     "Index",
     "IntegrityError",
     "InvalidArgumentError",
@@ -130,6 +135,7 @@ __all__ = [
     "SchemaError",
     "SchemaMismatchError",
     "SchemaProgress",
+    "SignedHead",
     "Snapshot",
     "SnapshotKeyValue",
     "StorageIOError",
@@ -150,6 +156,7 @@ __all__ = [
     "WrongEventLoopError",
     "__version__",
     "asc",
+    "audit",
     "auto",
     "backlink",
     "between",
@@ -166,7 +173,7 @@ __all__ = [
     "validator",
 ]
 
-from . import errors
+from . import audit, errors
 
 
 def _claim_public_names() -> None:

@@ -17,6 +17,7 @@ QuantaError
 │   ├── QueryError                      an ill-typed or impossible query, raised when built
 │   └── ReservedKeyError                a db.kv call inside the entity key space (b"\x00Q...")
 ├── CorruptionError                     a checksum or structure check failed (names file, offset)
+│   └── AuditVerificationError          the audit log, a signed head or a proof fails its check
 ├── DatabaseLockedError                 another process or open() holds the directory
 ├── DatabaseClosedError                 the database was closed
 ├── DatabaseNotFoundError               no database and create_if_missing=False
@@ -51,6 +52,7 @@ import dataclasses
 from collections.abc import Iterable
 
 __all__ = [
+    "AuditVerificationError",
     "BackgroundError",
     "ConflictError",
     "CorruptionError",
@@ -206,6 +208,17 @@ class CorruptionError(QuantaError):
 
     def __reduce__(self) -> tuple[object, ...]:  # survives pickling (errors cross from worker processes)
         return _rebuild, (type(self), (self._message,), {"path": self.path, "offset": self.offset})
+
+
+class AuditVerificationError(CorruptionError):
+    """The audit log failed verification (``quanta.audit``, docs/audit.md): an entry that no
+    longer hashes to its leaf, a tree that does not match a signed head, a head whose
+    signature is not the signing key's, or a proof that does not prove what it claims.
+    ``path`` names what failed (``<audit entry 41>``, ``<audit head 1200>``, ``<inclusion
+    proof>``, ...), not always a file."""
+
+    def __init__(self, message: str, *, path: str = "<audit log>", offset: int | None = None) -> None:
+        super().__init__(message, path=path, offset=offset)
 
 
 class DatabaseLockedError(QuantaError):

@@ -41,6 +41,7 @@ LAYERS: list[str] = [
     "quanta._kv",  # KeyValue, Batch, Snapshot: validated key-value API
     "quanta._txn",  # transactions
     "quanta._schema",  # entity declarations, record codecs, key space layout
+    "quanta._audit",  # the audit log: Merkle tree, signed heads, the commit hook
     "quanta._query",  # query expressions and the planner (pure)
     # The entity layer, bottom up: a write flows from a collection or query down to writes,
     # relations, the executor and the index entries, never back up.
