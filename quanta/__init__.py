@@ -17,6 +17,18 @@ from __future__ import annotations
 import inspect as _inspect
 import typing as _typing
 
+from ._access import (
+    MASKED,
+    Policy,
+    Principal,
+    Session,
+    SessionCollection,
+    SessionKeyValue,
+    SessionQuery,
+    allow,
+    allow_kv,
+    mask,
+)
 from ._catalog import RepairReport, SchemaProgress, VerifyProblem, VerifyReport, migration
 from ._db import Database, open
 from ._entity import Collection, Query
@@ -61,6 +73,7 @@ from .errors import (
     InvalidTypeError,
     LimitExceededError,
     NotADatabaseError,
+    PermissionDeniedError,
     QuantaError,
     QueryError,
     ReaderLagError,
@@ -81,6 +94,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MASKED",
     "MAX_BATCH_BYTES",
     "MAX_KEY_BYTES",
     "MAX_TX_KEYS",
@@ -116,8 +130,11 @@ __all__ = [
     "OpenOptions",
     "Options",
     "Pattern",
+    "PermissionDeniedError",
     "Plan",
+    "Policy",
     "PrimaryKey",
+    "Principal",
     "QuantaError",
     "Query",
     "QueryError",
@@ -130,6 +147,10 @@ __all__ = [
     "SchemaError",
     "SchemaMismatchError",
     "SchemaProgress",
+    "Session",
+    "SessionCollection",
+    "SessionKeyValue",
+    "SessionQuery",
     "Snapshot",
     "SnapshotKeyValue",
     "StorageIOError",
@@ -149,6 +170,8 @@ __all__ = [
     "Watch",
     "WrongEventLoopError",
     "__version__",
+    "allow",
+    "allow_kv",
     "asc",
     "auto",
     "backlink",
@@ -161,6 +184,7 @@ __all__ = [
     "in_",
     "link",
     "links",
+    "mask",
     "migration",
     "open",
     "validator",
