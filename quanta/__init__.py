@@ -17,6 +17,18 @@ from __future__ import annotations
 import inspect as _inspect
 import typing as _typing
 
+from ._access import (
+    MASKED,
+    Policy,
+    Principal,
+    Session,
+    SessionCollection,
+    SessionKeyValue,
+    SessionQuery,
+    allow,
+    allow_kv,
+    mask,
+)
 from ._audit import ConsistencyProof, InclusionProof, SignedHead  # audit log (issue 17)
 from ._catalog import RepairReport, SchemaProgress, VerifyProblem, VerifyReport, migration
 from ._db import Database, open
@@ -63,6 +75,7 @@ from .errors import (
     InvalidTypeError,
     LimitExceededError,
     NotADatabaseError,
+    PermissionDeniedError,
     QuantaError,
     QueryError,
     ReaderLagError,
@@ -83,6 +96,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MASKED",
     "MAX_BATCH_BYTES",
     "MAX_KEY_BYTES",
     "MAX_TX_KEYS",
@@ -121,8 +135,11 @@ __all__ = [
     "OpenOptions",
     "Options",
     "Pattern",
+    "PermissionDeniedError",
     "Plan",
+    "Policy",
     "PrimaryKey",
+    "Principal",
     "QuantaError",
     "Query",
     "QueryError",
@@ -135,6 +152,10 @@ __all__ = [
     "SchemaError",
     "SchemaMismatchError",
     "SchemaProgress",
+    "Session",
+    "SessionCollection",
+    "SessionKeyValue",
+    "SessionQuery",
     "SignedHead",
     "Snapshot",
     "SnapshotKeyValue",
@@ -155,6 +176,8 @@ __all__ = [
     "Watch",
     "WrongEventLoopError",
     "__version__",
+    "allow",
+    "allow_kv",
     "asc",
     "audit",
     "auto",
@@ -168,6 +191,7 @@ __all__ = [
     "in_",
     "link",
     "links",
+    "mask",
     "migration",
     "open",
     "validator",

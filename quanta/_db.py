@@ -17,6 +17,7 @@ from typing import Any, TypeVar, Unpack
 import anyio
 import anyio.to_thread
 
+from ._access import Policy, Principal, Session
 from ._catalog import (
     Catalog,
     CatalogState,
@@ -65,8 +66,10 @@ class Database:
     while the opening loop runs (the check would cost a third of a read); once that loop has
     ended they raise it too."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, policy: Policy | None = None, declared: Iterable[type] = ()) -> None:
         self._engine = engine
+        self._policy = policy  # what sessions may do (quanta/_access); None: no sessions
+        self._declared = tuple(declared)
         self._bus = ChangeBus(engine, hidden=CATALOG_PREFIX)  # the entity layer's bookkeeping
         self._events = EventHub(engine)
         self._transactions = Transactions(engine)
@@ -156,6 +159,18 @@ class Database:
         ``tx.collection(cls)``."""
         self._engine.check_open()
         return self._entities.collection(cls)
+
+    def session(self, principal: Principal) -> Session:
+        """A handle acting for ``principal``: ``alice = db.session(quanta.Principal("alice"))``;
+        ``alice.collection(Post)`` and ``alice.kv`` have the collection and kv APIs, every call
+        checked against the policy given to ``open`` (deny by default; docs/access-control.md).
+        ``db`` itself stays unrestricted. Raises ``InvalidArgumentError`` on a database
+        opened without ``policy=``, and for a rule whose ``where`` fails for ``principal``."""
+        self._engine.check_open()
+        if self._policy is None:
+            raise InvalidArgumentError("db.session(): this database was opened without policy=quanta.Policy(...)")
+        grants = self._policy.grants(principal)
+        return Session(self, grants, [self._entities.collection(cls).info for cls in self._declared])
 
     # ------------------------------------------------------------------ the change bus
 
@@ -508,7 +523,9 @@ class _Opening:
         opts: Options,
         entities: list[type] | None = None,
         on_progress: Callable[[SchemaProgress], None] | None = None,
+        policy: Policy | None = None,
     ) -> None:
+        self._policy = policy
         self._path = path
         self._opts = opts
         self._entities = entities or []
@@ -517,7 +534,7 @@ class _Opening:
 
     async def _open(self) -> Database:
         engine = await Engine.open(self._path, self._opts)
-        db = Database(engine)
+        db = Database(engine, self._policy, self._entities)
         try:
             # Compare, apply or migrate the declared classes before anyone can use the data.
             await db._catalog.open(self._entities, self._on_progress)
@@ -548,6 +565,7 @@ def open(
     entities: Iterable[type] = (),
     on_progress: Callable[[SchemaProgress], None] | None = None,
     options: Options | None = None,
+    policy: Policy | None = None,
     **kwargs: Unpack[OpenOptions],
 ) -> _Opening:
     """Open (creating if needed) the database in directory ``path``.
@@ -568,12 +586,20 @@ def open(
     indexes built, pending ``@quanta.migration`` steps run; anything else raises
     ``SchemaMismatchError`` with the data untouched (docs/migrations.md). ``on_progress``
     receives a :class:`quanta.SchemaProgress` per chunk of those jobs.
+
+    ``policy=quanta.Policy(...)``: the access rules of ``db.session(principal)`` handles
+    (docs/access-control.md); every entity a rule names must be in ``entities``. The
+    returned ``db`` itself is unrestricted.
     """
     check_platform()
     path = _directory("path", path)
     _check_callback("on_progress", on_progress)
     declared = check_entities(entities)
-    return _Opening(path, resolve_options(options, kwargs), declared, on_progress)
+    if policy is not None:
+        if not isinstance(policy, Policy):
+            raise InvalidTypeError(f"policy must be a quanta.Policy, got {type(policy).__name__}")
+        policy.check(declared)
+    return _Opening(path, resolve_options(options, kwargs), declared, on_progress, policy)
 
 
 def _directory(name: str, value: object) -> str:

@@ -32,6 +32,8 @@ QuantaError
 │                                       subscriptions end; reads go on at the newer state)
 ├── SchemaMismatchError                 declared entity classes differ from the stored schemas
 │                                       and no migration covers it (lists each difference)
+├── PermissionDeniedError               a session's policy does not allow the operation
+│                                       (names the entity, key and action; never a hidden key)
 ├── IntegrityError                      a write would break a relationship or uniqueness rule
 │   └── UniqueViolationError            a put would give a unique index a duplicate value
 ├── StorageIOError                      an operating-system I/O call failed (errno kept)
@@ -67,6 +69,7 @@ __all__ = [
     "InvalidTypeError",
     "LimitExceededError",
     "NotADatabaseError",
+    "PermissionDeniedError",
     "QuantaError",
     "ReadOnlyError",
     "ReaderLagError",
@@ -319,6 +322,23 @@ class SchemaMismatchError(QuantaError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return _rebuild, (type(self), self.args, {"differences": self.differences})
+
+
+class PermissionDeniedError(QuantaError):
+    """A session (``db.session(principal)``) tried something its database's policy does not
+    allow (docs/access-control.md): a read of an entity or kv prefix no rule grants, a write
+    or delete of a row no rule allows, a filter or sort on a masked field. ``entity``,
+    ``key`` and ``action`` say which (``key`` is only ever one the caller named or may see;
+    empty when the refusal is not about one row). Nothing of the write was made."""
+
+    def __init__(self, message: str, *, entity: str = "", key: object = None, action: str = "") -> None:
+        super().__init__(message)
+        self.entity = entity
+        self.key = key
+        self.action = action
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self), self.args, {"entity": self.entity, "key": self.key, "action": self.action})
 
 
 class IntegrityError(QuantaError):

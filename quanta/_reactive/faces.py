@@ -44,6 +44,7 @@ Coalesce: TypeAlias = "float | timedelta | None"
 per commit that changes the value (a live query's ``coalesce=``)."""
 
 T = TypeVar("T")
+U = TypeVar("U")
 T_co = TypeVar("T_co", covariant=True)
 
 
@@ -120,6 +121,18 @@ class Watch(Observable[T], Generic[T]):
         """A new ``Watch`` over the same source, its iterator subscribed now (``start_seq``
         is fixed here): ``async with q.watch().stream() as rows: ...``."""
         return Watch(self._opener, hot=True)
+
+    def mapped(self, fn: Callable[[T], U | object]) -> Watch[U]:
+        """A new ``Watch`` over the same source whose items are ``fn(item)``; an item ``fn``
+        maps to ``EMPTY`` is dropped (the layer above uses it to mask emissions: quanta/_access).
+        Hot (subscribed now) when this one is. ``fn`` runs on the event loop, once per item."""
+        opener = self._opener
+
+        def mapped_opener(wake: Callable[[], None], scheduler: abc.SchedulerBase | None) -> Pullable[U]:
+            mapped: Pullable[U] = _Mapped(opener(wake, scheduler), fn)
+            return mapped
+
+        return Watch(mapped_opener, hot=self._source is not None)
 
     @property
     def start_seq(self) -> int:
@@ -205,6 +218,72 @@ class Watch(Observable[T], Generic[T]):
 
             return observe(connect, observer, scheduler)
         return observe(self._opener, observer, scheduler)
+
+
+class _Mapped(Generic[T, U]):
+    """A :class:`Pullable` that maps (and may drop) the items of another (``Watch.mapped``)."""
+
+    __slots__ = ("_fn", "_inner")
+
+    def __init__(self, inner: Pullable[T], fn: Callable[[T], U | object]) -> None:
+        self._inner = inner
+        self._fn = fn
+
+    @property
+    def done(self) -> bool:
+        return self._inner.done
+
+    @done.setter
+    def done(self, value: bool) -> None:
+        self._inner.done = value
+
+    @property
+    def cancelled(self) -> bool:
+        return self._inner.cancelled
+
+    @cancelled.setter
+    def cancelled(self, value: bool) -> None:
+        self._inner.cancelled = value
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._inner.error
+
+    @error.setter
+    def error(self, value: BaseException | None) -> None:
+        self._inner.error = value
+
+    @property
+    def start_seq(self) -> int:
+        return self._inner.start_seq
+
+    @start_seq.setter
+    def start_seq(self, value: int) -> None:
+        self._inner.start_seq = value
+
+    @property
+    def wake(self) -> Callable[[], None]:
+        return self._inner.wake
+
+    @wake.setter
+    def wake(self, value: Callable[[], None]) -> None:
+        self._inner.wake = value
+
+    @property
+    def drained(self) -> bool:
+        return self._inner.drained
+
+    def pop(self) -> U | object:
+        while True:
+            item = self._inner.pop()
+            if item is EMPTY:
+                return EMPTY
+            out = self._fn(cast(T, item))
+            if out is not EMPTY:
+                return out
+
+    def cancel(self) -> None:
+        self._inner.cancel()
 
 
 def observe(

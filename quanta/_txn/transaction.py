@@ -21,9 +21,9 @@ from __future__ import annotations
 import random
 import warnings
 from bisect import bisect_left
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import aclosing
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
@@ -150,6 +150,18 @@ class Transaction:
         if entities is None:
             raise InvalidArgumentError("this transaction's manager has no entity layer: use db.transaction()")
         return entities.collection(cls, self)
+
+    def buffered(self) -> Mapping[bytes, bytes | None]:
+        """What a commit now would write: key -> value (None for a delete), a read-only view
+        (for the layers above that check a commit before it happens: quanta/_access)."""
+        return MappingProxyType(self._writes)
+
+    def read_base(self, keys: list[bytes]) -> list[bytes | None]:
+        """The values of ``keys`` at the transaction's snapshot, without its own writes and
+        without recording the reads (``keys`` trusted: the layers above pass keys taken from
+        :meth:`buffered`, which the commit's conflict check covers already)."""
+        self._check_active()
+        return self._engine.get_many(keys, self.seq)
 
     def _check_active(self) -> None:
         if self._finished:

@@ -55,6 +55,8 @@ def _range_calls() -> dict[str, inspect.Signature]:
             sig = inspect.signature(fn)
         except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
             continue
+        if name == "allow_kv":  # a policy rule naming one key prefix (issue 16 fixes the name), not a range call
+            continue
         if RANGE_NAMES & set(sig.parameters):
             calls[name] = sig
     return calls

@@ -54,6 +54,7 @@ LAYERS: list[str] = [
     "quanta._live",  # live queries
     "quanta._catalog",  # stored schemas, index builds, migrations
     "quanta._transfer",  # JSON Lines export and import
+    "quanta._access",  # principals, policies and sessions (checked collections, queries, kv)
     "quanta._db",  # Database and open: ties the layers together
     "quanta._cli",  # the command line (the demo, schema tools)
     "quanta.__main__",
