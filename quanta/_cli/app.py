@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ..errors import QuantaError
-from . import data, demo, files, inspect, transfer
+from . import data, demo, files, inspect, live, shell, transfer
 from .output import Output
 
 __all__ = ["app", "main"]
@@ -326,6 +326,53 @@ def query_cmd(
         "query",
         lambda: data.query(path, entity, expression, order_by, limit, explain, modules, Output(as_json=as_json)),
     )
+
+
+# ---------------------------------------------------------------------------- live and interactive
+
+
+@app.command("watch")
+def watch_cmd(
+    path: Path,
+    entity: Annotated[
+        str | None, typer.Argument(help="The entity to follow (none: every commit's changed keys).", show_default=False)
+    ] = None,
+    expression: Annotated[
+        str | None, typer.Argument(help="A condition, as in `quanta query`.", show_default=False)
+    ] = None,
+    order_by: Annotated[
+        list[str] | None, typer.Option("--order-by", metavar="FIELD", help="age, -age or 'age desc'; repeatable.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=0, help="At most N records.")] = None,
+    prefix: Annotated[str | None, typer.Option(help="Without ENTITY: only keys with this prefix.")] = None,
+    updates: Annotated[
+        int | None, typer.Option(min=0, help="Stop after N changes (default: run until Ctrl-C).")
+    ] = None,
+    modules: Modules = None,
+    as_json: Json = False,
+) -> None:
+    """Follow a query (or the raw changes) live, from another process than the one writing."""
+    try:
+        _run(
+            "watch",
+            lambda: live.watch(
+                path, entity, expression, order_by, limit, prefix, updates, modules, Output(as_json=as_json)
+            ),
+        )
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command("shell")
+def shell_cmd(
+    path: Path,
+    history: Annotated[
+        str | None,
+        typer.Option(help="The history file (default: $QUANTA_HISTORY, else ~/.quanta_history)."),
+    ] = None,
+) -> None:
+    """An interactive prompt on one database: get, scan, count, query, explain, put, delete, ... (with history)."""
+    _exit(_guard("shell", lambda: shell.run(path, history, main)))
 
 
 # ---------------------------------------------------------------------------- main
