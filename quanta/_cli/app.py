@@ -1,9 +1,10 @@
 """The ``quanta`` command (typer): options, error handling and the exit status.
 
 Every command body runs through :func:`_guard`: a ``QuantaError`` (or an ``OSError`` such as
-a missing file) becomes one line on stderr, ``quanta COMMAND: ErrorType: message``, and exit
-status 1; a closed pipe (``quanta dump x | head``) ends quietly with 0. Usage errors exit 2
-(click's message). No command prints a traceback.
+a missing file) becomes one line on stderr, ``quanta COMMAND: ErrorType: message`` (then the
+exception's PEP 678 notes, if any, one ``  note:`` line each), and exit status 1; a closed
+pipe (``quanta dump x | head``) ends quietly with 0. Usage errors exit 2 (click's message).
+No command prints a traceback.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def _guard(name: str, body: Callable[[], T]) -> T:
         message = str(exc).splitlines()[0] if str(exc) else ""
         rest = str(exc)[len(message) :]
         print(f"quanta {name}: {type(exc).__name__}: {message}{rest}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", ()):  # PEP 678 notes: what happened, how to finish
+            print(f"  note: {note}", file=sys.stderr)
     except BrokenPipeError:
         sys.stderr.close()  # no second complaint from the interpreter at exit
         raise typer.Exit(0) from None

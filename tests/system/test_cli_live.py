@@ -210,3 +210,23 @@ def test_shell_on_a_missing_database_fails_before_the_prompt(tmp_path: Path) -> 
     r = CliRunner().invoke(app, ["shell", str(tmp_path / "none")])
     assert r.exit_code == 1 and r.stderr.startswith("quanta shell: ") and "Traceback" not in r.stderr
     assert not (tmp_path / "none").exists()
+
+
+def test_an_errors_notes_are_printed_after_its_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """An exception's PEP 678 notes (an interrupted repair's "how to finish") reach the user."""
+    import typer
+
+    from quanta._cli.app import _guard
+
+    def body() -> None:
+        exc = quanta.errors.SchemaError("repair stopped")
+        exc.add_note("run `quanta repair PATH --rebuild-indexes` again to finish")
+        raise exc
+
+    with pytest.raises(typer.Exit) as caught:
+        _guard("repair", body)
+    assert caught.value.exit_code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "quanta repair: SchemaError: repair stopped",
+        "  note: run `quanta repair PATH --rebuild-indexes` again to finish",
+    ]
