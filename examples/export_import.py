@@ -70,7 +70,7 @@ async def entity_bytes(db: quanta.Database) -> list[tuple[bytes, bytes]]:
     async with db.snapshot() as snap:
         for kind in b"riu":
             lo, hi = b"\x00Q" + bytes([kind]), b"\x00Q" + bytes([kind + 1])
-            out += [kv async for kv in snap.kv._scan(lo, hi)]
+            out += [kv async for kv in snap.kv.scan(lo, hi, include_reserved=True)]
     return out
 
 

@@ -73,7 +73,8 @@ async def main(path: str) -> None:
     async with quanta.open(path, entities=[UserV3], on_progress=show) as db:
         u = await db.collection(UserV3).get(42)
         print(f"3. release 3 migrated every record once: {u}")
-        for h in db._catalog.schemas["User"].history:  # also: python -m quanta schema PATH
+        state = await db.schema_state()  # also: python -m quanta schema PATH
+        for h in state.schemas["User"].history:
             print(f"   history: v{h.version} {h.event}: {h.detail}")
 
     try:

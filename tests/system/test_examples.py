@@ -25,3 +25,31 @@ def test_example_runs(example: Path, tmp_path: Path) -> None:
 
 
 # The README's and docs/' Python blocks are type-checked and run by tests/system/test_doc_blocks.py.
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_uses_only_the_public_api(example: Path) -> None:
+    """An example is what users copy: no private attribute (``obj._name``) and no private
+    module (``quanta._x``) in it."""
+    import ast
+
+    tree = ast.parse(example.read_text(), filename=str(example))
+    private = [
+        f"line {node.lineno}: .{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+    ]
+    private += [
+        f"line {node.lineno}: import {node.module}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and any(part.startswith("_") and not part.startswith("__") for part in (node.module or "").split("."))
+    ]
+    private += [
+        f"line {node.lineno}: import {alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+        if any(part.startswith("_") and not part.startswith("__") for part in alias.name.split("."))
+    ]
+    assert not private, private
