@@ -464,6 +464,19 @@ class Database:
         self._engine.check_open()
         return await self._catalog.state()
 
+    async def serve_inspector(
+        self, port: int = 0, host: str = "127.0.0.1", *, token: str | None = None, allow_writes: bool = False
+    ) -> Any:
+        """Start the inspector web UI (docs/inspector.md) for this database on the running
+        loop and return its server (``url`` with the random token, ``await close()``);
+        ``port=0`` picks a free port. Needs the ``quanta-db[inspector]`` extra
+        (``InvalidArgumentError`` naming it otherwise). Read-only unless ``allow_writes``."""
+        from ._inspector import serve
+
+        self._engine.check_open()
+        check_flag("allow_writes", allow_writes)
+        return await serve(self, port=port, host=host, token=token, allow_writes=allow_writes)
+
     async def preview_schema(self, cls: type) -> EntityPreview:
         """What opening with entity class ``cls`` would do, without doing it (``quanta
         migrate --autogenerate``); raises ``InvalidTypeError`` for a class that is not an

@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ..errors import QuantaError
-from . import data, demo, files, inspect, transfer
+from . import data, demo, files, inspect, transfer, web
 from .output import Output
 
 __all__ = ["app", "main"]
@@ -326,6 +326,19 @@ def query_cmd(
         "query",
         lambda: data.query(path, entity, expression, order_by, limit, explain, modules, Output(as_json=as_json)),
     )
+
+
+@app.command("inspect")
+def _inspect(
+    path: Path,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="The port (0: a free one).")] = 8765,
+    host: Annotated[str, typer.Option("--host", help="The address to bind.")] = "127.0.0.1",
+    allow_writes: Annotated[
+        bool, typer.Option("--allow-writes", help="Open for writing and allow the UI's writes (no other writer).")
+    ] = False,
+) -> None:
+    """Serve the inspector web UI on PATH (read-only beside a running app; needs quanta-db[inspector])."""
+    _run("inspect", lambda: web.inspect_web(path, port, host, allow_writes))
 
 
 # ---------------------------------------------------------------------------- main
