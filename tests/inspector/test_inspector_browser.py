@@ -211,3 +211,35 @@ def test_inspector_in_chromium(processes: tuple[subprocess.Popen[str], str], tmp
             browser.close()
     for name in PAGES:
         assert (shots / f"inspector-{name}.png").stat().st_size > 5000
+
+
+def test_cli_inspect_beside_a_writer(processes: tuple[subprocess.Popen[str], str]) -> None:
+    """Without a browser: ``quanta inspect`` attached read-only answers with the token only,
+    and follows the writer's commits."""
+    import httpx
+
+    writer, url = processes
+    base = url.split("/?")[0]
+    with httpx.Client(timeout=10) as c:
+        assert c.get(base + "/api/entities").status_code == 403
+        assert c.get(base + "/api/entities", params={"token": "f" * 32}).status_code == 403
+        r = c.get(url.replace("/?", "/api/entities?"))
+        assert r.status_code == 200 and r.json()["read_only"] is True
+        assert r.json()["entities"][0]["count"] == 60
+        assert c.post(base + "/api/kv", json={"key": "a", "value": "b"}).status_code == 403  # cookie kept
+        assert writer.stdin is not None and writer.stdout is not None
+        writer.stdin.write("put\n")
+        writer.stdin.flush()
+        seq = int(_readline(writer.stdout, r"^seq (\d+)", writer).group(1))
+        deadline = time.monotonic() + 10
+        while c.get(base + "/api/entities").json()["seq"] < seq:
+            assert time.monotonic() < deadline, "the inspector did not follow the writer"
+            time.sleep(0.05)
+        assert c.get(base + "/api/entities").json()["entities"][0]["count"] == 61
+
+
+def test_cli_inspect_refusals(tmp_path: Path) -> None:
+    from quanta._cli import main
+
+    assert main(["inspect", str(tmp_path / "missing"), "--port", "0"]) == 1
+    assert main(["inspect", str(tmp_path), "--port", "70000"]) == 2
