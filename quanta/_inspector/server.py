@@ -109,7 +109,14 @@ def build_app(db: Any, token: str, *, allow_writes: bool = False) -> Any:
                     "class": schema.cls,
                     "primary_key": schema.primary_key,
                     "count": count,
-                    "fields": [{"name": f.name, "type": repr(f.type), "optional": f.optional} for f in schema.fields],
+                    "fields": [
+                        {
+                            "name": f.name,
+                            "type": f.type if isinstance(f.type, str) else repr(f.type),
+                            "optional": f.optional,
+                        }
+                        for f in schema.fields
+                    ],
                     "indexes": [
                         {
                             "name": i.name,
