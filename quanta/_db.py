@@ -12,7 +12,7 @@ import os
 import warnings
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import TracebackType
-from typing import Any, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 import anyio
 import anyio.to_thread
@@ -48,6 +48,9 @@ from ._transfer import (
 )
 from ._txn import Transaction, Transactions, check_retries, run_transaction
 from .errors import InvalidArgumentError, InvalidTypeError, QuantaError
+
+if TYPE_CHECKING:
+    from ._inspector import InspectorServer
 
 __all__ = ["Database", "open"]
 
@@ -463,6 +466,19 @@ class Database:
         schema``, the inspector). Works on read-only opens; reads only."""
         self._engine.check_open()
         return await self._catalog.state()
+
+    async def serve_inspector(
+        self, port: int = 0, host: str = "127.0.0.1", *, token: str | None = None, allow_writes: bool = False
+    ) -> InspectorServer:
+        """Start the inspector web UI (docs/inspector.md) for this database on the running
+        loop and return its server (``url`` with the random token, ``await close()``);
+        ``port=0`` picks a free port. Needs the ``quanta-db[inspector]`` extra
+        (``InvalidArgumentError`` naming it otherwise). Read-only unless ``allow_writes``."""
+        from ._inspector import serve
+
+        self._engine.check_open()
+        check_flag("allow_writes", allow_writes)
+        return await serve(self, port=port, host=host, token=token, allow_writes=allow_writes)
 
     async def preview_schema(self, cls: type) -> EntityPreview:
         """What opening with entity class ``cls`` would do, without doing it (``quanta

@@ -10,13 +10,17 @@ transfer.py   backup, compact, export, import
 data.py       get, scan, count, put, delete, query
 expr.py       the query expression language, parsed with ast (no eval)
 entities.py   entity classes from --module or rebuilt from the stored schema
+web.py        inspect (the inspector web UI, quanta/_inspector)
 ```
 Exit status: 0 on success, 1 when a database is damaged, missing or cannot be opened (or a
 check found problems), 2 on usage errors. docs/cli.md shows every command.
 """
 
 from .app import app, main
+from .entities import class_for
+from .expr import parse_expression, parse_order
 from .files import dump
 from .inspect import schema
+from .output import jsonable
 
-__all__ = ["app", "dump", "main", "schema"]
+__all__ = ["app", "class_for", "dump", "jsonable", "main", "parse_expression", "parse_order", "schema"]

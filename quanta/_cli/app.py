@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ..errors import QuantaError
-from . import data, demo, files, inspect, live, shell, transfer
+from . import data, demo, files, inspect, live, shell, transfer, web
 from .output import Output
 
 __all__ = ["app", "main"]
@@ -376,6 +376,19 @@ def shell_cmd(
 ) -> None:
     """An interactive prompt on one database: get, scan, count, query, explain, put, delete, ... (with history)."""
     _exit(_guard("shell", lambda: shell.run(path, history, main)))
+
+
+@app.command("inspect")
+def _inspect(
+    path: Path,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="The port (0: a free one).")] = 8765,
+    host: Annotated[str, typer.Option("--host", help="The address to bind.")] = "127.0.0.1",
+    allow_writes: Annotated[
+        bool, typer.Option("--allow-writes", help="Open for writing and allow the UI's writes (no other writer).")
+    ] = False,
+) -> None:
+    """Serve the inspector web UI on PATH (read-only beside a running app; needs quanta-db[inspector])."""
+    _run("inspect", lambda: web.inspect_web(path, port, host, allow_writes))
 
 
 # ---------------------------------------------------------------------------- main
