@@ -278,7 +278,13 @@ class Policy:
         for rule in self.rules:
             if not rule.applies(me):
                 continue
-            cond = True if rule.where is None else rule.where(me)
+            try:
+                cond = True if rule.where is None else rule.where(me)
+            except Exception as exc:  # a user callable: any failure is a bad policy for this principal
+                raise InvalidArgumentError(
+                    f"policy: allow({rule.entity.__name__}, ...): where(principal) raised "
+                    f"{type(exc).__name__} for principal {me.id!r}: {exc}"
+                ) from exc
             if cond is False:
                 continue
             if cond is not True and not (isinstance(cond, Expr) and cond.owner is rule.entity):

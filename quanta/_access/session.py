@@ -40,7 +40,15 @@ from .._kv import check_key, key_range
 from .._query import Expr, Field, Order, as_order, has_through
 from .._reactive import EMPTY, Coalesce, ResultDiff, Watch
 from .._schema import NS, SOURCE, EntityInfo, record_prefix
-from ..errors import ConflictError, InvalidTypeError, PermissionDeniedError, QueryError
+from ..errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidTypeError,
+    PermissionDeniedError,
+    QuantaError,
+    QueryError,
+    UniqueViolationError,
+)
 from .policy import MASKED, Grant, Grants, Principal
 
 if TYPE_CHECKING:
@@ -108,12 +116,26 @@ class Session:
             check_writes(self, tx)
             return result
 
+        # The engine's errors may name other rows' keys (a restrict link's referrer, the key a
+        # conflict was on). They are replaced by errors that name none, raised outside the
+        # ``except`` so that neither ``__cause__`` nor ``__context__`` keeps the original.
+        # UniqueViolationError passes through: it names only the caller's own value.
+        sanitized: QuantaError
         try:
             return await self._db.run_transaction(checked)
         except ConflictError:
-            raise ConflictError(
+            sanitized = ConflictError(
                 "a session's write conflicted with a concurrent commit and ran out of retries; run it again"
-            ) from None
+            )
+        except UniqueViolationError:
+            raise
+        except IntegrityError:
+            sanitized = IntegrityError(
+                "a session's write would break a rule between records (a link to a record that does not "
+                "exist, a record an on_delete='restrict' link protects, or a primary key already taken); "
+                "nothing was written"
+            )
+        raise sanitized
 
 
 def _grant_of(session: Session, info: EntityInfo, action: str) -> Grant:

@@ -521,6 +521,18 @@ class Field:
     def __eq__(self, value: object) -> Compare:  # type: ignore[override]
         return self._compare("==", value)
 
+    def __invert__(self) -> Compare:
+        """``~Post.draft`` on a ``bool`` field: ``Post.draft == False`` (the same node, so it
+        plans and explains as an equality). ``QueryError`` on any other field, and on an
+        optional bool (``bool | None``), where "not true" would be ambiguous about None."""
+        fi = self.info
+        if fi.base is not bool or fi.optional:
+            raise QueryError(
+                f"~{self!r}: ~ on a field needs a bool field (not optional); {self!r} is "
+                f"{_type_name(fi.annotation)}: compare it instead ({self!r} == False, {self!r}.is_none())"
+            )
+        return self._compare("==", False)
+
     def __ne__(self, value: object) -> Compare:  # type: ignore[override]
         return self._compare("!=", value)
 
