@@ -110,10 +110,17 @@ async def rewrite_everything(writer: quanta.Database, reader: quanta.Database) -
     assert reader.seq == writer.seq
     assert not old_tables & set(engine.readers)  # installed: none of the old tables
     assert not old_wals & set(follower_of(reader).applied)
-    names = writer._engine.fs.listdir(writer._engine.path)
-    on_disk = {p for p in map(filenames.parse_name, names) if p is not None}
-    assert not {("sst", n) for n in old_tables} & on_disk  # the writer removed them
-    assert not {("wal", n) for n in old_wals} & on_disk
+    # The writer removes obsolete files after installing the new version, in the background:
+    # wait for it (bounded), then check that none of the reader's old files is left.
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        names = writer._engine.fs.listdir(writer._engine.path)
+        on_disk = {p for p in map(filenames.parse_name, names) if p is not None}
+        old = ({("sst", n) for n in old_tables} | {("wal", n) for n in old_wals}) & on_disk
+        if not old or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.005)
+    assert not old, old  # the writer removed them
 
 
 async def check_copy(db_factory: Any, dest: str, info: quanta.BackupInfo, expected: dict[bytes, bytes]) -> None:
